@@ -1,0 +1,31 @@
+# The README's two commands live here. The virtual environment is made once and reused:
+# its stamp depends on pyproject.toml, so re-running does not reinstall.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+PROFILE ?= cpu
+OUT ?= outputs/course
+PYTEST_ARGS ?=
+
+.PHONY: course test setup clean-data help
+
+help:
+	@echo "make course  # set up, then run the whole course headless (PROFILE=$(PROFILE), OUT=$(OUT))"
+	@echo "make test    # set up, then run the full test suite"
+
+$(VENV)/.stamp: pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	@touch $@
+
+setup: $(VENV)/.stamp
+
+course: setup
+	$(VENV)/bin/cmmc course --profile $(PROFILE) --out $(OUT)
+
+test: setup
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+clean-data:
+	rm -rf data/synthetic data/cache runs outputs

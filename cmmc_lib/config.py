@@ -1,0 +1,268 @@
+"""Dataclass configs and the named presets ``tiny``, ``cpu`` and ``paper``.
+
+One code path, three scales: a preset is a :class:`Config`; a run is a preset plus
+``key=value`` overrides (``lr=3e-4``, ``optim.lr=3e-4``, ``ssl.layer_k=2``).  Every choice
+that ``paper/METHOD.md`` marks **[choice]** is a field here, with the default given there.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, get_args, get_origin, get_type_hints
+
+MODALITY_CHANNELS = {"rgb": 3, "flow": 2}
+METHODS = ("moco", "mixup", "cutmix", "manifold-mixup", "manifold-cutmix", "cm-mixup", "cmmc",
+           "coclr", "coclr-cmmc")
+
+
+@dataclass
+class DataConfig:
+    """Where clips come from and how they are cut.
+
+    ``root=None`` means the default for the dataset: ``$CMMC_DATA_ROOT/<dataset>`` if set,
+    else ``data/<dataset>`` (for ``synthetic``: ``data/synthetic/<synthetic_size>``) relative
+    to the working directory.
+    """
+    dataset: str = "synthetic"          # synthetic | ucf101 | hmdb51 | ntu60
+    root: str | None = None
+    split: int = 1                      # official split index (1..3)
+    synthetic_size: str = "tiny"        # tiny | cpu (only for dataset=synthetic)
+    synthetic_seed: int = 0
+    clip_len: int = 8                   # frames per clip (T)
+    stride: int = 1                     # temporal stride between sampled frames
+    short_side: int = 40                # resize the short side to this before cropping (px)
+    size: int = 32                      # square crop side (px): clips are (C, T, size, size)
+    crop_scale: tuple[float, float] = (0.3, 1.0)   # random resized crop area range
+    views: int = 2                      # clips per video in training (query, key)
+    eval_windows: int = 4               # evenly spaced windows per test video
+    flip_flow: bool = True              # negate the horizontal flow component on flips
+    color_jitter: float = 0.5           # probability of colour jitter (RGB only)
+    grayscale: float = 0.2              # probability of grey (RGB only)
+    cache: bool = True                  # keep decoded videos in memory (small datasets only)
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    backbone: str = "small3d"           # small3d | s3d | stgcn
+    width: int = 16                     # small3d: channels of the first block
+    proj_hidden: int = 128              # projection head hidden width (paper: 1024)
+    proj_dim: int = 64                  # embedding size (paper: 128)
+
+
+@dataclass
+class SSLConfig:
+    method: str = "moco"                # one of METHODS
+    modality: str = "rgb"               # the trained modality
+    other_modality: str = "flow"        # the source of cross-modal mixing
+    queue_size: int = 256
+    momentum: float = 0.99
+    temperature: float = 0.07
+    split_bn: int = 1                   # >1: split-BN groups in the key encoder (shuffle-BN stand-in)
+    alpha: float = 1.0                  # Beta(alpha, alpha) for lam0
+    layer_k: int = 2                    # block index where modality 1 is cut (features after k blocks)
+    layer_l: int | None = None          # block of modality 2 (None: same as layer_k)
+    cut_dims: str = "cthw"              # dimensions the tesseract cuts [choice]
+    partner: str = "perm"               # perm (another video) | same (same video, unmixed labels)
+    resample: bool = True               # resample the source map when shapes differ (k != l)
+    source_run: str | None = None       # run folder of the frozen other-modality network
+    input_cut_dims: str = "thw"         # input cutmix: thw | hw | t
+
+
+@dataclass
+class OptimConfig:
+    batch_size: int = 8
+    epochs: int = 3
+    lr: float = 1e-3
+    weight_decay: float = 1e-5
+    milestones: tuple[int, ...] = ()    # epochs at which lr is multiplied by gamma
+    gamma: float = 0.1
+
+
+@dataclass
+class RunConfig:
+    seed: int = 0
+    device: str = "auto"                # auto | cpu | cuda | cuda:N | mps
+    amp: str = "auto"                   # auto (bf16 on CUDA) | bf16 | off
+    ckpt_every: int = 50                # steps between checkpoints (and one at the end)
+    keep_ckpts: int = 2                 # step checkpoints kept besides last.pt
+    knn_every: int = 1                  # epochs between kNN R@1 monitors (0: off)
+    out_root: str = "runs"
+    name: str | None = None             # run folder name (default: preset-method-modality-seed)
+    max_steps: int | None = None        # stop after this many steps (tests, benches)
+    progress: bool = True
+
+
+@dataclass
+class Config:
+    preset: str = "tiny"
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    ssl: SSLConfig = field(default_factory=SSLConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), indent=2, sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "Config":
+        cfg = cls()
+        for section in ("data", "model", "ssl", "optim", "run"):
+            for k, v in d.get(section, {}).items():
+                _set_field(getattr(cfg, section), k, v)
+        cfg.preset = d.get("preset", cfg.preset)
+        return cfg
+
+    def resolved_data_root(self) -> Path:
+        return data_root(self.data)
+
+
+def data_root(d: DataConfig) -> Path:
+    """The directory a :class:`DataConfig` reads from (see its docstring)."""
+    if d.root:
+        return Path(d.root).expanduser()
+    base = Path(os.environ.get("CMMC_DATA_ROOT", "data"))
+    if d.dataset == "synthetic":
+        return base / "synthetic" / d.synthetic_size
+    return base / d.dataset
+
+
+def _tiny() -> Config:
+    return Config(preset="tiny")
+
+
+def _cpu() -> Config:
+    return Config(
+        preset="cpu",
+        data=DataConfig(synthetic_size="cpu", clip_len=8, stride=2, short_side=48, size=40,
+                        eval_windows=4),
+        model=ModelConfig(backbone="small3d", width=24, proj_hidden=256, proj_dim=128),
+        ssl=SSLConfig(queue_size=1024, momentum=0.99),
+        optim=OptimConfig(batch_size=16, epochs=12, lr=1e-3, milestones=(9,)),
+        run=RunConfig(ckpt_every=100),
+    )
+
+
+def _paper() -> Config:
+    return Config(
+        preset="paper",
+        data=DataConfig(dataset="ucf101", clip_len=32, stride=1, short_side=128, size=128,
+                        crop_scale=(0.3, 1.0), eval_windows=10, cache=False, num_workers=8),
+        model=ModelConfig(backbone="s3d", proj_hidden=1024, proj_dim=128),
+        ssl=SSLConfig(queue_size=2048, momentum=0.999, temperature=0.07, layer_k=3),
+        optim=OptimConfig(batch_size=64, epochs=300, lr=1e-3, weight_decay=1e-5,
+                          milestones=(250, 280)),
+        run=RunConfig(ckpt_every=500, knn_every=10),
+    )
+
+
+PRESETS = {"tiny": _tiny, "cpu": _cpu, "paper": _paper}
+
+
+def preset(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The named preset with ``key=value`` overrides applied.
+
+    >>> preset("tiny", ["lr=0.01", "ssl.method=cmmc"]).optim.lr
+    0.01
+    """
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
+    cfg = PRESETS[name]()
+    apply_overrides(cfg, overrides)
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Apply ``key=value`` strings in place. ``key`` is ``section.name`` or a unique ``name``."""
+    for item in overrides:
+        if "=" not in item:
+            raise ValueError(f"override {item!r} is not key=value")
+        key, value = item.split("=", 1)
+        section, name = _locate(cfg, key.strip())
+        _set_field(getattr(cfg, section), name, value.strip())
+    validate(cfg)
+    return cfg
+
+
+def validate(cfg: Config) -> None:
+    """Raise ValueError with one clear line for settings that cannot work."""
+    if cfg.ssl.method not in METHODS:
+        raise ValueError(f"unknown method {cfg.ssl.method!r}; choose one of {', '.join(METHODS)}")
+    for m in (cfg.ssl.modality, cfg.ssl.other_modality):
+        if m not in MODALITY_CHANNELS and m != "pose":
+            raise ValueError(f"unknown modality {m!r}; choose rgb, flow or pose")
+    if cfg.ssl.partner not in ("perm", "same"):
+        raise ValueError(f"ssl.partner must be 'perm' or 'same', got {cfg.ssl.partner!r}")
+    if cfg.ssl.alpha <= 0:
+        raise ValueError(f"ssl.alpha must be > 0, got {cfg.ssl.alpha}")
+    if cfg.ssl.queue_size < 0:
+        raise ValueError("ssl.queue_size must be >= 0")
+    if cfg.optim.batch_size < 2:
+        raise ValueError("optim.batch_size must be >= 2 (contrastive learning needs negatives)")
+    if cfg.data.views < 2:
+        raise ValueError("data.views must be >= 2 (a query clip and a key clip)")
+
+
+def _sections(cfg: Config) -> list[str]:
+    return [f.name for f in fields(cfg) if dataclasses.is_dataclass(getattr(cfg, f.name))]
+
+
+def _locate(cfg: Config, key: str) -> tuple[str, str]:
+    if "." in key:
+        section, name = key.split(".", 1)
+        if section not in _sections(cfg) or name not in {f.name for f in fields(getattr(cfg, section))}:
+            raise ValueError(f"unknown config key {key!r}")
+        return section, name
+    hits = [s for s in _sections(cfg) if key in {f.name for f in fields(getattr(cfg, s))}]
+    if not hits:
+        raise ValueError(f"unknown config key {key!r}")
+    if len(hits) > 1:
+        raise ValueError(f"config key {key!r} is ambiguous: use one of "
+                         + ", ".join(f"{s}.{key}" for s in hits))
+    return hits[0], key
+
+
+def _set_field(obj: Any, name: str, value: Any) -> None:
+    hints = get_type_hints(type(obj))
+    if name not in hints:
+        raise ValueError(f"unknown config key {type(obj).__name__}.{name}")
+    setattr(obj, name, _coerce(value, hints[name], name))
+
+
+def _coerce(value: Any, typ: Any, name: str) -> Any:
+    origin, args = get_origin(typ), get_args(typ)
+    if value is None:
+        return None
+    if origin is not None and type(None) in args:          # Optional[X]
+        if isinstance(value, str) and value.lower() in ("none", "null", ""):
+            return None
+        inner = [a for a in args if a is not type(None)][0]
+        return _coerce(value, inner, name)
+    if origin is tuple:
+        if isinstance(value, str):
+            value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+        elem = args[0] if args else str
+        return tuple(_coerce(v, elem, name) for v in value)
+    try:
+        if typ is bool:
+            if isinstance(value, str):
+                if value.lower() in ("1", "true", "yes", "on"):
+                    return True
+                if value.lower() in ("0", "false", "no", "off"):
+                    return False
+                raise ValueError
+            return bool(value)
+        if typ in (int, float, str):
+            if typ is int and isinstance(value, str) and not value.lstrip("-").isdigit():
+                raise ValueError
+            return typ(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"config key {name!r}: cannot read {value!r} as {typ.__name__}") from None
+    return value
