@@ -1,0 +1,256 @@
+"""The ``cmmc`` command. Each verb prints a human summary, or exactly one JSON object on stdout
+with ``--json``; bad input exits non-zero with a one-line error on stderr.
+
+The verbs are thin: each calls one library function and formats what it returns.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+log = logging.getLogger("cmmc")
+
+
+class CLIError(Exception):
+    """A user error: printed as one line, exit status 2."""
+
+
+# ----------------------------------------------------------------------------- verbs
+def cmd_mask(a) -> dict:
+    import torch
+
+    from .mixing import sample_lam, sample_tesseract
+    try:
+        shape = tuple(int(s) for s in a.shape.split(","))
+    except ValueError:
+        raise CLIError(f"--shape must be comma-separated integers like 64,16,32,32, got {a.shape!r}")
+    if any(s <= 0 for s in shape):
+        raise CLIError(f"--shape sizes must be positive, got {a.shape}")
+    g = torch.Generator().manual_seed(a.seed)
+    lam0 = sample_lam(a.alpha, g)
+    tess = sample_tesseract(shape, lam0, a.dims, g)
+    from .mixing import dim_letters
+    letters = dim_letters(len(shape))
+    return {"shape": list(shape), "dims": a.dims, "alpha": a.alpha, "seed": a.seed, "lam0": lam0,
+            "lam": tess.lam, "box": {l: [s.start, s.stop] for l, s in zip(letters, tess.box)},
+            "box_volume": tess.volume()}
+
+
+def fmt_mask(r: dict) -> str:
+    sides = "  ".join(f"{k.upper()}[{a}:{b})" for k, (a, b) in r["box"].items())
+    return (f"tesseract in {'x'.join(map(str, r['shape']))} (cut {r['dims']}): {sides}\n"
+            f"lam0 = {r['lam0']:.4f} (Beta({r['alpha']}, {r['alpha']}))  ->  kept fraction lam = {r['lam']:.4f}")
+
+
+def cmd_data_probe(a) -> dict:
+    from .data.video import probe_videos
+    paths = [Path(p) for p in a.paths]
+    missing = [str(p) for p in paths if not p.exists()]
+    if missing:
+        raise CLIError(f"no such file: {missing[0]}")
+    results = probe_videos(paths, progress=not a.json)
+    return {"videos": results, "ok": sum(1 for r in results if not r.get("errors")),
+            "failed": sum(1 for r in results if r.get("errors"))}
+
+
+def fmt_probe(r: dict) -> str:
+    lines = []
+    for v in r["videos"]:
+        fps = f"{v['fps']:.2f}" if v.get("fps") else "?"
+        err = f"  ERROR: {'; '.join(map(str, v['errors']))}" if v.get("errors") else ""
+        lines.append(f"{v['path']}: {v.get('frames')} frames, {v.get('width')}x{v.get('height')}, {fps} fps{err}")
+    lines.append(f"{r['ok']} decoded, {r['failed']} with errors")
+    return "\n".join(lines)
+
+
+def cmd_data_check(a) -> dict:
+    from .data.check import check_dataset
+    return check_dataset(a.dataset, Path(a.root), split=a.split, decode=a.decode)
+
+
+def fmt_check(r: dict) -> str:
+    return json.dumps(r, indent=2, default=str)
+
+
+def cmd_data_synth(a) -> dict:
+    from .data.synthetic import write_synthetic_dataset
+    out = Path(a.out) if a.out else Path("data/synthetic") / a.size
+    return write_synthetic_dataset(out, size=a.size, seed=a.seed, videos=a.videos,
+                                   flow_method=a.flow_method, workers=a.workers, progress=not a.json)
+
+
+def cmd_flow_extract(a) -> dict:
+    from .data.flow import extract_flow
+    if not Path(a.input).exists():
+        raise CLIError(f"no such video or folder: {a.input}")
+    return extract_flow(Path(a.input), Path(a.out), method=a.method, workers=a.workers,
+                        bound=a.bound, short_side=a.short_side, overwrite=a.overwrite, progress=not a.json)
+
+
+def cmd_pretrain(a) -> dict:
+    from .config import preset
+    from .train import pretrain
+    overrides = list(a.overrides)
+    if a.method:
+        overrides.append(f"ssl.method={a.method}")
+    if a.modality:
+        overrides.append(f"ssl.modality={a.modality}")
+    cfg = preset(a.preset, overrides)
+    if a.json:
+        cfg.run.progress = False
+    result = pretrain(cfg, run_dir=a.run_dir, resume=a.resume)
+    return result
+
+
+def fmt_pretrain(r: dict) -> str:
+    knn = f", kNN R@1 {r['knn_r1']:.3f}" if r.get("knn_r1") is not None else ""
+    return (f"run folder: {r['run_dir']}\n{r['steps']} steps in {r['seconds']:.1f} s, "
+            f"final loss {r['final_loss']:.4f}{knn}")
+
+
+def cmd_eval(a) -> dict:
+    from .evaluate.runner import evaluate_run
+    if not (Path(a.run) / "config.json").is_file():
+        raise CLIError(f"{a.run} is not a run folder (no config.json)")
+    kw: dict[str, Any] = {}
+    if a.epochs is not None:
+        kw["epochs"] = a.epochs
+    return evaluate_run(Path(a.run), a.protocol, other_run=Path(a.other_run) if a.other_run else None,
+                        which=a.checkpoint, device=a.device, progress=not a.json, **kw)
+
+
+def cmd_bench(a) -> dict:
+    if a.what == "step":
+        from .ssl.bench import bench_step
+        t = tuple(int(s) for s in a.clip.split(","))
+        return bench_step(a.backbone, a.width, a.batch, t, a.steps, a.warmup)
+    if a.what == "retrieval":
+        from .evaluate.retrieval import bench_retrieval
+        return bench_retrieval(a.queries, a.gallery, a.dim)
+    raise CLIError(f"unknown bench {a.what!r}")
+
+
+def cmd_course(a) -> dict:
+    from .course import run_course
+    return run_course(profile=a.profile, out=Path(a.out), only=a.only, timeout=a.timeout,
+                      notebooks_dir=Path(a.notebooks) if a.notebooks else None)
+
+
+def fmt_course(r: dict) -> str:
+    lines = [f"{n['notebook']}: {n['status']} in {n['seconds']:.0f} s -> {n['output']}" for n in r["notebooks"]]
+    lines.append(f"course ({r['profile']}): {r['ok']}/{len(r['notebooks'])} notebooks ran, "
+                 f"{r['seconds']:.0f} s; executed notebooks and figures in {r['out']}")
+    return "\n".join(lines)
+
+
+def _fmt_generic(r: dict) -> str:
+    return json.dumps(r, indent=2, default=str)
+
+
+# ----------------------------------------------------------------------------- parser
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="cmmc", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="verb", required=True)
+
+    def verb(parent, name, fn: Callable, fmt: Callable = _fmt_generic, **kw):
+        sp = parent.add_parser(name, **kw)
+        sp.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+        sp.set_defaults(fn=fn, fmt=fmt)
+        return sp
+
+    sp = verb(sub, "mask", cmd_mask, fmt_mask, help="sample one tesseract and print it")
+    sp.add_argument("--shape", required=True, help="per-sample map shape C,T,H,W (or C,T,V)")
+    sp.add_argument("--alpha", type=float, default=1.0)
+    sp.add_argument("--dims", default="cthw")
+    sp.add_argument("--seed", type=int, default=0)
+
+    data = sub.add_parser("data", help="inspect, check and generate datasets").add_subparsers(dest="what", required=True)
+    sp = verb(data, "probe", cmd_data_probe, fmt_probe, help="decode videos fully: frames, size, fps, errors")
+    sp.add_argument("paths", nargs="+")
+    sp = verb(data, "check", cmd_data_check, fmt_check, help="what a prepared root holds against the official split")
+    sp.add_argument("--dataset", required=True, choices=["ucf101", "hmdb51", "ntu60"])
+    sp.add_argument("--root", required=True)
+    sp.add_argument("--split", type=int, default=1)
+    sp.add_argument("--decode", action="store_true", help="also decode every video to find unreadable ones")
+    sp = verb(data, "synth", cmd_data_synth, help="write the synthetic dataset")
+    sp.add_argument("--out", default=None, help="default: data/synthetic/<size>")
+    sp.add_argument("--size", default="tiny", choices=["tiny", "cpu"])
+    sp.add_argument("--seed", type=int, default=0)
+    sp.add_argument("--videos", type=int, default=None, help="override the number of videos")
+    sp.add_argument("--flow-method", default="dis", choices=["tvl1", "dis", "farneback"])
+    sp.add_argument("--workers", type=int, default=1)
+
+    flow = sub.add_parser("flow", help="optical flow").add_subparsers(dest="what", required=True)
+    sp = verb(flow, "extract", cmd_flow_extract, help="extract flow to the rawframes layout (resumable)")
+    sp.add_argument("input", help="a video or a folder of videos")
+    sp.add_argument("--out", required=True)
+    sp.add_argument("--method", default="tvl1", choices=["tvl1", "dis", "farneback"])
+    sp.add_argument("--workers", type=int, default=1)
+    sp.add_argument("--bound", type=float, default=20.0)
+    sp.add_argument("--short-side", type=int, default=None)
+    sp.add_argument("--overwrite", action="store_true")
+
+    sp = verb(sub, "pretrain", cmd_pretrain, fmt_pretrain, help="self-supervised pre-training; writes a run folder")
+    sp.add_argument("--preset", default="tiny", choices=["tiny", "cpu", "paper"])
+    sp.add_argument("--method", default=None)
+    sp.add_argument("--modality", default=None, choices=["rgb", "flow"])
+    sp.add_argument("--run-dir", default=None, help="default: <run.out_root>/<preset>-<method>-<modality>-s<seed>")
+    sp.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    sp.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. lr=3e-4 ssl.layer_k=3")
+
+    sp = verb(sub, "eval", cmd_eval, help="downstream evaluation of a run")
+    sp.add_argument("protocol", choices=["retrieval", "linear", "finetune"])
+    sp.add_argument("--run", required=True)
+    sp.add_argument("--other-run", default=None, help="second stream for two-stream fusion")
+    sp.add_argument("--checkpoint", default="last")
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--epochs", type=int, default=None)
+
+    sp = verb(sub, "bench", cmd_bench, help="throughput measurements")
+    sp.add_argument("what", choices=["step", "retrieval"])
+    sp.add_argument("--backbone", default="small3d")
+    sp.add_argument("--width", type=int, default=16)
+    sp.add_argument("--batch", type=int, default=8)
+    sp.add_argument("--clip", default="3,8,32,32", help="C,T,H,W")
+    sp.add_argument("--steps", type=int, default=10)
+    sp.add_argument("--warmup", type=int, default=2)
+    sp.add_argument("--queries", type=int, default=3783)
+    sp.add_argument("--gallery", type=int, default=9537)
+    sp.add_argument("--dim", type=int, default=1024)
+
+    sp = verb(sub, "course", cmd_course, fmt_course, help="execute every notebook with papermill")
+    sp.add_argument("--profile", default="tiny", choices=["tiny", "cpu"])
+    sp.add_argument("--out", default="outputs/course")
+    sp.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 01 02")
+    sp.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    sp.add_argument("--notebooks", default=None, help="folder of the lessons (default: the repo's notebooks/)")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+                        format="%(levelname)s %(name)s: %(message)s")
+    try:
+        result = args.fn(args)
+    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, KeyError, RuntimeError) as exc:
+        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        print(f"cmmc: error: {msg}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("cmmc: interrupted", file=sys.stderr)
+        return 130
+    if args.json:
+        print(json.dumps(result, default=str))
+    else:
+        print(args.fmt(result))
+    return 0 if not (isinstance(result, dict) and result.get("failed_run")) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

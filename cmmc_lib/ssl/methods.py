@@ -1,0 +1,158 @@
+"""The methods of the paper's ablation as small steps with one ``loss(batch)``.
+
+Every step makes a query from view 0 of the trained modality (mixed or not), a key from
+view 1 with the momentum encoder, and the soft-label InfoNCE over ``[batch keys ; queue]``:
+
+| method            | class              | where the mix happens                              |
+|-------------------|--------------------|----------------------------------------------------|
+| moco              | MoCoStep           | nowhere (lam = 1)                                  |
+| mixup / cutmix    | InputMixStep       | input clips, same modality                         |
+| manifold-mixup/-cutmix | ManifoldMixStep | features after block k, same modality            |
+| cm-mixup / cmmc   | CrossModalMixStep  | features after block k of modality 1 with block l  |
+|                   |                    | of the other modality's frozen network (METHOD.md 2)|
+
+A batch is the collated dataset item: ``batch[modality]`` is (B, V, C, T, H, W) with V >= 2
+views; for cross-modal steps ``batch[other]`` holds the same clips (identical crops) in the
+other modality. ``generator`` drives every random draw of the mixing (lam, box, partners).
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .. import mixing
+from ..models.base import Backbone
+from .distributed import concat_all_gather
+from .losses import soft_info_nce, soft_targets
+from .moco import MoCo
+
+
+class MoCoStep(nn.Module):
+    """MoCo baseline; subclasses override :meth:`query` to mix."""
+
+    def __init__(self, moco: MoCo, modality: str):
+        super().__init__()
+        self.moco = moco
+        self.modality = modality
+
+    def query_backbone(self) -> Backbone:
+        """The trained backbone (what downstream evaluation uses)."""
+        return self.moco.encoder_q.backbone
+
+    def query(self, batch: dict, x: Tensor, generator: torch.Generator | None):
+        """(q (B, dim) L2-normalised, lam, perm or None) for the query clips ``x`` (B, C, T, H, W)."""
+        return self.moco.encoder_q(x), 1.0, None
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None):
+        return self.loss(batch, generator)
+
+    def loss(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        clips = batch[self.modality]
+        if clips.dim() != 6 or clips.shape[1] < 2:
+            raise ValueError(f"batch[{self.modality!r}] must be (B, V>=2, C, T, H, W), got {tuple(clips.shape)}")
+        q, lam, perm = self.query(batch, clips[:, 0], generator)
+        self.moco.momentum_update()
+        k = self.moco.keys(clips[:, 1])
+        logits, offset = self.moco.contrast(q, k)
+        targets = soft_targets(q.shape[0], logits.shape[1], offset, lam, perm, device=logits.device)
+        loss = soft_info_nce(logits, targets)
+        self.moco.enqueue(concat_all_gather(k))
+        with torch.no_grad():
+            own = offset + torch.arange(q.shape[0], device=logits.device)
+            acc = (logits.argmax(1) == own).float().mean()
+            pos = logits.gather(1, own[:, None]).mean() * self.moco.temperature
+            neg = (logits.sum() - logits.gather(1, own[:, None]).sum()) / max(logits.numel() - q.shape[0], 1)
+        return loss, {"loss": float(loss.detach()), "acc": float(acc), "lam": float(lam),
+                      "pos_sim": float(pos), "neg_sim": float(neg * self.moco.temperature)}
+
+    def after_step(self) -> None:
+        """Hook called after the optimiser step (nothing to do for MoCo)."""
+
+
+class InputMixStep(MoCoStep):
+    """Same-modality mixing of the input clips: ``mixup`` or ``cutmix`` (dims thw / hw / t)."""
+
+    def __init__(self, moco: MoCo, modality: str, kind: str, alpha: float = 1.0, dims: str = "thw"):
+        super().__init__(moco, modality)
+        if kind not in ("mixup", "cutmix"):
+            raise ValueError(f"input mixing is 'mixup' or 'cutmix', got {kind!r}")
+        self.kind, self.alpha, self.dims = kind, alpha, dims
+
+    def query(self, batch, x, generator):
+        if self.kind == "mixup":
+            mix = mixing.mixup(x, self.alpha, generator=generator)
+        else:
+            mix = mixing.cutmix(x, self.alpha, self.dims, generator=generator)
+        return self.moco.encoder_q(mix.mixed), mix.lam, mix.perm
+
+
+class ManifoldMixStep(MoCoStep):
+    """Same-modality mixing of the feature map after block ``k`` (manifold mixup / cutmix)."""
+
+    def __init__(self, moco: MoCo, modality: str, kind: str, layer: int, alpha: float = 1.0,
+                 dims: str = "cthw"):
+        super().__init__(moco, modality)
+        if kind not in ("mixup", "cutmix"):
+            raise ValueError(f"manifold mixing is 'mixup' or 'cutmix', got {kind!r}")
+        _check_layer(moco.encoder_q.backbone, layer, "ssl.layer_k")
+        self.kind, self.layer, self.alpha, self.dims = kind, layer, alpha, dims
+
+    def query(self, batch, x, generator):
+        enc = self.moco.encoder_q
+        h = enc.forward_until(x, self.layer)
+        if self.kind == "mixup":
+            mix = mixing.manifold_mixup(h, self.alpha, generator=generator)
+        else:
+            mix = mixing.manifold_cutmix(h, self.alpha, self.dims, generator=generator)
+        return enc.forward_from(mix.mixed, self.layer), mix.lam, mix.perm
+
+
+class CrossModalMixStep(MoCoStep):
+    """Cross-modal manifold mixing (METHOD.md section 2): ``cutmix`` is CMMC, ``mixup`` is CM mixup.
+
+    ``source`` is the other modality's backbone: frozen, kept in eval mode, never trained here.
+    ``partner='same'`` pastes from the same video (labels then stay unmixed): the control.
+    """
+
+    def __init__(self, moco: MoCo, modality: str, other: str, source: Backbone, kind: str,
+                 layer_k: int, layer_l: int | None = None, alpha: float = 1.0, dims: str = "cthw",
+                 partner: str = "perm", resample: bool = True):
+        super().__init__(moco, modality)
+        if kind not in ("mixup", "cutmix"):
+            raise ValueError(f"cross-modal mixing is 'mixup' or 'cutmix', got {kind!r}")
+        if partner not in ("perm", "same"):
+            raise ValueError(f"partner must be 'perm' or 'same', got {partner!r}")
+        layer_l = layer_k if layer_l is None else layer_l
+        _check_layer(moco.encoder_q.backbone, layer_k, "ssl.layer_k")
+        _check_layer(source, layer_l, "ssl.layer_l")
+        self.other, self.source, self.kind = other, source, kind
+        self.layer_k, self.layer_l, self.alpha, self.dims = layer_k, layer_l, alpha, dims
+        self.partner, self.resample = partner, resample
+        for p in self.source.parameters():
+            p.requires_grad_(False)
+        self.source.eval()
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.source.eval()                         # the source network is frozen, BN included
+        return self
+
+    def query(self, batch, x, generator):
+        if self.other not in batch:
+            raise ValueError(f"cross-modal mixing needs the {self.other!r} modality in the batch")
+        enc = self.moco.encoder_q
+        h1 = enc.forward_until(x, self.layer_k)
+        with torch.no_grad():
+            h2 = self.source.forward_until(batch[self.other][:, 0], self.layer_l)
+        perm = torch.arange(x.shape[0], device=x.device) if self.partner == "same" else None
+        if self.kind == "cutmix":
+            mix = mixing.cross_modal_cutmix(h1, h2, self.alpha, self.dims, perm, generator, self.resample)
+        else:
+            mix = mixing.cross_modal_mixup(h1, h2, self.alpha, perm, generator, self.resample)
+        return enc.forward_from(mix.mixed, self.layer_k), mix.lam, mix.perm
+
+
+def _check_layer(backbone: Backbone, k: int, name: str) -> None:
+    if not 1 <= k < backbone.num_blocks:
+        raise ValueError(f"{name}={k} is not a block boundary to cut at: choose 1..{backbone.num_blocks - 1} "
+                         f"({type(backbone).__name__} has {backbone.num_blocks} blocks)")
