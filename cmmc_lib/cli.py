@@ -21,23 +21,12 @@ class CLIError(Exception):
 
 # ----------------------------------------------------------------------------- verbs
 def cmd_mask(a) -> dict:
-    import torch
-
-    from .mixing import sample_lam, sample_tesseract
+    from .mixing import describe_tesseract
     try:
         shape = tuple(int(s) for s in a.shape.split(","))
     except ValueError:
         raise CLIError(f"--shape must be comma-separated integers like 64,16,32,32, got {a.shape!r}")
-    if any(s <= 0 for s in shape):
-        raise CLIError(f"--shape sizes must be positive, got {a.shape}")
-    g = torch.Generator().manual_seed(a.seed)
-    lam0 = sample_lam(a.alpha, g)
-    tess = sample_tesseract(shape, lam0, a.dims, g)
-    from .mixing import dim_letters
-    letters = dim_letters(len(shape))
-    return {"shape": list(shape), "dims": a.dims, "alpha": a.alpha, "seed": a.seed, "lam0": lam0,
-            "lam": tess.lam, "box": {l: [s.start, s.stop] for l, s in zip(letters, tess.box)},
-            "box_volume": tess.volume()}
+    return describe_tesseract(shape, a.alpha, a.dims, a.seed)
 
 
 def fmt_mask(r: dict) -> str:
@@ -123,6 +112,11 @@ def cmd_eval(a) -> dict:
                         which=a.checkpoint, device=a.device, progress=not a.json, **kw)
 
 
+def fmt_eval(r: dict) -> str:
+    from .evaluate.runner import format_result
+    return format_result(r)
+
+
 def cmd_bench(a) -> dict:
     if a.what == "step":
         from .ssl.bench import bench_step
@@ -203,7 +197,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     sp.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. lr=3e-4 ssl.layer_k=3")
 
-    sp = verb(sub, "eval", cmd_eval, help="downstream evaluation of a run")
+    sp = verb(sub, "eval", cmd_eval, fmt_eval, help="downstream evaluation of a run")
     sp.add_argument("protocol", choices=["retrieval", "linear", "finetune"])
     sp.add_argument("--run", required=True)
     sp.add_argument("--other-run", default=None, help="second stream for two-stream fusion")

@@ -58,7 +58,7 @@ class SSLConfig:
     method: str = "moco"                # one of METHODS
     modality: str = "rgb"               # the trained modality
     other_modality: str = "flow"        # the source of cross-modal mixing
-    queue_size: int = 256
+    queue_size: int = 32                # keep it below the number of training videos
     momentum: float = 0.99
     temperature: float = 0.07
     split_bn: int = 1                   # >1: split-BN groups in the key encoder (shuffle-BN stand-in)
@@ -66,6 +66,7 @@ class SSLConfig:
     layer_k: int = 2                    # block index where modality 1 is cut (features after k blocks)
     layer_l: int | None = None          # block of modality 2 (None: same as layer_k)
     cut_dims: str = "cthw"              # dimensions the tesseract cuts [choice]
+    cut_centre: str = "uniform"         # uniform (paper: centre anywhere, box clipped) | inside
     partner: str = "perm"               # perm (another video) | same (same video, unmixed labels)
     resample: bool = True               # resample the source map when shapes differ (k != l)
     source_run: str | None = None       # run folder of the frozen other-modality network
@@ -144,7 +145,7 @@ def _cpu() -> Config:
         data=DataConfig(synthetic_size="cpu", clip_len=8, stride=2, short_side=48, size=40,
                         eval_windows=4),
         model=ModelConfig(backbone="small3d", width=24, proj_hidden=256, proj_dim=128),
-        ssl=SSLConfig(queue_size=1024, momentum=0.99),
+        ssl=SSLConfig(queue_size=256, momentum=0.99),
         optim=OptimConfig(batch_size=16, epochs=12, lr=1e-3, milestones=(9,)),
         run=RunConfig(ckpt_every=100),
     )
@@ -200,6 +201,8 @@ def validate(cfg: Config) -> None:
             raise ValueError(f"unknown modality {m!r}; choose rgb, flow or pose")
     if cfg.ssl.partner not in ("perm", "same"):
         raise ValueError(f"ssl.partner must be 'perm' or 'same', got {cfg.ssl.partner!r}")
+    if cfg.ssl.cut_centre not in ("uniform", "inside"):
+        raise ValueError(f"ssl.cut_centre must be 'uniform' or 'inside', got {cfg.ssl.cut_centre!r}")
     if cfg.ssl.alpha <= 0:
         raise ValueError(f"ssl.alpha must be > 0, got {cfg.ssl.alpha}")
     if cfg.ssl.queue_size < 0:

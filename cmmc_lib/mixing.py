@@ -23,7 +23,7 @@ import torch.nn.functional as F
 __all__ = [
     "Tesseract", "MixResult", "sample_lam", "sample_tesseract", "sample_perm", "resample_like",
     "cutmix", "mixup", "manifold_cutmix", "manifold_mixup", "cross_modal_cutmix",
-    "cross_modal_mixup", "dim_letters",
+    "cross_modal_mixup", "dim_letters", "describe_tesseract", "lam_samples",
 ]
 
 _LETTERS = {3: "ctv", 4: "cthw"}          # per-sample rank -> dimension letters
@@ -208,6 +208,32 @@ def cross_modal_mixup(h1: torch.Tensor, h2: torch.Tensor, alpha: float = 1.0,
     src, perm = _cross_modal_source(h1, h2, alpha, perm, generator, resample)
     lam = sample_lam(alpha, generator)
     return MixResult(lam * h1 + (1.0 - lam) * src[perm], lam, perm)
+
+
+def describe_tesseract(shape: Sequence[int], alpha: float = 1.0, dims: str = "cthw",
+                       seed: int = 0) -> dict:
+    """One sampled tesseract as plain data (what ``cmmc mask`` prints and lesson 01 draws).
+
+    Returns ``{"shape", "dims", "alpha", "seed", "lam0", "lam", "box": {letter: [start, stop]},
+    "box_volume"}``.
+    """
+    shape = tuple(int(s) for s in shape)
+    if any(s <= 0 for s in shape):
+        raise ValueError(f"shape sizes must be positive, got {shape}")
+    g = torch.Generator().manual_seed(seed)
+    lam0 = sample_lam(alpha, g)
+    tess = sample_tesseract(shape, lam0, dims, g)
+    letters = dim_letters(len(shape))
+    return {"shape": list(shape), "dims": dims, "alpha": alpha, "seed": seed, "lam0": lam0,
+            "lam": tess.lam, "box": {l: [s.start, s.stop] for l, s in zip(letters, tess.box)},
+            "box_volume": tess.volume()}
+
+
+def lam_samples(shape: Sequence[int], alpha: float, dims: str = "cthw", n: int = 2000,
+                seed: int = 0) -> np.ndarray:
+    """``n`` exact kept fractions ``lam`` of tesseracts sampled with ``lam0 ~ Beta(alpha, alpha)``."""
+    g = torch.Generator().manual_seed(seed)
+    return np.array([sample_tesseract(shape, sample_lam(alpha, g), dims, g).lam for _ in range(n)])
 
 
 # ---------------------------------------------------------------------------------- helpers

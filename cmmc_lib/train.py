@@ -162,6 +162,14 @@ def knn_monitor(backbone, gallery_ds, query_ds, modality: str, device, batch_siz
     return float(retrieval_hit_rate(q.feats, q.labels, g.feats, g.labels, ks=(1,))[1])
 
 
+def knn_r1(backbone, cfg: Config, device: str | torch.device = "cpu") -> float:
+    """The kNN monitor of :func:`pretrain` for any backbone (e.g. a random initialisation)."""
+    from .data.datasets import build_dataset
+    gallery = build_dataset(cfg.data, "train", False, (cfg.ssl.modality,), eval_windows=1)
+    query = build_dataset(cfg.data, "test", False, (cfg.ssl.modality,), eval_windows=1)
+    return knn_monitor(backbone, gallery, query, cfg.ssl.modality, torch.device(device), cfg.optim.batch_size)
+
+
 def _batch_to(batch: dict, device: torch.device) -> dict:
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
@@ -303,6 +311,7 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
     save()
     if world > 1:
         dist.barrier()
+        dist.destroy_process_group()
     skipped = getattr(train_ds, "num_skipped", 0)
     return {"run_dir": str(run_dir), "steps": step, "epochs": epoch, "seconds": time.perf_counter() - t_start,
             "final_loss": last_loss, "knn_r1": knn_r1, "resumed_from": resumed_from,

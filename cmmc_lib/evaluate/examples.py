@@ -1,0 +1,72 @@
+"""Small analyses the lessons show: retrieved examples, and what a representation latches onto."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from .retrieval import nearest_neighbours, prepare_features
+
+
+@dataclass
+class RetrievedExamples:
+    """``queries``: dataset indices of the queries; ``neighbours`` (Q, k) gallery indices;
+    ``correct`` (Q, k) bool, same class as the query; ``scores`` (Q, k) cosine similarities."""
+    queries: list[int]
+    neighbours: Tensor
+    correct: Tensor
+    scores: Tensor
+
+
+def retrieved_examples(query_feats: Tensor, query_labels: Tensor, gallery_feats: Tensor, gallery_labels: Tensor,
+                       k: int = 4, num_queries: int = 4, seed: int = 0, center: bool = True) -> RetrievedExamples:
+    """Top-``k`` gallery neighbours of ``num_queries`` queries drawn with ``seed`` (one per class first)."""
+    query_labels, gallery_labels = torch.as_tensor(query_labels), torch.as_tensor(gallery_labels)
+    g = torch.Generator().manual_seed(seed)
+    order = torch.randperm(len(query_labels), generator=g).tolist()
+    picked, seen = [], set()
+    for i in order:                                   # prefer distinct classes
+        if int(query_labels[i]) not in seen:
+            picked.append(i)
+            seen.add(int(query_labels[i]))
+        if len(picked) == num_queries:
+            break
+    picked += [i for i in order if i not in picked][: num_queries - len(picked)]
+    scores, idx = nearest_neighbours(query_feats[picked], gallery_feats, k, center=center)
+    correct = gallery_labels[idx] == query_labels[picked][:, None]
+    return RetrievedExamples(picked, idx, correct, scores)
+
+
+def neighbour_agreement(feats: Tensor, labels, groups) -> dict[str, float]:
+    """Leave-one-out top-1 neighbour inside one set: how often it shares the class, the sibling
+    group (same actor / scene / appearance), or the class *without* sharing the group.
+
+    A representation that takes appearance shortcuts finds siblings (same group) first; one that
+    encodes motion finds the same class in other groups.
+    """
+    x = prepare_features(torch.as_tensor(feats, dtype=torch.float32), center=True)
+    labels, groups = torch.as_tensor(labels), torch.as_tensor(groups)
+    sim = x @ x.T
+    sim.fill_diagonal_(-float("inf"))
+    nn = sim.argmax(1)
+    same_class = labels[nn] == labels
+    same_group = (groups[nn] == groups) & (labels[nn] == labels)
+    return {"same_class": float(same_class.float().mean()),
+            "same_group": float(same_group.float().mean()),
+            "same_class_other_group": float((same_class & ~same_group).float().mean())}
+
+
+def split_features(backbone, data_cfg, modality: str, subset: str, eval_windows: int | None = None,
+                   batch_size: int = 8, device: str = "cpu", progress: bool = False):
+    """Evaluation dataset of one split and the backbone's features on it: ``(dataset, Features)``.
+
+    Deterministic eval transforms; ``eval_windows`` (default: the config's) windows per video,
+    features averaged over them.
+    """
+    from ..data.datasets import build_dataset
+    from .features import extract_features
+
+    over = {} if eval_windows is None else {"eval_windows": eval_windows}
+    ds = build_dataset(data_cfg, subset, False, (modality,), **over)
+    return ds, extract_features(backbone, ds, modality, batch_size=batch_size, device=device, progress=progress)

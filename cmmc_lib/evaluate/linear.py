@@ -1,0 +1,129 @@
+"""Linear probe on frozen features (CoCLR's ``eval/feature_linear_probe.py`` protocol).
+
+The backbone is frozen and its features are held in memory; a BatchNorm1d + Linear classifier
+is trained on the L2-normalised features with SGD (momentum 0.9), 100 epochs, the learning rate
+multiplied by 0.1 at epochs 60 and 80 (``paper/METHOD.md`` section 6). CoCLR's defaults: batch
+1024, lr 1.0, weight decay 1e-3, the linear layer initialised N(0, 0.01), bias 0.
+
+We report the accuracy **after the last epoch** (CoCLR's script keeps the best test epoch,
+which peeks at the test set).
+"""
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .retrieval import as_features, as_labels
+
+log = logging.getLogger(__name__)
+
+
+# ----------------------------------------------------------------------------- metrics
+def topk_accuracy(scores: Tensor, labels: Tensor, k: int = 1) -> float:
+    """Fraction of rows of ``scores`` (N, K) whose true label is among the k highest
+    (k is capped at K). Ties: ``torch.topk``'s order."""
+    k = min(k, scores.shape[1])
+    top = scores.topk(k, dim=1).indices
+    return float((top == labels[:, None]).any(dim=1).double().mean())
+
+
+def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
+    """(K, K) int64 counts: row = true class, column = predicted class."""
+    flat = labels.long() * num_classes + predictions.long()
+    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
+
+
+def classification_summary(probs: Tensor, labels: Tensor, num_classes: int) -> dict:
+    """top1, top5 (top-min(5, K)) and the confusion matrix of class probabilities (N, K)."""
+    labels = labels.to(probs.device)
+    return {"top1": topk_accuracy(probs, labels, 1), "top5": topk_accuracy(probs, labels, 5),
+            "confusion": confusion_matrix(probs.argmax(dim=1), labels, num_classes).cpu()}
+
+
+def check_class_labels(labels: Tensor, num_classes: int, name: str) -> None:
+    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
+        raise ValueError(f"{name} must lie in [0, {num_classes}), got [{int(labels.min())}, "
+                         f"{int(labels.max())}]")
+
+
+# ----------------------------------------------------------------------------- the probe
+class LinearProbe(nn.Module):
+    """BatchNorm1d + Linear on (N, D) features -> (N, K) logits."""
+
+    def __init__(self, dim: int, num_classes: int, generator: torch.Generator | None = None):
+        super().__init__()
+        self.bn = nn.BatchNorm1d(dim)
+        self.fc = nn.Linear(dim, num_classes)
+        with torch.no_grad():
+            self.fc.weight.normal_(0.0, 0.01, generator=generator)
+            self.fc.bias.zero_()
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self.fc(self.bn(x))
+
+
+def step_lr(base_lr: float, epoch: int, milestones: Sequence[int], gamma: float = 0.1) -> float:
+    """The learning rate in ``epoch`` (0-based): ``base_lr * gamma ** #{m <= epoch}``."""
+    return base_lr * gamma ** sum(epoch >= m for m in milestones)
+
+
+def linear_probe(train_feats, train_labels, test_feats, test_labels, num_classes: int,
+                 epochs: int = 100, lr: float = 1.0, milestones: Sequence[int] = (60, 80),
+                 batch_size: int = 1024, weight_decay: float = 1e-3, momentum: float = 0.9,
+                 seed: int = 0, device: str | torch.device = "cpu", progress: bool = False) -> dict:
+    """Train the probe on (N, D) train features, evaluate on (M, D) test features.
+
+    Returns ``top1``, ``top5`` (test accuracy in [0, 1]; top5 is top-min(5, K)), ``test_probs``
+    (M, K) softmax probabilities, ``confusion`` (K, K) int64 (row = true class), ``train_top1``
+    (train accuracy after training, eval mode) and ``train_loss`` (mean loss per epoch).
+    Deterministic given ``seed``: initialisation and shuffling use their own generator.
+    """
+    from tqdm.auto import trange
+
+    device = torch.device(device)
+    x_train = F.normalize(as_features(train_feats, "train features"), dim=1).to(device)
+    x_test = F.normalize(as_features(test_feats, "test features"), dim=1).to(device)
+    y_train = as_labels(train_labels, x_train.shape[0], "train labels").to(device)
+    y_test = as_labels(test_labels, x_test.shape[0], "test labels").to(device)
+    if x_train.shape[1] != x_test.shape[1]:
+        raise ValueError(f"train features are {x_train.shape[1]}-d but test features "
+                         f"{x_test.shape[1]}-d")
+    if x_train.shape[0] < 2:
+        raise ValueError("the linear probe needs at least 2 training samples (BatchNorm)")
+    if epochs < 1 or batch_size < 2:
+        raise ValueError(f"epochs must be >= 1 and batch_size >= 2, got {epochs} and {batch_size}")
+    check_class_labels(y_train, num_classes, "train labels")
+    check_class_labels(y_test, num_classes, "test labels")
+
+    gen = torch.Generator().manual_seed(seed)
+    probe = LinearProbe(x_train.shape[1], num_classes, generator=gen).to(device)
+    optimizer = torch.optim.SGD(probe.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    n = x_train.shape[0]
+    losses = []
+    for epoch in trange(epochs, desc="linear probe", disable=not progress, leave=False):
+        for group in optimizer.param_groups:
+            group["lr"] = step_lr(lr, epoch, milestones)
+        probe.train()
+        order = torch.randperm(n, generator=gen).to(device)
+        total = 0.0
+        for start in range(0, n, batch_size):
+            idx = order[start:start + batch_size]
+            if len(idx) < 2:            # BatchNorm cannot train on one sample: drop a lone tail
+                continue
+            loss = F.cross_entropy(probe(x_train[idx]), y_train[idx])
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * len(idx)
+        losses.append(total / n)
+
+    probe.eval()
+    with torch.no_grad():
+        test_probs = probe(x_test).softmax(dim=1)
+        train_top1 = topk_accuracy(probe(x_train), y_train, 1)
+    summary = classification_summary(test_probs, y_test, num_classes)
+    return {**summary, "test_probs": test_probs.cpu(), "train_top1": train_top1, "train_loss": losses}

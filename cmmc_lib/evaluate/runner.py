@@ -1,0 +1,289 @@
+"""Evaluate a run folder with one protocol: what ``cmmc eval retrieval|linear|finetune`` does.
+
+For each run (``run`` and, for two-stream fusion, ``other_run``) the trained backbone and its
+config are loaded from the run folder; the datasets come from the run's ``DataConfig``:
+
+* gallery / train set = subset ``train``, deterministic transforms, one window per video;
+* queries / test set  = subset ``test``, deterministic transforms, ``eval_windows`` windows
+  per video (features and probabilities averaged over them).
+
+Features are cached under ``<run>/features/`` (see :mod:`.features`). Each stream is reported
+on its own, and with a second run the fused result beside them (retrieval: sum of similarity
+matrices; linear / fine-tune: mean of class probabilities). The result is a JSON-serialisable
+dict, also appended to ``<run>/eval.jsonl``.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import time
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from .features import Features, extract_features, feature_cache_key
+from .finetune import finetune
+from .fusion import fuse_probabilities, two_stream_retrieval
+from .linear import classification_summary, linear_probe
+from .retrieval import retrieval_hit_rate
+
+log = logging.getLogger(__name__)
+
+PROTOCOLS = ("retrieval", "linear", "finetune")
+FEATURES_DIR = "features"
+
+# Options each protocol accepts besides the named arguments of evaluate_run.
+_COMMON_OPTS = {"feature_batch_size", "num_workers", "other_which", "append", "seed"}
+PROTOCOL_OPTS = {
+    "retrieval": _COMMON_OPTS | {"center", "chunk_size"},
+    "linear": _COMMON_OPTS | {"lr", "milestones", "weight_decay"},
+    "finetune": _COMMON_OPTS | {"lr", "milestones", "weight_decay", "head_lr_ratio", "dropout",
+                                "ten_crop"},
+}
+
+
+@dataclass
+class Stream:
+    """One trained network: its run folder, config, backbone and the checkpoint it came from."""
+    run_dir: Path
+    cfg: Any
+    backbone: nn.Module
+    checkpoint: Path
+
+    @property
+    def modality(self) -> str:
+        return self.cfg.ssl.modality
+
+
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` -> cuda if available, else mps, else cpu."""
+    if str(name) != "auto":
+        device = torch.device(name)
+        if device.type == "cuda" and not torch.cuda.is_available():
+            raise ValueError(f"device {name} requested but CUDA is not available")
+        return device
+    if torch.cuda.is_available():
+        return torch.device("cuda")
+    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+        return torch.device("mps")
+    return torch.device("cpu")
+
+
+def load_stream(run_dir: str | Path, which: str = "last") -> Stream:
+    from ..runs import checkpoint_path, load_backbone
+
+    run_dir = Path(run_dir)
+    backbone, cfg = load_backbone(run_dir, which)
+    return Stream(run_dir, cfg, backbone, checkpoint_path(run_dir, which))
+
+
+def data_key(data_cfg, overrides: dict[str, Any], train: bool) -> dict[str, Any]:
+    """What decides the clips of a dataset, for the feature cache key: the DataConfig with the
+    overrides applied and the root resolved (fields that only change speed left out)."""
+    from ..config import data_root
+
+    cfg = dataclasses.replace(data_cfg, **overrides)
+    d = dataclasses.asdict(cfg)
+    d["root"] = str(data_root(cfg).expanduser().resolve())
+    d["train"] = train
+    for speed_only in ("cache", "num_workers"):
+        d.pop(speed_only, None)
+    return d
+
+
+def stream_features(stream: Stream, subset: str, device: torch.device, batch_size: int = 8,
+                    num_workers: int = 0, progress: bool = True) -> tuple[Features, list[str]]:
+    """Features of ``subset`` for ``stream`` (train: one window per video; test: the config's
+    ``eval_windows``), cached in ``<run>/features``; and the class names."""
+    from ..data.datasets import build_dataset
+
+    overrides = {"eval_windows": 1} if subset == "train" else {}
+    dataset = build_dataset(stream.cfg.data, subset, False, (stream.modality,), **overrides)
+    key = feature_cache_key(stream.checkpoint, data_key(stream.cfg.data, overrides, False), subset,
+                            stream.modality)
+    feats = extract_features(stream.backbone, dataset, stream.modality, batch_size=batch_size,
+                             device=device, cache_dir=stream.run_dir / FEATURES_DIR, cache_key=key,
+                             progress=progress, num_workers=num_workers)
+    return feats, list(dataset.classes)
+
+
+def _same_videos(a: Features, b: Features, what: str) -> None:
+    if a.videos != b.videos:
+        raise ValueError(f"the two runs' {what} sets list different videos ({len(a)} vs {len(b)}): "
+                         "two-stream fusion needs the same dataset and split")
+
+
+def _json_summary(summary: dict) -> dict:
+    out = {k: float(summary[k]) for k in ("top1", "top5")}
+    out["confusion"] = summary["confusion"].tolist()
+    return out
+
+
+# ----------------------------------------------------------------------------- protocols
+def _retrieval(streams: list[Stream], ks, device, feature_batch, num_workers, progress, opts) -> dict:
+    center = opts.get("center", True)
+    chunk_size = opts.get("chunk_size", 1024)
+    sets = [(stream_features(s, "test", device, feature_batch, num_workers, progress)[0],
+             stream_features(s, "train", device, feature_batch, num_workers, progress)[0]) for s in streams]
+    queries, gallery = sets[0]
+    kept = tuple(k for k in ks if k <= len(gallery))
+    skipped = [k for k in ks if k > len(gallery)]
+    if skipped:
+        log.warning("R@k for k=%s skipped: the gallery holds only %d videos", skipped, len(gallery))
+    if not kept:
+        raise ValueError(f"every k in {tuple(ks)} is larger than the gallery ({len(gallery)} videos)")
+
+    def named(rates: dict[int, float]) -> dict[str, float]:
+        return {f"R@{k}": v for k, v in rates.items()}
+
+    per_stream = []
+    for s, (q, g) in zip(streams, sets):
+        rates = retrieval_hit_rate(q.feats, q.labels, g.feats, g.labels, kept, center, chunk_size)
+        per_stream.append({"run": str(s.run_dir), "modality": s.modality, **named(rates)})
+    fused = None
+    if len(sets) == 2:
+        (q1, g1), (q2, g2) = sets
+        _same_videos(q1, q2, "test")
+        _same_videos(g1, g2, "train")
+        fused = named(two_stream_retrieval(q1.feats, g1.feats, q2.feats, g2.feats, q1.labels, g1.labels,
+                                           kept, center, chunk_size))
+    return {"num_queries": len(queries), "num_gallery": len(gallery), "ks": list(kept),
+            "ks_skipped": skipped, "streams": per_stream, "fused": fused}
+
+
+def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, progress, opts) -> dict:
+    epochs = epochs or 100
+    # METHOD.md: lr x0.1 at epochs 60 and 80 of 100; other lengths keep the same fractions
+    milestones = tuple(opts.get("milestones") or sorted({round(0.6 * epochs), round(0.8 * epochs)}))
+    per_stream, probs, test_sets = [], [], []
+    for s in streams:
+        train, classes = stream_features(s, "train", device, feature_batch, num_workers, progress)
+        test, _ = stream_features(s, "test", device, feature_batch, num_workers, progress)
+        res = linear_probe(train.feats, train.labels, test.feats, test.labels, len(classes),
+                           epochs=epochs, lr=opts.get("lr", 1.0), milestones=milestones,
+                           batch_size=batch_size or 1024, weight_decay=opts.get("weight_decay", 1e-3),
+                           seed=opts.get("seed", s.cfg.run.seed), device=device, progress=progress)
+        per_stream.append({"run": str(s.run_dir), "modality": s.modality, **_json_summary(res),
+                           "train_top1": res["train_top1"], "final_train_loss": res["train_loss"][-1],
+                           "num_train": len(train), "num_test": len(test), "classes": classes})
+        probs.append(res["test_probs"])
+        test_sets.append(test)
+    fused = None
+    if len(streams) == 2:
+        _same_videos(test_sets[0], test_sets[1], "test")
+        num_classes = len(per_stream[0]["classes"])
+        fused = _json_summary(classification_summary(fuse_probabilities(*probs), test_sets[0].labels,
+                                                     num_classes))
+    first = per_stream[0]
+    return {"num_train": first["num_train"], "num_test": first["num_test"], "classes": first["classes"],
+            "epochs": epochs, "milestones": list(milestones), "streams": per_stream, "fused": fused}
+
+
+def _finetune(streams, epochs, batch_size, device, num_workers, progress, opts) -> dict:
+    from ..data.datasets import build_dataset
+
+    ten_crop = bool(opts.get("ten_crop", False))
+    splits = []
+    for s in streams:                  # build every stream's data first: a mismatch fails fast
+        data = s.cfg.data
+        train_ds = build_dataset(data, "train", True, (s.modality,), seed=s.cfg.run.seed, views=1)
+        test_over = {"size": data.short_side} if ten_crop else {}     # whole centre square: 10 crops
+        splits.append((train_ds, build_dataset(data, "test", False, (s.modality,), **test_over)))
+    if len(splits) == 2 and list(splits[0][1].videos) != list(splits[1][1].videos):
+        raise ValueError("the two runs' test sets list different videos: two-stream fusion needs "
+                         "the same dataset and split")
+    per_stream, probs = [], []
+    for s, (train_ds, test_ds) in zip(streams, splits):
+        res = finetune(s.backbone, train_ds, test_ds, s.modality, len(train_ds.classes),
+                       epochs=epochs or s.cfg.optim.epochs, lr=opts.get("lr", 1e-3),
+                       head_lr_ratio=opts.get("head_lr_ratio", 10.0), dropout=opts.get("dropout", 0.9),
+                       ten_crop=ten_crop, crop_size=s.cfg.data.size,
+                       batch_size=batch_size or s.cfg.optim.batch_size,
+                       weight_decay=opts.get("weight_decay", 1e-3), milestones=opts.get("milestones", ()),
+                       device=device, seed=opts.get("seed", s.cfg.run.seed), num_workers=num_workers,
+                       progress=progress)
+        per_stream.append({"run": str(s.run_dir), "modality": s.modality, **_json_summary(res),
+                           "train_top1": res["train_top1"], "train_loss": res["train_loss"],
+                           "epochs": len(res["train_loss"]), "lr_head": res["lr_head"],
+                           "lr_backbone": res["lr_backbone"]})
+        probs.append(res["test_probs"])
+    train_ds, test_ds = splits[0]
+    fused = None
+    if len(streams) == 2:
+        fused = _json_summary(classification_summary(fuse_probabilities(*probs),
+                                                     torch.tensor(test_ds.labels), len(test_ds.classes)))
+    return {"num_train": len(train_ds), "num_test": len(test_ds), "classes": list(test_ds.classes),
+            "ten_crop": ten_crop, "streams": per_stream, "fused": fused}
+
+
+# ----------------------------------------------------------------------------- entry point
+def evaluate_run(run_dir: str | Path, protocol: str, other_run: str | Path | None = None,
+                 which: str = "last", device: str | torch.device = "auto",
+                 ks=(1, 5, 10, 20, 50), epochs: int | None = None, batch_size: int | None = None,
+                 progress: bool = True, **opts) -> dict:
+    """Evaluate the backbone of ``run_dir`` (and ``other_run`` for two-stream fusion).
+
+    protocol: ``retrieval`` (R@k for ``ks``; k larger than the gallery is skipped with a
+    warning), ``linear`` (linear probe: ``epochs`` default 100, lr x0.1 at 60% and 80% of them,
+    ``batch_size`` default 1024) or ``finetune`` (``epochs`` / ``batch_size`` default to the
+    run's optim config). ``opts``: ``lr``, ``milestones``, ``weight_decay``, ``seed``;
+    fine-tune: ``head_lr_ratio``, ``dropout``, ``ten_crop``; retrieval: ``center``,
+    ``chunk_size``; all: ``feature_batch_size`` (videos per forward, default 8),
+    ``num_workers``, ``other_which`` (checkpoint of ``other_run``, default ``which``),
+    ``append`` (default True: add the result to ``<run>/eval.jsonl``).
+
+    Returns a JSON-serialisable dict: ``protocol``, ``run``, ``other_run``, ``which``,
+    ``timestamp``, ``device``, ``seconds``, ``streams`` (one entry per run: ``run``,
+    ``modality`` and the metrics: ``R@k`` or ``top1``/``top5``/``confusion``...), ``fused``
+    (the two-stream metrics, or None) and protocol-specific sizes.
+    """
+    from ..runs import append_eval
+
+    if protocol not in PROTOCOLS:
+        raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
+    unknown = sorted(set(opts) - PROTOCOL_OPTS[protocol])
+    if unknown:
+        raise ValueError(f"unknown option(s) for {protocol}: {', '.join(unknown)}")
+    started = time.perf_counter()
+    device = resolve_device(device)
+    streams = [load_stream(run_dir, which)]
+    if other_run is not None:
+        streams.append(load_stream(other_run, opts.get("other_which", which)))
+    feature_batch = opts.get("feature_batch_size", 8)
+    num_workers = opts.get("num_workers", 0)
+
+    if protocol == "retrieval":
+        body = _retrieval(streams, ks, device, feature_batch, num_workers, progress, opts)
+    elif protocol == "linear":
+        body = _linear(streams, epochs, batch_size, device, feature_batch, num_workers, progress, opts)
+    else:
+        body = _finetune(streams, epochs, batch_size, device, num_workers, progress, opts)
+
+    result = {"protocol": protocol, "run": str(run_dir),
+              "other_run": None if other_run is None else str(other_run), "which": str(which),
+              "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+              "device": str(device), "dataset": streams[0].cfg.data.dataset, **body,
+              "seconds": time.perf_counter() - started}
+    if opts.get("append", True):
+        append_eval(run_dir, result)
+    return result
+
+
+def format_result(result: dict) -> str:
+    """A human summary of an :func:`evaluate_run` result: one line per stream and the fusion."""
+    metrics = ([f"R@{k}" for k in result["ks"]] if result["protocol"] == "retrieval"
+               else ["top1", "top5"])
+    rows = [(f"{s['modality']:<5} {s['run']}", s) for s in result["streams"]]
+    if result.get("fused"):
+        rows.append(("two-stream (fused)", result["fused"]))
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{result['protocol']} on {result['dataset']} ({result['device']}, {result['seconds']:.1f} s)"]
+    lines += [f"{name:<{width}}  " + "  ".join(f"{m} {row[m]:.3f}" for m in metrics) for name, row in rows]
+    if result.get("ks_skipped"):
+        lines.append(f"skipped k={result['ks_skipped']}: larger than the gallery ({result['num_gallery']})")
+    return "\n".join(lines)
+

@@ -1,0 +1,21 @@
+"""Shared test set-up: headless plotting, few threads, and where the real-data fixtures live."""
+import os
+from pathlib import Path
+
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+import pytest
+import torch
+
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+REPO = Path(__file__).resolve().parents[1]
+REALDATA = Path(os.environ.get("CMMC_REALDATA", REPO.parent / "shared" / "realdata"))
+
+
+@pytest.fixture(scope="session")
+def realdata() -> Path:
+    """../shared/realdata (or $CMMC_REALDATA); tests using it are skipped when it is absent."""
+    if not (REALDATA / "decoded_frames.csv").is_file():
+        pytest.skip(f"real-data fixtures not found at {REALDATA} (set CMMC_REALDATA)")
+    return REALDATA

@@ -1,0 +1,114 @@
+"""``evaluate_run`` end to end: fabricated run folders (tiny preset, untrained small3d backbones)
+on a small synthetic dataset written on the fly."""
+import json
+
+import pytest
+import torch
+
+pytest.importorskip("cmmc_lib.data.synthetic", reason="needs cmmc_lib.data.synthetic (dataset writer)")
+
+from cmmc_lib import runs  # noqa: E402
+from cmmc_lib.config import preset  # noqa: E402
+from cmmc_lib.data.datasets import build_dataset  # noqa: E402
+from cmmc_lib.data.synthetic import write_synthetic_dataset  # noqa: E402
+from cmmc_lib.evaluate import evaluate_run, extract_features, format_result, retrieval_hit_rate  # noqa: E402
+from cmmc_lib.evaluate import features as features_module  # noqa: E402
+from cmmc_lib.models import build_backbone  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory):
+    """24 tiny synthetic videos: every class, 3 train groups (18 videos), 1 test group (6)."""
+    root = tmp_path_factory.mktemp("synthetic") / "tiny"
+    write_synthetic_dataset(root, "tiny", videos=24, progress=False)
+    return root
+
+
+def make_run(run_dir, data_root, modality, seed=0, extra=()):
+    other = "flow" if modality == "rgb" else "rgb"
+    cfg = preset("tiny", [f"data.root={data_root}", f"ssl.modality={modality}",
+                          f"ssl.other_modality={other}", *extra])
+    runs.save_config(run_dir, cfg)
+    torch.manual_seed(seed)
+    backbone = build_backbone(cfg.model.backbone, runs.in_channels(modality), width=cfg.model.width)
+    runs.save_checkpoint({"backbone": backbone.state_dict()}, runs.checkpoint_path(run_dir))
+    return run_dir
+
+
+@pytest.fixture(scope="module")
+def rgb_and_flow_runs(tmp_path_factory, data_root):
+    base = tmp_path_factory.mktemp("runs")
+    return make_run(base / "rgb", data_root, "rgb"), make_run(base / "flow", data_root, "flow", seed=1)
+
+
+def test_two_stream_retrieval_reports_each_stream_and_the_fusion(rgb_and_flow_runs):
+    rgb, flow = rgb_and_flow_runs
+    r = evaluate_run(rgb, "retrieval", other_run=flow, device="cpu", progress=False)
+    assert r["protocol"] == "retrieval" and r["run"] == str(rgb) and r["other_run"] == str(flow)
+    assert (r["num_queries"], r["num_gallery"]) == (6, 18)
+    assert r["ks"] == [1, 5, 10] and r["ks_skipped"] == [20, 50]            # gallery of 18
+    assert [s["modality"] for s in r["streams"]] == ["rgb", "flow"]
+    for metrics in (*r["streams"], r["fused"]):
+        values = [metrics[f"R@{k}"] for k in (1, 5, 10)]
+        assert values == sorted(values) and all(0 <= v <= 1 for v in values)
+    logged = [json.loads(line) for line in (rgb / runs.EVAL_FILE).read_text().splitlines()]
+    assert logged[-1] == json.loads(json.dumps(r))                           # appended, JSON-clean
+    assert len(list((rgb / "features").glob("*.pt"))) == 2                   # test + train, cached
+    assert len(list((flow / "features").glob("*.pt"))) == 2
+    summary = format_result(r).splitlines()
+    assert summary[-2].startswith("two-stream") and f"R@1 {r['fused']['R@1']:.3f}" in summary[-2]
+
+
+def test_retrieval_follows_the_protocol_and_reuses_cached_features(rgb_and_flow_runs, monkeypatch):
+    rgb, _ = rgb_and_flow_runs
+    first = evaluate_run(rgb, "retrieval", device="cpu", ks=(1, 5), progress=False, append=False)
+    # the protocol by hand: gallery = train split, one window; queries = test split, eval windows
+    backbone, cfg = runs.load_backbone(rgb)
+    gallery = extract_features(backbone, build_dataset(cfg.data, "train", False, ("rgb",), eval_windows=1),
+                               "rgb", progress=False)
+    queries = extract_features(backbone, build_dataset(cfg.data, "test", False, ("rgb",)), "rgb", progress=False)
+    expected = retrieval_hit_rate(queries.feats, queries.labels, gallery.feats, gallery.labels, ks=(1, 5))
+    assert first["streams"][0]["R@1"] == expected[1] and first["streams"][0]["R@5"] == expected[5]
+    assert first["fused"] is None and first["other_run"] is None
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("features should have come from the cache")
+
+    monkeypatch.setattr(features_module, "compute_features", no_recompute)
+    again = evaluate_run(rgb, "retrieval", device="cpu", ks=(1, 5), progress=False, append=False)
+    assert again["streams"] == first["streams"]
+
+
+def test_linear_probe_with_fusion(rgb_and_flow_runs):
+    rgb, flow = rgb_and_flow_runs
+    r = evaluate_run(rgb, "linear", other_run=flow, device="cpu", epochs=10, progress=False, append=False)
+    assert r["epochs"] == 10 and r["milestones"] == [6, 8] and len(r["classes"]) == 6
+    for metrics in (*r["streams"], r["fused"]):
+        assert 0 <= metrics["top1"] <= metrics["top5"] <= 1
+        confusion = torch.tensor(metrics["confusion"])
+        assert confusion.shape == (6, 6) and confusion.sum() == 6
+        assert confusion.diag().sum() / 6 == pytest.approx(metrics["top1"])
+    assert r["streams"][0]["train_top1"] > 0.5                              # 18 videos, 64-d: it fits
+
+
+def test_finetune_one_stream_with_ten_crop(rgb_and_flow_runs):
+    rgb, _ = rgb_and_flow_runs
+    r = evaluate_run(rgb, "finetune", device="cpu", epochs=1, batch_size=6, ten_crop=True,
+                     progress=False, append=False)
+    stream = r["streams"][0]
+    assert r["ten_crop"] and r["fused"] is None and stream["epochs"] == 1
+    assert stream["lr_backbone"] == pytest.approx(stream["lr_head"] / 10)
+    assert torch.tensor(stream["confusion"]).sum() == r["num_test"] == 6
+
+
+def test_bad_requests_fail_with_one_clear_error(rgb_and_flow_runs, tmp_path, data_root):
+    rgb, _ = rgb_and_flow_runs
+    with pytest.raises(ValueError, match="unknown protocol"):
+        evaluate_run(rgb, "knn", device="cpu")
+    with pytest.raises(ValueError, match="unknown option.*: lr"):
+        evaluate_run(rgb, "retrieval", device="cpu", lr=0.1)
+    with pytest.raises(FileNotFoundError, match="not a run folder"):
+        evaluate_run(tmp_path / "nothing", "retrieval", device="cpu")
+    other_split = make_run(tmp_path / "split2", data_root, "flow", extra=["data.split=2"])
+    with pytest.raises(ValueError, match="different videos"):
+        evaluate_run(rgb, "retrieval", other_run=other_split, device="cpu", progress=False, append=False)
