@@ -205,7 +205,7 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
 
     torch.manual_seed(cfg.run.seed)
     mods = modalities_for(cfg)
-    train_ds = build_dataset(cfg.data, "train", True, mods)
+    train_ds = build_dataset(cfg.data, "train", True, mods, seed=cfg.run.seed)
     monitor = None
     if cfg.run.knn_every > 0:
         monitor = (build_dataset(cfg.data, "train", False, (cfg.ssl.modality,), eval_windows=1),

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .retrieval import nearest_neighbours, prepare_features
+from .retrieval import prepare_features
 
 
 @dataclass
@@ -19,21 +19,29 @@ class RetrievedExamples:
     scores: Tensor
 
 
-def retrieved_examples(query_feats: Tensor, query_labels: Tensor, gallery_feats: Tensor, gallery_labels: Tensor,
-                       k: int = 4, num_queries: int = 4, seed: int = 0, center: bool = True) -> RetrievedExamples:
-    """Top-``k`` gallery neighbours of ``num_queries`` queries drawn with ``seed`` (one per class first)."""
+def retrieved_examples(similarity: Tensor, query_labels, gallery_labels, k: int = 4, num_queries: int = 4,
+                       seed: int = 0) -> RetrievedExamples:
+    """Top-``k`` gallery items of ``num_queries`` queries drawn with ``seed`` (distinct classes first).
+
+    ``similarity`` (Q, G) comes from :func:`~cmmc_lib.evaluate.retrieval.similarity_matrix` (one
+    stream) or :func:`~cmmc_lib.evaluate.fusion.two_stream_similarity` (two streams); ties go to
+    the lower gallery index, as in R@k.
+    """
     query_labels, gallery_labels = torch.as_tensor(query_labels), torch.as_tensor(gallery_labels)
+    if similarity.shape != (len(query_labels), len(gallery_labels)):
+        raise ValueError(f"similarity is {tuple(similarity.shape)}, expected ({len(query_labels)}, {len(gallery_labels)})")
     g = torch.Generator().manual_seed(seed)
     order = torch.randperm(len(query_labels), generator=g).tolist()
     picked, seen = [], set()
-    for i in order:                                   # prefer distinct classes
+    for i in order:
         if int(query_labels[i]) not in seen:
             picked.append(i)
             seen.add(int(query_labels[i]))
         if len(picked) == num_queries:
             break
     picked += [i for i in order if i not in picked][: num_queries - len(picked)]
-    scores, idx = nearest_neighbours(query_feats[picked], gallery_feats, k, center=center)
+    scores, idx = torch.sort(similarity[picked], dim=1, descending=True, stable=True)
+    scores, idx = scores[:, :k], idx[:, :k]
     correct = gallery_labels[idx] == query_labels[picked][:, None]
     return RetrievedExamples(picked, idx, correct, scores)
 

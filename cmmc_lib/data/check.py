@@ -1,0 +1,164 @@
+"""What a prepared dataset root holds against its official split (``cmmc data check``).
+
+:func:`check_dataset` returns a JSON-serialisable dict (plain str / int / bool / list / None)
+that reads well when printed::
+
+    {"dataset": "ucf101", "root": "data/ucf101", "split": 1, "ok": False, "classes": 101,
+     "subsets": {"train": {"expected": 9537, "found": 9530, "missing": 7, "unreadable": None,
+                           "with_flow": 0, "missing_examples": [...], "unreadable_examples": []},
+                 "test": {...}},
+     "notes": ["..."]}
+
+``unreadable`` is None unless ``decode=True`` (every found video is then decoded fully, or
+for NTU-60 every skeleton file parsed; NTU-60 then also counts ``no_bodies`` per subset).
+A root or split folder that cannot be used raises FileNotFoundError with a one-line message;
+malformed split lines raise ValueError.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+from .splits import VideoIndex, load_split, ntu60_split, parse_ntu_name
+from .video import probe_videos
+
+EXAMPLES = 5
+#: Videos per (dataset, split) in the official split files: (train, test).
+OFFICIAL_COUNTS = {
+    ("ucf101", 1): (9537, 3783), ("ucf101", 2): (9586, 3734), ("ucf101", 3): (9624, 3696),
+    ("hmdb51", 1): (3570, 1530), ("hmdb51", 2): (3570, 1530), ("hmdb51", 3): (3570, 1530),
+}
+#: NTU-60 samples per protocol (Shahroudy et al. 2016): skeleton files in the official archive;
+#: and the samples with bodies in them (302 have none; what ST-GCN / SkeletonCLR train and test on).
+NTU60_COUNTS = {"xsub": (40320, 16560), "xview": (37920, 18960)}
+NTU60_COUNTS_WITH_SKELETON = {"xsub": (40091, 16487), "xview": (37646, 18932)}
+DATASETS = ("ucf101", "hmdb51", "ntu60", "synthetic")
+
+
+def check_dataset(dataset: str, root: Path | str, split: int = 1, decode: bool = False,
+                  progress: bool = False) -> dict:
+    """Counts of expected / found / missing (/ unreadable) videos per subset of a root."""
+    if dataset not in DATASETS:
+        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    root = Path(root)
+    if not root.is_dir():
+        raise FileNotFoundError(f"dataset root {root} does not exist (see data/README.md)")
+    if dataset == "ntu60":
+        return _check_ntu60(root, decode)
+    return _check_videos(dataset, root, split, decode, progress)
+
+
+def _subset_report(expected: int, found: list, missing: list[str],
+                   unreadable: list[str] | None, with_flow: int | None) -> dict:
+    report = {"expected": expected, "found": len(found), "missing": len(missing),
+              "unreadable": None if unreadable is None else len(unreadable)}
+    if with_flow is not None:
+        report["with_flow"] = with_flow
+    report["missing_examples"] = missing[:EXAMPLES]
+    report["unreadable_examples"] = (unreadable or [])[:EXAMPLES]
+    return report
+
+
+def _check_videos(dataset: str, root: Path, split: int, decode: bool, progress: bool) -> dict:
+    videos_dir = root / "videos"
+    if not videos_dir.is_dir():
+        raise FileNotFoundError(f"{videos_dir} does not exist: put the videos there "
+                                "(see data/README.md)")
+    split_info = load_split(dataset, root, split)
+    index = VideoIndex(videos_dir)
+    flow_dir = root / "flow"
+    out = {"dataset": dataset, "root": str(root), "split": split, "ok": True,
+           "classes": len(split_info.classes), "subsets": {}, "notes": []}
+    for subset in ("train", "test"):
+        entries = split_info.subset(subset)
+        paths = [index.find(e.relpath) for e in entries]
+        found = [(e, p) for e, p in zip(entries, paths) if p is not None]
+        missing = [e.relpath for e, p in zip(entries, paths) if p is None]
+        unreadable = None
+        if decode:
+            probes = probe_videos([p for _, p in found], progress=progress)
+            unreadable = [f"{e.relpath}: {r['errors'][0]}" for (e, _), r in zip(found, probes)
+                          if r["errors"] or r["frames"] == 0]
+        with_flow = (sum((flow_dir / e.video).is_dir() for e, _ in found)
+                     if flow_dir.is_dir() else 0)
+        out["subsets"][subset] = _subset_report(len(entries), found, missing, unreadable,
+                                                with_flow)
+        if missing or unreadable:
+            out["ok"] = False
+    official = OFFICIAL_COUNTS.get((dataset, split))
+    counts = (out["subsets"]["train"]["expected"], out["subsets"]["test"]["expected"])
+    if official and counts != official:
+        out["notes"].append(f"the split files list {counts[0]} / {counts[1]} videos; the "
+                            f"official {dataset} split {split} has {official[0]} / {official[1]}")
+    if not flow_dir.is_dir():
+        out["notes"].append(f"no {flow_dir}: extract flow with `cmmc flow extract {videos_dir} "
+                            f"--out {flow_dir} --method tvl1` to train on flow")
+    if not decode:
+        out["notes"].append("unreadable not checked: pass decode=True (--decode) to decode "
+                            "every video")
+    return out
+
+
+def _ntu_status(path: Path) -> str | None:
+    """None for a skeleton file that parses and has a body; else why not ("no bodies" for
+    the samples NTU ships without skeleton data)."""
+    from .skeleton import read_ntu_skeleton
+    try:
+        seq = read_ntu_skeleton(path)
+    except (ValueError, OSError) as e:
+        return str(e)
+    if not any(bodies for bodies in seq.frames):
+        return "no bodies"
+    return None
+
+
+def _check_ntu60(root: Path, decode: bool) -> dict:
+    for name in ("skeletons", "nturgb+d_skeletons", "nturgbd_skeletons_s001_to_s017"):
+        folder = root / name
+        if folder.is_dir():
+            break
+    else:
+        raise FileNotFoundError(f"no skeleton folder under {root}: expected "
+                                f"{root / 'skeletons'}/*.skeleton (see data/README.md)")
+    files = sorted(p.name for p in folder.glob("*.skeleton"))
+    if not files:
+        raise FileNotFoundError(f"{folder} holds no .skeleton files")
+    unparsed = []
+    names = []
+    for f in files:
+        try:
+            parse_ntu_name(f)
+            names.append(f)
+        except ValueError:
+            unparsed.append(f)
+    out = {"dataset": "ntu60", "root": str(root), "split": "xsub+xview", "ok": True,
+           "classes": 60, "subsets": {}, "notes": []}
+    status = {f: _ntu_status(folder / f) for f in names} if decode else {}
+    for protocol in ("xsub", "xview"):
+        sp = ntu60_split(names, protocol)
+        for subset, expected in zip(("train", "test"), NTU60_COUNTS[protocol]):
+            entries = sp.subset(subset)
+            report = {"expected": expected, "found": len(entries),
+                      "missing": max(expected - len(entries), 0), "unreadable": None}
+            if decode:
+                bad = [f"{e.relpath}: {status[e.relpath]}" for e in entries
+                       if status[e.relpath] not in (None, "no bodies")]
+                report["unreadable"] = len(bad)
+                report["no_bodies"] = sum(status[e.relpath] == "no bodies" for e in entries)
+            report["missing_examples"] = []
+            report["unreadable_examples"] = bad[:EXAMPLES] if decode else []
+            out["subsets"][f"{protocol}/{subset}"] = report
+            if report["missing"] or report["unreadable"]:
+                out["ok"] = False
+    with_skeleton = NTU60_COUNTS_WITH_SKELETON
+    out["notes"].append(
+        "NTU-60 has no name list: missing is a count against the official sample counts; "
+        "302 samples have no bodies and are dropped by ST-GCN / SkeletonCLR, leaving "
+        f"{with_skeleton['xsub'][0]} / {with_skeleton['xsub'][1]} (xsub) and "
+        f"{with_skeleton['xview'][0]} / {with_skeleton['xview'][1]} (xview)")
+    if unparsed:
+        out["notes"].append(f"{len(unparsed)} files are not NTU sample names, e.g. "
+                            + ", ".join(unparsed[:EXAMPLES]))
+    if not decode:
+        out["notes"].append("unreadable not checked: pass decode=True (--decode) to parse "
+                            "every skeleton file")
+    return out

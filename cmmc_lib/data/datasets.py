@@ -1,0 +1,321 @@
+"""Map-style multimodal clip datasets: aligned RGB / flow / pose views of one video.
+
+:func:`build_dataset` reads a prepared root (layout in ``data/README.md``) and returns a
+:class:`MultiModalClips`. Item ``i`` is a dict::
+
+    "rgb":  float32 (V, 3, T, S, S) in [-1, 1]      "flow": float32 (V, 2, T, S, S) = px / 20
+    "pose": float32 (V, 3, T, J) (x, y in the crop in [-1, 1], confidence)
+    "label": int (0-based)  "index": int  "video": str  "group": int (-1 if none)
+
+V = ``views`` random windows with random crops when ``train`` (every modality of one view
+shares its window, crop and flip), else ``eval_windows`` evenly spaced windows with the
+centre crop.
+
+**Reproducibility.** Item i in epoch e depends only on (seed, e, i): its random numbers come
+from ``numpy.random.default_rng([seed, e, i])``, never from global state or the worker id.
+Call :meth:`MultiModalClips.set_epoch` before iterating an epoch (with a DataLoader, before
+``iter(loader)``; the epoch lives in shared memory, so persistent workers see it too).
+
+**Bad videos.** A video that cannot be decoded (or flow frames that cannot be read) is logged
+once, counted in ``num_skipped`` (shared with DataLoader workers), and item i becomes the next
+readable item (i + 1, i + 2, ... wrapping), exactly as that item would be, its own ``index``
+included.
+
+**Cache.** ``cache=True`` keeps each decoded video (uint8, resized to ``short_side``) and its
+flow in memory, per process: for small data. Each DataLoader worker holds its own copy, which
+outlives an epoch only with ``persistent_workers=True`` (or ``num_workers=0``).
+Without cache, frame counts are still remembered, and later visits decode only up to the
+last frame needed.
+"""
+from __future__ import annotations
+
+import dataclasses
+import logging
+import random
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from ..config import DataConfig, data_root
+from .rawframes import FrameReadError, count_frames, read_flow_frames
+from .splits import VideoEntry, VideoIndex, load_split
+from .transforms import ClipTransform
+from .video import (VideoReadError, decode_video, eval_windows, read_clip, resized_hw,
+                    sample_train_windows, video_frame_size)
+
+log = logging.getLogger(__name__)
+
+MODALITIES = ("rgb", "flow", "pose")
+DATASETS = ("ucf101", "synthetic", "hmdb51")
+_CORRUPT = (VideoReadError, FrameReadError)
+
+
+class MultiModalClips(Dataset):
+    """Clips of the videos in ``entries`` under ``root`` (see the module docstring).
+
+    root/videos/<relpath> are the videos, root/flow/<video>/ the flow rawframes,
+    root/pose/<video>.npy the (T, J, 3) keypoints. Other arguments as in DataConfig.
+    """
+
+    def __init__(self, root: Path | str, entries: Sequence[VideoEntry], classes: Sequence[str],
+                 modalities: Sequence[str] = ("rgb",), train: bool = True, *,
+                 clip_len: int = 8, stride: int = 1, short_side: int = 40, size: int = 32,
+                 crop_scale: tuple[float, float] = (0.3, 1.0), views: int = 2,
+                 eval_windows: int = 4, flip_flow: bool = True, color_jitter: float = 0.5,
+                 grayscale: float = 0.2, cache: bool = True, seed: int = 0):
+        self.root = Path(root)
+        self.modalities = tuple(modalities)
+        bad = [m for m in self.modalities if m not in MODALITIES]
+        if not self.modalities or bad:
+            raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, "
+                             f"got {tuple(modalities)}")
+        if seed < 0:
+            raise ValueError(f"seed must be >= 0, got {seed}")
+        self.train, self.seed = train, int(seed)
+        # shared with DataLoader workers, so that persistent workers see set_epoch
+        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self.clip_len, self.stride, self.short_side = clip_len, stride, short_side
+        self.num_views = views if train else eval_windows
+        if self.num_views < 1:
+            raise ValueError(f"need at least one view per item, got {self.num_views}")
+        self.cache = cache
+        self.classes = list(classes)
+        self.transform = ClipTransform(size, train, crop_scale, flip_flow, color_jitter,
+                                       grayscale)
+        self.entries, self.paths = self._locate(list(entries))
+        self.labels = [e.label for e in self.entries]
+        self.videos = [e.video for e in self.entries]
+        self.groups = [e.group for e in self.entries]
+        self._skipped = torch.zeros(len(self.entries), dtype=torch.uint8).share_memory_()
+        self._warned: set[int] = set()
+        self._frames: dict[tuple[str, int], np.ndarray] = {}     # (modality, j) -> cached
+        self._counts: dict[tuple[str, int], int] = {}            # (modality, j) -> frames
+        self._pose_hw: dict[int, tuple[int, int]] = {}
+        self._scratch: tuple[tuple[str, int], np.ndarray] | None = None
+
+    # ------------------------------------------------------------------ construction
+    def _locate(self, entries: list[VideoEntry]) -> tuple[list[VideoEntry], list[Path | None]]:
+        """Entries whose files exist, with their video paths; clear errors for missing
+        flow/pose, a warning for videos listed but absent."""
+        if not entries:
+            raise ValueError(f"no videos in this split of {self.root}")
+        needs_video = "rgb" in self.modalities or "pose" in self.modalities
+        paths: list[Path | None] = [None] * len(entries)
+        if needs_video:
+            index = VideoIndex(self.root / "videos")
+            paths = [index.find(e.relpath) for e in entries]
+            missing = [e.relpath for e, p in zip(entries, paths) if p is None]
+            if len(missing) == len(entries):
+                raise FileNotFoundError(f"none of the {len(entries)} videos of the split is "
+                                        f"under {self.root / 'videos'} (e.g. {missing[0]}); "
+                                        "see data/README.md and `cmmc data check`")
+            if missing:
+                log.warning("%d of %d videos of the split are missing under %s and left out "
+                            "(first: %s); run `cmmc data check` for the list", len(missing),
+                            len(entries), self.root / "videos", missing[0])
+                kept = [(e, p) for e, p in zip(entries, paths) if p is not None]
+                entries, paths = [e for e, _ in kept], [p for _, p in kept]
+        if "flow" in self.modalities:
+            no_flow = [e.video for e in entries if not (self.root / "flow" / e.video).is_dir()]
+            if no_flow:
+                raise FileNotFoundError(
+                    f"no optical flow for {len(no_flow)} of {len(entries)} videos under "
+                    f"{self.root / 'flow'} (first: {no_flow[0]}); extract it with "
+                    f"`cmmc flow extract {self.root / 'videos'} --out {self.root / 'flow'} "
+                    "--method tvl1`")
+        if "pose" in self.modalities:
+            no_pose = [e.video for e in entries
+                       if not (self.root / "pose" / f"{e.video}.npy").is_file()]
+            if no_pose:
+                raise FileNotFoundError(
+                    f"no pose for {len(no_pose)} of {len(entries)} videos under "
+                    f"{self.root / 'pose'} (first: {no_pose[0]}.npy); pose keypoints exist "
+                    "for the synthetic dataset (`cmmc data synth`)")
+        return entries, paths
+
+    # ------------------------------------------------------------------ public API
+    def __len__(self) -> int:
+        return len(self.entries)
+
+    @property
+    def epoch(self) -> int:
+        return int(self._epoch[0])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Select the epoch whose random clips/crops items are drawn from (call it before
+        creating the DataLoader iterator of that epoch)."""
+        if epoch < 0:
+            raise ValueError(f"epoch must be >= 0, got {epoch}")
+        self._epoch[0] = int(epoch)
+
+    @property
+    def num_skipped(self) -> int:
+        """Number of distinct unreadable videos met so far (in this process and its workers)."""
+        return int(self._skipped.sum())
+
+    def __getitem__(self, i: int) -> dict:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"index {i} out of range for {n} videos")
+        i %= n
+        for step in range(n):
+            j = (i + step) % n
+            if self._skipped[j]:
+                continue
+            try:
+                return self._item(j)
+            except _CORRUPT as e:
+                self._skip(j, e)
+        raise RuntimeError(f"no readable video among the {n} of {self.root}")
+
+    # ------------------------------------------------------------------ loading
+    def _skip(self, j: int, err: Exception) -> None:
+        self._skipped[j] = 1
+        if j not in self._warned:
+            self._warned.add(j)
+            log.warning("skipping unreadable video %s: %s", self.entries[j].video, err)
+
+    def _item(self, j: int) -> dict:
+        e = self.entries[j]
+        rng = np.random.default_rng([self.seed, self.epoch, j])
+        n = self._num_frames(j)
+        if self.train:
+            windows = sample_train_windows(n, self.clip_len, self.stride, self.num_views, rng)
+        else:
+            windows = eval_windows(n, self.clip_len, self.stride, self.num_views)
+        clips = {m: self._read(m, j, windows) for m in self.modalities}
+        ref = clips["rgb"] if "rgb" in clips else clips.get("flow")
+        frame_hw = (ref.shape[2:4] if ref is not None       # (H, W) at short_side
+                    else resized_hw(*self._pose_frame_hw(j), self.short_side))
+        views = []
+        for v in range(self.num_views):
+            params = self.transform.sample(rng, frame_hw)
+            views.append(self.transform(
+                params, rgb=clips["rgb"][v] if "rgb" in clips else None,
+                flow=clips["flow"][v] if "flow" in clips else None,
+                pose=clips["pose"][v] if "pose" in clips else None,
+                pose_frame_hw=self._pose_frame_hw(j) if "pose" in clips else None))
+        item = {m: torch.stack([view[m] for view in views]) for m in self.modalities}
+        item.update(label=e.label, index=j, video=e.video, group=e.group)
+        return item
+
+    def _num_frames(self, j: int) -> int:
+        """Frames of video j: of the video (RGB asked), else of the flow, else of the pose."""
+        for m in ("rgb", "flow", "pose"):
+            if m in self.modalities:
+                return self._count(m, j)
+        raise AssertionError("unreachable")
+
+    def _count(self, m: str, j: int) -> int:
+        if (m, j) not in self._counts:
+            if m == "rgb":
+                self._load_all(m, j)              # one full decode gives the true count
+            elif m == "flow":
+                n = count_frames(self.root / "flow" / self.entries[j].video, "flow")
+                if n == 0:
+                    raise FrameReadError(f"{self.root / 'flow' / self.entries[j].video} "
+                                         "holds no flow frames")
+                self._counts[m, j] = n
+            else:
+                self._counts[m, j] = len(self._pose(j))
+        return self._counts[m, j]
+
+    def _load_all(self, m: str, j: int) -> np.ndarray:
+        """Every frame of modality m of video j (uint8 at short_side). Kept in the cache if
+        asked, else in a one-video scratch slot so that a first visit decodes once."""
+        if (m, j) in self._frames:
+            return self._frames[m, j]
+        if self._scratch is not None and self._scratch[0] == (m, j):
+            return self._scratch[1]
+        if m == "rgb":
+            arr = decode_video(self.paths[j], self.short_side)
+        else:
+            arr = read_flow_frames(self.root / "flow" / self.entries[j].video,
+                                   range(self._count(m, j)), self.short_side)
+        self._counts[m, j] = len(arr)
+        if self.cache:
+            self._frames[m, j] = arr
+        else:
+            self._scratch = ((m, j), arr)
+        return arr
+
+    def _read(self, m: str, j: int, windows: np.ndarray) -> np.ndarray:
+        """Frames of ``windows`` (V, T) as (V, T, ...) for modality m; indices past this
+        modality's last frame repeat it."""
+        if m == "pose":
+            pose = self._pose(j)
+            return pose[np.minimum(windows, len(pose) - 1)]
+        n = self._count(m, j)
+        idx = np.minimum(windows, n - 1)
+        full_at_hand = (m, j) in self._frames or (
+            self._scratch is not None and self._scratch[0] == (m, j))
+        if self.cache or full_at_hand:
+            return self._load_all(m, j)[idx]
+        flat, inverse = np.unique(idx, return_inverse=True)
+        if m == "rgb":
+            frames = read_clip(self.paths[j], flat, self.short_side)
+        else:
+            frames = read_flow_frames(self.root / "flow" / self.entries[j].video, flat,
+                                      self.short_side)
+        return frames[inverse.reshape(idx.shape)]
+
+    def _pose(self, j: int) -> np.ndarray:
+        key = ("pose", j)
+        if key not in self._frames:
+            path = self.root / "pose" / f"{self.entries[j].video}.npy"
+            pose = np.load(path, allow_pickle=False)
+            if pose.ndim != 3 or pose.shape[-1] != 3 or len(pose) == 0:
+                raise FrameReadError(f"{path}: pose must be (T, J, 3), got {pose.shape}")
+            self._frames[key] = pose.astype(np.float32)
+        return self._frames[key]
+
+    def _pose_frame_hw(self, j: int) -> tuple[int, int]:
+        """(H, W) of the source video frames that the pose pixels refer to."""
+        if j not in self._pose_hw:
+            self._pose_hw[j] = video_frame_size(self.paths[j])
+        return self._pose_hw[j]
+
+
+def build_dataset(data_cfg: DataConfig, subset: str, train: bool,
+                  modalities: Sequence[str] = ("rgb",), *, seed: int = 0,
+                  **overrides) -> MultiModalClips:
+    """The dataset of ``data_cfg`` (root from :func:`cmmc_lib.config.data_root`).
+
+    subset: "train" or "test" (the official split ``data_cfg.split``); train: random views
+    (else deterministic eval windows); overrides: DataConfig fields to replace
+    (``eval_windows=1``); seed: the dataset seed of the reproducibility contract.
+    """
+    known = {f.name for f in dataclasses.fields(DataConfig)}
+    unknown = sorted(set(overrides) - known)
+    if unknown:
+        raise ValueError(f"unknown DataConfig field(s): {', '.join(unknown)}")
+    cfg = dataclasses.replace(data_cfg, **overrides)
+    if cfg.dataset not in DATASETS:
+        raise ValueError(f"dataset {cfg.dataset!r} has no clip dataset; choose one of "
+                         f"{', '.join(DATASETS)} (ntu60: see cmmc_lib.data.skeleton)")
+    root = data_root(cfg)
+    if not root.is_dir():
+        hint = (f"generate it with `cmmc data synth --out {root}`" if cfg.dataset == "synthetic"
+                else "see data/README.md, or set data.root=... or CMMC_DATA_ROOT")
+        raise FileNotFoundError(f"dataset root {root} does not exist: {hint}")
+    split = load_split(cfg.dataset, root, cfg.split)
+    return MultiModalClips(
+        root, split.subset(subset), split.classes, modalities, train,
+        clip_len=cfg.clip_len, stride=cfg.stride, short_side=cfg.short_side, size=cfg.size,
+        crop_scale=cfg.crop_scale, views=cfg.views, eval_windows=cfg.eval_windows,
+        flip_flow=cfg.flip_flow, color_jitter=cfg.color_jitter, grayscale=cfg.grayscale,
+        cache=cfg.cache, seed=seed)
+
+
+def seed_worker(worker_id: int) -> None:
+    """DataLoader ``worker_init_fn``: one thread per worker for torch/cv2 and seeded global
+    RNGs (items do not use them; third-party code might)."""
+    import cv2
+    s = torch.initial_seed() % 2**32
+    np.random.seed(s)
+    random.seed(s)
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)

@@ -1,0 +1,207 @@
+"""MultiModalClips / build_dataset: the item contract, reproducibility, bad input."""
+import logging
+import shutil
+
+import numpy as np
+import pytest
+import torch
+from torch.utils.data import DataLoader
+
+from _data_fixtures import corrupt_copy, write_ucf_like_root, write_video, moving_square_frames
+from cmmc_lib.config import DataConfig
+from cmmc_lib.data.datasets import MultiModalClips, build_dataset, seed_worker
+from cmmc_lib.data.splits import VideoEntry
+
+MODS = ("rgb", "flow", "pose")
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory):
+    return write_ucf_like_root(tmp_path_factory.mktemp("ds") / "ucf101")
+
+
+@pytest.fixture
+def cfg(root):
+    return DataConfig(dataset="ucf101", root=str(root), clip_len=4, stride=2, short_side=24,
+                      size=16, views=2, eval_windows=3)
+
+
+def same_item(a, b):
+    assert a.keys() == b.keys()
+    for k in a:
+        if torch.is_tensor(a[k]):
+            torch.testing.assert_close(a[k], b[k], rtol=0, atol=0)
+        else:
+            assert a[k] == b[k]
+
+
+def test_train_item_matches_the_contract(cfg):
+    ds = build_dataset(cfg, "train", True, MODS)
+    assert len(ds) == 8 and ds.classes == ["Alpha", "HandstandPushups"]
+    assert ds.labels == [0, 0, 0, 0, 1, 1, 1, 1] and ds.groups == [2, 2, 3, 3] * 2
+    item = ds[5]
+    assert item["rgb"].shape == (2, 3, 4, 16, 16) and item["rgb"].dtype == torch.float32
+    assert item["flow"].shape == (2, 2, 4, 16, 16)
+    assert item["pose"].shape == (2, 3, 4, 2)
+    for m in ("rgb", "flow"):
+        assert item[m].min() >= -1 and item[m].max() <= 1
+    assert (item["label"], item["index"], item["group"]) == (1, 5, 2)
+    assert item["video"] == ds.videos[5] == "v_HandStandPushups_g02_c02"
+    assert not torch.equal(item["rgb"][0], item["rgb"][1])        # two different views
+
+
+def test_eval_item_has_eval_windows_views_and_is_deterministic(cfg):
+    ds = build_dataset(cfg, "test", False, ("rgb", "flow"))
+    assert len(ds) == 4
+    a = ds[2]
+    assert a["rgb"].shape == (3, 3, 4, 16, 16) and a["flow"].shape == (3, 2, 4, 16, 16)
+    ds.set_epoch(7)
+    same_item(a, ds[2])
+    one = build_dataset(cfg, "test", False, ("rgb",), eval_windows=1)
+    assert one[0]["rgb"].shape == (1, 3, 4, 16, 16)
+
+
+def test_same_seed_epoch_index_same_tensors_regardless_of_history(cfg):
+    a = build_dataset(cfg, "train", True, MODS, seed=3)
+    b = build_dataset(cfg, "train", True, MODS, seed=3, cache=False)
+    a.set_epoch(2)
+    b.set_epoch(2)
+    _ = [b[i] for i in (4, 1, 6)]                       # other items first, cache warm
+    np.random.seed(123)
+    torch.manual_seed(123)                               # global RNG must not matter
+    same_item(a[3], b[3])
+    same_item(a[3], b[3])                                # second visit: partial decode path
+    first = a[3]
+    a.set_epoch(3)
+    assert not torch.equal(first["rgb"], a[3]["rgb"])    # new epoch, new clips
+    c = build_dataset(cfg, "train", True, MODS, seed=4)
+    c.set_epoch(2)
+    assert not torch.equal(first["rgb"], c[3]["rgb"])    # new seed, new clips
+
+
+def test_rgb_flow_and_pose_of_a_view_are_aligned(cfg):
+    # the fixture's flow is the decoded video's R and G channels: the same crop gives
+    # flow x == R (or -R on a flip) and flow y == G; pose joint 0 sits on the white square
+    ds = build_dataset(cfg, "train", True, MODS, color_jitter=0.0, grayscale=0.0)
+    flips = 0
+    for i in range(len(ds)):
+        item = ds[i]
+        for v in range(2):
+            rgb, flow, pose = item["rgb"][v], item["flow"][v], item["pose"][v]
+            assert (flow[1] - rgb[1]).abs().mean() < 0.03
+            direct = (flow[0] - rgb[0]).abs().mean()
+            mirrored = (flow[0] + rgb[0]).abs().mean()
+            assert min(direct, mirrored) < 0.03
+            flips += bool(mirrored < direct)
+            for t in range(4):
+                if pose[2, t, 0] > 0:
+                    col = int(((pose[0, t, 0] + 1) / 2 * 16).clamp(0, 15))
+                    row = int(((pose[1, t, 0] + 1) / 2 * 16).clamp(0, 15))
+                    assert rgb[:, t, row, col].mean() > 0.5           # on the white square
+    assert 0 < flips < 2 * len(ds)                                    # both cases seen
+
+
+def test_pose_alone_uses_the_short_side_geometry(cfg):
+    both = build_dataset(cfg, "test", False, ("rgb", "pose"))
+    alone = build_dataset(cfg, "test", False, ("pose",))
+    torch.testing.assert_close(both[1]["pose"], alone[1]["pose"], rtol=0, atol=0)
+    assert alone[1]["pose"].shape == (3, 3, 4, 2)
+
+
+def test_corrupt_video_is_skipped_counted_and_substituted(root, cfg, tmp_path, caplog):
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("flow", "pose"))
+    victim = copy / "videos" / "Alpha" / "v_Alpha_g02_c02.avi"       # train index 1
+    corrupt_copy(root / "videos" / "Alpha" / victim.name, victim, "truncate")
+    cfg.root = str(copy)
+    ds = build_dataset(cfg, "train", True, ("rgb",))
+    with caplog.at_level(logging.WARNING):
+        item = ds[1]
+        again = ds[1]
+    assert ds.num_skipped == 1
+    assert item["index"] == 2 and item["video"] == ds.videos[2]
+    same_item(item, again)
+    same_item(item, ds[2])                       # exactly the substitute item
+    assert caplog.text.count("skipping unreadable video v_Alpha_g02_c02") == 1
+    assert len([ds[i] for i in range(len(ds))]) == 8                 # an epoch survives
+
+
+def test_all_videos_unreadable_raises(tmp_path):
+    bad = tmp_path / "videos" / "A" / "v_A_g01_c01.avi"
+    bad.parent.mkdir(parents=True)
+    bad.write_bytes(b"junk")
+    ds = MultiModalClips(tmp_path, [VideoEntry("A/v_A_g01_c01.avi", 0, "v_A_g01_c01")], ["A"])
+    with pytest.raises(RuntimeError, match="no readable video"):
+        ds[0]
+
+
+def test_workers_give_the_same_batches_and_share_the_skip_count(root, cfg, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("flow", "pose"))
+    corrupt_copy(root / "videos" / "Alpha" / "v_Alpha_g03_c01.avi",
+                 copy / "videos" / "Alpha" / "v_Alpha_g03_c01.avi", "garbage")
+    cfg.root = str(copy)
+    batches = []
+    for workers in (0, 2):
+        ds = build_dataset(cfg, "train", True, ("rgb",), seed=1)
+        ds.set_epoch(4)
+        loader = DataLoader(ds, batch_size=4, num_workers=workers, worker_init_fn=seed_worker)
+        batches.append([b["rgb"] for b in loader])
+        assert ds.num_skipped == 1
+    for a, b in zip(*batches):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_missing_flow_names_the_extract_command(root, cfg, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("pose"))
+    shutil.rmtree(copy / "flow" / "v_Alpha_g02_c01")
+    cfg.root = str(copy)
+    with pytest.raises(FileNotFoundError, match="cmmc flow extract"):
+        build_dataset(cfg, "train", True, ("rgb", "flow"))
+    with pytest.raises(FileNotFoundError, match="pose"):
+        build_dataset(cfg, "train", True, ("pose",))
+    assert len(build_dataset(cfg, "test", True, ("flow",))) == 4      # flow alone, no video
+
+
+def test_missing_videos_are_left_out_with_a_warning(root, cfg, tmp_path, caplog):
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("flow", "pose"))
+    (copy / "videos" / "Alpha" / "v_Alpha_g03_c02.avi").unlink()
+    cfg.root = str(copy)
+    with caplog.at_level(logging.WARNING):
+        ds = build_dataset(cfg, "train", True, ("rgb",))
+    assert len(ds) == 7 and "v_Alpha_g03_c02" not in ds.videos
+    assert "1 of 8 videos" in caplog.text
+
+
+def test_build_dataset_rejects_bad_requests(cfg, tmp_path, monkeypatch):
+    with pytest.raises(ValueError, match="unknown DataConfig field"):
+        build_dataset(cfg, "train", True, ("rgb",), clip_length=3)
+    with pytest.raises(ValueError, match="modalities"):
+        build_dataset(cfg, "train", True, ("depth",))
+    with pytest.raises(ValueError, match="subset"):
+        build_dataset(cfg, "val", True, ("rgb",))
+    with pytest.raises(ValueError, match="ntu60"):
+        build_dataset(cfg, "train", True, ("rgb",), dataset="ntu60")
+    monkeypatch.setenv("CMMC_DATA_ROOT", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match="cmmc data synth"):
+        build_dataset(DataConfig(dataset="synthetic"), "train", True, ("rgb",))
+
+
+def test_hmdb51_root_and_short_videos(tmp_path):
+    for name, marker, frames in (("a1", 1, 3), ("a2", 2, 12), ("b1", 1, 12)):
+        cls = "wave" if name.startswith("a") else "clap"
+        write_video(tmp_path / "videos" / cls / f"{name}.avi", moving_square_frames(frames))
+    splits = tmp_path / "splits"
+    splits.mkdir()
+    (splits / "wave_test_split1.txt").write_bytes(b"a1.avi 1 \r\na2.avi 2 \r\n")
+    (splits / "clap_test_split1.txt").write_bytes(b"b1.avi 1 \r\n")
+    cfg = DataConfig(dataset="hmdb51", root=str(tmp_path), clip_len=4, stride=2, short_side=24,
+                     size=16)
+    ds = build_dataset(cfg, "train", True, ("rgb",))
+    assert ds.classes == ["clap", "wave"] and ds.videos == ["b1", "a1"]
+    assert ds.labels == [0, 1] and ds.groups == [-1, -1]
+    short = ds[1]["rgb"]                       # 3 frames, clip of 4 at stride 2: padded
+    assert short.shape == (2, 3, 4, 16, 16)
+    assert torch.equal(short[:, :, 2], short[:, :, 3])      # frames 2 and "4" -> last frame
