@@ -167,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp = verb(data, "probe", cmd_data_probe, fmt_probe, help="decode videos fully: frames, size, fps, errors")
     sp.add_argument("paths", nargs="+")
     sp = verb(data, "check", cmd_data_check, fmt_check, help="what a prepared root holds against the official split")
-    sp.add_argument("--dataset", required=True, choices=["ucf101", "hmdb51", "ntu60"])
+    sp.add_argument("--dataset", required=True, choices=["ucf101", "hmdb51", "ntu60", "synthetic"])
     sp.add_argument("--root", required=True)
     sp.add_argument("--split", type=int, default=1)
     sp.add_argument("--decode", action="store_true", help="also decode every video to find unreadable ones")

@@ -102,7 +102,9 @@ def run_course(profile: str = "tiny", out: Path = Path("outputs/course"), only: 
             pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name="python3",
                                 cwd=str(folder), progress_bar=False, execution_timeout=timeout)
         except Exception as exc:                     # papermill raises PapermillExecutionError
-            status, error = "failed", str(exc).strip().splitlines()[0][:500] if str(exc).strip() else repr(exc)
+            status = "failed"
+            error = (f"cell {getattr(exc, 'exec_count', '?')}: {exc.ename}: {exc.evalue}"
+                     if hasattr(exc, "ename") else f"{type(exc).__name__}: {exc}")[:500]
             log.error("%s failed: %s", nb.name, error)
         results.append({"notebook": nb.name, "status": status, "seconds": time.perf_counter() - t0,
                         "output": str(target), "error": error})

@@ -31,9 +31,10 @@ def build_method(cfg: Config, source_backbone: Backbone | None = None) -> MoCoSt
     if s.method == "moco":
         return MoCoStep(moco, s.modality)
     if s.method in ("mixup", "cutmix"):
-        return InputMixStep(moco, s.modality, s.method, s.alpha, s.input_cut_dims)
+        return InputMixStep(moco, s.modality, s.method, s.alpha, s.input_cut_dims, s.cut_centre)
     if s.method in ("manifold-mixup", "manifold-cutmix"):
-        return ManifoldMixStep(moco, s.modality, s.method.split("-")[1], s.layer_k, s.alpha, s.cut_dims)
+        return ManifoldMixStep(moco, s.modality, s.method.split("-")[1], s.layer_k, s.alpha, s.cut_dims,
+                               s.cut_centre)
     if s.method in ("cm-mixup", "cmmc"):
         if s.other_modality == s.modality:
             raise ValueError("cross-modal mixing needs ssl.other_modality different from ssl.modality")
@@ -43,5 +44,5 @@ def build_method(cfg: Config, source_backbone: Backbone | None = None) -> MoCoSt
             source_backbone = build_backbone(m.backbone, channels(s.other_modality), m.width)
         kind = "cutmix" if s.method == "cmmc" else "mixup"
         return CrossModalMixStep(moco, s.modality, s.other_modality, source_backbone, kind, s.layer_k,
-                                 s.layer_l, s.alpha, s.cut_dims, s.partner, s.resample)
+                                 s.layer_l, s.alpha, s.cut_dims, s.partner, s.resample, s.cut_centre)
     raise ValueError(f"method {s.method!r} is not available yet (CoCLR arrives with its own issue)")

@@ -22,13 +22,29 @@ from torch import Tensor, nn
 
 from .. import mixing
 from ..models.base import Backbone
-from .distributed import concat_all_gather
-from .losses import soft_info_nce, soft_targets
+from .losses import contrast_stats, soft_info_nce, soft_targets
 from .moco import MoCo
 
 
+def query_and_key_views(batch: dict, modality: str) -> tuple[Tensor, Tensor]:
+    """Views 0 and 1 of ``batch[modality]`` (B, V>=2, *clip) -> two (B, *clip) tensors."""
+    if modality not in batch:
+        raise ValueError(f"batch has no {modality!r} entry (it has: {', '.join(map(str, batch))})")
+    x = batch[modality]
+    if not isinstance(x, Tensor) or x.dim() < 3 or x.shape[1] < 2:
+        shape = tuple(x.shape) if isinstance(x, Tensor) else type(x).__name__
+        raise ValueError(f"batch[{modality!r}] must be (B, V>=2, C, ...) with a query and a key view, got {shape}")
+    return x[:, 0], x[:, 1]
+
+
 class MoCoStep(nn.Module):
-    """MoCo baseline; subclasses override :meth:`query` to mix."""
+    """The MoCo baseline: view 0 is the query, view 1 the key, InfoNCE over the queue.
+    Subclasses override :meth:`query` to mix.
+
+    In training mode ``loss`` also does the momentum update (before computing keys, as MoCo)
+    and enqueues the new keys; in eval mode it leaves the key encoder and queue untouched.
+    ``forward`` is ``loss``, so the loop can wrap the whole step in DistributedDataParallel.
+    """
 
     def __init__(self, moco: MoCo, modality: str):
         super().__init__()
@@ -47,42 +63,41 @@ class MoCoStep(nn.Module):
         return self.loss(batch, generator)
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
-        clips = batch[self.modality]
-        if clips.dim() != 6 or clips.shape[1] < 2:
-            raise ValueError(f"batch[{self.modality!r}] must be (B, V>=2, C, T, H, W), got {tuple(clips.shape)}")
-        q, lam, perm = self.query(batch, clips[:, 0], generator)
-        self.moco.momentum_update()
-        k = self.moco.keys(clips[:, 1])
-        logits, offset = self.moco.contrast(q, k)
+        """Scalar loss and stats ``loss``, ``lam``, ``acc`` (top-1 of the own-key column),
+        ``pos_sim``, ``neg_sim`` (mean cosine similarity to the own key / everything else)."""
+        x_q, x_k = query_and_key_views(batch, self.modality)
+        q, lam, perm = self.query(batch, x_q, generator)
+        if self.training:
+            self.moco.momentum_update()
+        k = self.moco.keys(x_k)
+        logits, offset, k_all = self.moco.contrast(q, k, return_keys=True)
         targets = soft_targets(q.shape[0], logits.shape[1], offset, lam, perm, device=logits.device)
         loss = soft_info_nce(logits, targets)
-        self.moco.enqueue(concat_all_gather(k))
-        with torch.no_grad():
-            own = offset + torch.arange(q.shape[0], device=logits.device)
-            acc = (logits.argmax(1) == own).float().mean()
-            pos = logits.gather(1, own[:, None]).mean() * self.moco.temperature
-            neg = (logits.sum() - logits.gather(1, own[:, None]).sum()) / max(logits.numel() - q.shape[0], 1)
-        return loss, {"loss": float(loss.detach()), "acc": float(acc), "lam": float(lam),
-                      "pos_sim": float(pos), "neg_sim": float(neg * self.moco.temperature)}
+        if self.training:
+            self.moco.enqueue(k_all)
+        stats = {"loss": float(loss.detach()), "lam": float(lam)}
+        stats.update(contrast_stats(logits.detach(), offset, self.moco.temperature))
+        return loss, stats
 
     def after_step(self) -> None:
-        """Hook called after the optimiser step (nothing to do for MoCo)."""
+        """Hook called by the loop after the optimiser step (nothing to do for MoCo)."""
 
 
 class InputMixStep(MoCoStep):
     """Same-modality mixing of the input clips: ``mixup`` or ``cutmix`` (dims thw / hw / t)."""
 
-    def __init__(self, moco: MoCo, modality: str, kind: str, alpha: float = 1.0, dims: str = "thw"):
+    def __init__(self, moco: MoCo, modality: str, kind: str, alpha: float = 1.0, dims: str = "thw",
+                 centre: str = "uniform"):
         super().__init__(moco, modality)
         if kind not in ("mixup", "cutmix"):
             raise ValueError(f"input mixing is 'mixup' or 'cutmix', got {kind!r}")
-        self.kind, self.alpha, self.dims = kind, alpha, dims
+        self.kind, self.alpha, self.dims, self.centre = kind, alpha, dims, centre
 
     def query(self, batch, x, generator):
         if self.kind == "mixup":
             mix = mixing.mixup(x, self.alpha, generator=generator)
         else:
-            mix = mixing.cutmix(x, self.alpha, self.dims, generator=generator)
+            mix = mixing.cutmix(x, self.alpha, self.dims, generator=generator, centre=self.centre)
         return self.moco.encoder_q(mix.mixed), mix.lam, mix.perm
 
 
@@ -90,12 +105,12 @@ class ManifoldMixStep(MoCoStep):
     """Same-modality mixing of the feature map after block ``k`` (manifold mixup / cutmix)."""
 
     def __init__(self, moco: MoCo, modality: str, kind: str, layer: int, alpha: float = 1.0,
-                 dims: str = "cthw"):
+                 dims: str = "cthw", centre: str = "uniform"):
         super().__init__(moco, modality)
         if kind not in ("mixup", "cutmix"):
             raise ValueError(f"manifold mixing is 'mixup' or 'cutmix', got {kind!r}")
         _check_layer(moco.encoder_q.backbone, layer, "ssl.layer_k")
-        self.kind, self.layer, self.alpha, self.dims = kind, layer, alpha, dims
+        self.kind, self.layer, self.alpha, self.dims, self.centre = kind, layer, alpha, dims, centre
 
     def query(self, batch, x, generator):
         enc = self.moco.encoder_q
@@ -103,7 +118,7 @@ class ManifoldMixStep(MoCoStep):
         if self.kind == "mixup":
             mix = mixing.manifold_mixup(h, self.alpha, generator=generator)
         else:
-            mix = mixing.manifold_cutmix(h, self.alpha, self.dims, generator=generator)
+            mix = mixing.manifold_cutmix(h, self.alpha, self.dims, generator=generator, centre=self.centre)
         return enc.forward_from(mix.mixed, self.layer), mix.lam, mix.perm
 
 
@@ -116,7 +131,7 @@ class CrossModalMixStep(MoCoStep):
 
     def __init__(self, moco: MoCo, modality: str, other: str, source: Backbone, kind: str,
                  layer_k: int, layer_l: int | None = None, alpha: float = 1.0, dims: str = "cthw",
-                 partner: str = "perm", resample: bool = True):
+                 partner: str = "perm", resample: bool = True, centre: str = "uniform"):
         super().__init__(moco, modality)
         if kind not in ("mixup", "cutmix"):
             raise ValueError(f"cross-modal mixing is 'mixup' or 'cutmix', got {kind!r}")
@@ -127,7 +142,7 @@ class CrossModalMixStep(MoCoStep):
         _check_layer(source, layer_l, "ssl.layer_l")
         self.other, self.source, self.kind = other, source, kind
         self.layer_k, self.layer_l, self.alpha, self.dims = layer_k, layer_l, alpha, dims
-        self.partner, self.resample = partner, resample
+        self.partner, self.resample, self.centre = partner, resample, centre
         for p in self.source.parameters():
             p.requires_grad_(False)
         self.source.eval()
@@ -146,7 +161,8 @@ class CrossModalMixStep(MoCoStep):
             h2 = self.source.forward_until(batch[self.other][:, 0], self.layer_l)
         perm = torch.arange(x.shape[0], device=x.device) if self.partner == "same" else None
         if self.kind == "cutmix":
-            mix = mixing.cross_modal_cutmix(h1, h2, self.alpha, self.dims, perm, generator, self.resample)
+            mix = mixing.cross_modal_cutmix(h1, h2, self.alpha, self.dims, perm, generator, self.resample,
+                                            self.centre)
         else:
             mix = mixing.cross_modal_mixup(h1, h2, self.alpha, perm, generator, self.resample)
         return enc.forward_from(mix.mixed, self.layer_k), mix.lam, mix.perm

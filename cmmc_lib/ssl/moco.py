@@ -1,0 +1,213 @@
+"""MoCo (He et al., CVPR 2020): a momentum key encoder and a queue of past keys.
+
+    q = encoder_q(x_query)                       # (B, dim), L2-normalised, trained
+    momentum_update()                            # theta_k <- m * theta_k + (1 - m) * theta_q
+    k = keys(x_key)                              # (B, dim), no gradient
+    logits, offset = contrast(q, k)              # q @ [k_all ; queue].T / tau
+    loss = soft_info_nce(logits, soft_targets(B, logits.shape[1], offset))
+    enqueue(k_all)                               # the queue is a ring buffer of clean keys
+
+The contrast set is ``[all batch keys ; queue]`` rather than MoCo's ``[own key | queue]`` so
+that a mixed query has a column for its partner's key too (METHOD.md section 2).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from ..models.heads import Encoder
+from .distributed import concat_all_gather, rank
+
+
+class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are computed per sub-batch of ``B / num_splits``.
+
+    Training: the batch (B, C, ...) is cut into G consecutive groups of B / G samples and each
+    group is normalised with its own mean and variance (as if each group were on its own GPU);
+    the running statistics move towards the average of the G groups' statistics. Evaluation:
+    ordinary BatchNorm with the running statistics. Consecutive groups keep the persons of one
+    skeleton sample (ST-GCN folds (N, M) into the batch, sample-major) in the same group.
+    MoCo's CIFAR-10 demo uses this to simulate per-GPU BatchNorm on one GPU.
+    """
+
+    def __init__(self, num_features: int, num_splits: int, eps: float = 1e-5,
+                 momentum: float | None = 0.1, affine: bool = True, track_running_stats: bool = True,
+                 device=None, dtype=None):
+        super().__init__(num_features, eps, momentum, affine, track_running_stats,
+                         device=device, dtype=dtype)
+        if num_splits < 1:
+            raise ValueError(f"num_splits must be >= 1, got {num_splits}")
+        self.num_splits = int(num_splits)
+
+    def _check_input_dim(self, x: Tensor) -> None:
+        if x.dim() < 2:
+            raise ValueError(f"SplitBatchNorm expects (B, C, ...) input, got {x.dim()}-D")
+
+    def forward(self, x: Tensor) -> Tensor:
+        g = self.num_splits
+        if not self.training or g == 1:
+            return super().forward(x)
+        self._check_input_dim(x)
+        b, c = x.shape[:2]
+        if b % g:
+            raise ValueError(f"split-BN: batch {b} is not divisible by split_bn={g}")
+        groups = x.reshape(g, b // g, c, -1)                     # (G, B/G, C, L)
+        mean = groups.mean(dim=(1, 3))                           # (G, C)
+        var = groups.var(dim=(1, 3), unbiased=False)
+        y = (groups - mean[:, None, :, None]) * torch.rsqrt(var[:, None, :, None] + self.eps)
+        if self.affine:
+            y = y * self.weight[:, None] + self.bias[:, None]
+        if self.track_running_stats:
+            self.num_batches_tracked.add_(1)
+            factor = 1.0 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+            n = groups.shape[1] * groups.shape[3]
+            with torch.no_grad():                                # running variance is unbiased, as BN's
+                self.running_mean.lerp_(mean.mean(0).to(self.running_mean.dtype), factor)
+                unbiased = var.mean(0) * (n / max(n - 1, 1))
+                self.running_var.lerp_(unbiased.to(self.running_var.dtype), factor)
+        return y.reshape(x.shape)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", num_splits={self.num_splits}"
+
+
+def convert_split_bn(module: nn.Module, num_splits: int) -> nn.Module:
+    """Replace every BatchNorm{1,2,3}d in ``module`` (in place) by a :class:`SplitBatchNorm`
+    with the same parameters and running statistics. Parameter order is unchanged."""
+    for name, child in module.named_children():
+        if isinstance(child, nn.modules.batchnorm._BatchNorm) and not isinstance(child, SplitBatchNorm):
+            ref = next(iter(child.parameters()), child.running_mean)
+            split = SplitBatchNorm(child.num_features, num_splits, child.eps, child.momentum,
+                                   child.affine, child.track_running_stats,
+                                   device=None if ref is None else ref.device,
+                                   dtype=None if ref is None else ref.dtype)
+            split.load_state_dict(child.state_dict())
+            split.train(child.training)
+            setattr(module, name, split)
+        else:
+            convert_split_bn(child, num_splits)
+    return module
+
+
+def _fp32(device: torch.device):
+    """A context with autocast off on ``device`` (logits are computed in float32)."""
+    if device.type in ("cuda", "cpu"):
+        return torch.autocast(device_type=device.type, enabled=False)
+    return contextlib.nullcontext()
+
+
+class MoCo(nn.Module):
+    """Momentum encoder + queue + the ``[batch keys ; queue]`` contrast.
+
+    Args:
+        encoder: the query encoder (an :class:`~cmmc_lib.models.Encoder`, L2-normalised output);
+            it is trained. A deep copy becomes the key encoder (no gradient).
+        queue_size: Q, number of past keys kept; any Q >= 0 (0: the batch keys only).
+        momentum: m in ``theta_k <- m * theta_k + (1 - m) * theta_q``.
+        temperature: tau; logits are cosine similarities / tau.
+        split_bn: G >= 1. **Single-device stand-in for shuffle-BN.** MoCo computes keys on a
+            batch shuffled across GPUs so that the BatchNorm statistics of a query and of its
+            positive key come from different samples (otherwise the network can "cheat" by
+            recognising its positive through batch statistics). On one device we do what
+            MoCo's CIFAR-10 demo does: the key encoder's BatchNorms become
+            :class:`SplitBatchNorm` with G groups, and the key batch is randomly shuffled
+            before the forward pass (and unshuffled after), so each key is normalised with a
+            random sub-batch of B / G other keys. ``split_bn=1`` is plain BatchNorm (no
+            shuffle). Under DDP the ordinary path is used: each rank computes its keys with
+            its own batch statistics and keys are gathered across ranks for the contrast.
+
+    Buffers: ``queue`` (Q, dim), L2-normalised random vectors at first; ``queue_ptr`` (1,),
+    the row the next key is written to.
+    """
+
+    def __init__(self, encoder: Encoder, queue_size: int, momentum: float, temperature: float,
+                 split_bn: int = 1):
+        super().__init__()
+        if queue_size < 0:
+            raise ValueError(f"queue_size must be >= 0, got {queue_size}")
+        if not 0.0 <= momentum <= 1.0:
+            raise ValueError(f"momentum must be in [0, 1], got {momentum}")
+        if temperature <= 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        if split_bn < 1:
+            raise ValueError(f"split_bn must be >= 1, got {split_bn}")
+        self.momentum = float(momentum)
+        self.temperature = float(temperature)
+        self.split_bn = int(split_bn)
+        self.encoder_q = encoder
+        self.encoder_k = copy.deepcopy(encoder)
+        if self.split_bn > 1:
+            convert_split_bn(self.encoder_k, self.split_bn)
+        for p in self.encoder_k.parameters():
+            p.requires_grad_(False)
+        self.dim = int(encoder.dim)
+        self.register_buffer("queue", F.normalize(torch.randn(queue_size, self.dim), dim=1))
+        self.register_buffer("queue_ptr", torch.zeros(1, dtype=torch.long))
+
+    @property
+    def queue_size(self) -> int:
+        return self.queue.shape[0]
+
+    @torch.no_grad()
+    def momentum_update(self) -> None:
+        """theta_k <- m * theta_k + (1 - m) * theta_q for every parameter (not BN statistics)."""
+        for p_q, p_k in zip(self.encoder_q.parameters(), self.encoder_k.parameters()):
+            p_k.mul_(self.momentum).add_(p_q.detach(), alpha=1.0 - self.momentum)
+
+    @torch.no_grad()
+    def keys(self, x: Tensor) -> Tensor:
+        """Key embeddings (B, dim) of ``x``, no gradient; the key encoder runs in the same
+        train/eval mode as ``encoder_q`` (with split-BN: on a shuffled batch, see the class doc)."""
+        self.encoder_k.train(self.encoder_q.training)
+        if self.split_bn == 1 or not self.encoder_k.training:
+            return self.encoder_k(x)
+        order = torch.randperm(x.shape[0], device=x.device)
+        k = self.encoder_k(x[order])
+        return k[torch.argsort(order)]
+
+    def contrast(self, q: Tensor, k_local: Tensor, return_keys: bool = False) -> tuple:
+        """Logits of queries against ``[all batch keys ; queue]``.
+
+        Args:
+            q: (B, dim) L2-normalised queries (with gradient).
+            k_local: (B, dim) this rank's keys; gathered over DDP ranks (no-op in one process).
+            return_keys: also return the gathered keys (B_all, dim), for :meth:`enqueue`.
+
+        Returns:
+            ``(logits, offset)``, or ``(logits, offset, k_all)`` with ``return_keys``:
+            logits (B, B_all + Q) float32 = ``q @ [k_all ; queue].T / tau``; row i's own key is
+            column ``offset + i`` with ``offset = rank * B``.
+        """
+        if q.dim() != 2 or q.shape != k_local.shape:
+            raise ValueError(f"queries {tuple(q.shape)} and keys {tuple(k_local.shape)} must both be (B, dim)")
+        k_all = concat_all_gather(k_local)
+        offset = rank() * q.shape[0]
+        with _fp32(q.device):
+            bank = torch.cat([k_all.float(), self.queue.float()], dim=0)   # new tensor: safe to enqueue later
+            logits = q.float() @ bank.T / self.temperature
+        return (logits, offset, k_all) if return_keys else (logits, offset)
+
+    @torch.no_grad()
+    def enqueue(self, k_all: Tensor) -> None:
+        """Write keys (N, dim) into the ring buffer at ``queue_ptr``, wrapping around the end.
+
+        Any Q works (not only multiples of N); if N > Q only the last Q keys are kept. Q = 0:
+        nothing to do.
+        """
+        q_len = self.queue.shape[0]
+        if q_len == 0:
+            return
+        if k_all.dim() != 2 or k_all.shape[1] != self.dim:
+            raise ValueError(f"keys must be (N, {self.dim}), got {tuple(k_all.shape)}")
+        n = k_all.shape[0]
+        ptr = int(self.queue_ptr[0])
+        if n > q_len:                              # older keys would be overwritten anyway
+            ptr = (ptr + n - q_len) % q_len
+            k_all, n = k_all[n - q_len:], q_len
+        rows = (ptr + torch.arange(n, device=self.queue.device)) % q_len
+        self.queue.index_copy_(0, rows, k_all.detach().to(self.queue.dtype))
+        self.queue_ptr[0] = (ptr + n) % q_len

@@ -1,0 +1,280 @@
+"""MoCo (momentum encoder, queue, contrast), the soft-label InfoNCE, split-BN and MoCoStep."""
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cmmc_lib.models import build_encoder
+from cmmc_lib.ssl import (MoCo, MoCoStep, SplitBatchNorm, concat_all_gather, contrast_stats,
+                          rank, soft_info_nce, soft_targets, world_size)
+from cmmc_lib.ssl.bench import bench_step
+
+
+def tiny_moco(queue_size=6, momentum=0.9, temperature=0.1, split_bn=1, seed=0):
+    torch.manual_seed(seed)
+    encoder = build_encoder("small3d", 3, width=4, proj_hidden=16, proj_dim=8)
+    return MoCo(encoder, queue_size, momentum, temperature, split_bn)
+
+
+def clip_batch(b=4, seed=1):
+    g = torch.Generator().manual_seed(seed)
+    return {"rgb": torch.randn(b, 2, 3, 4, 16, 16, generator=g)}
+
+
+# --- soft labels and the loss -----------------------------------------------------------------
+
+def test_soft_targets_put_lam_on_own_key_and_rest_on_partner():
+    perm = torch.tensor([2, 0, 1])
+    t = soft_targets(3, 10, offset=3, lam=0.7, perm=perm)
+    assert t.shape == (3, 10)
+    assert torch.allclose(t.sum(1), torch.ones(3))
+    for i in range(3):
+        assert t[i, 3 + i] == pytest.approx(0.7)
+        assert t[i, 3 + int(perm[i])] == pytest.approx(0.3)
+    per_sample = soft_targets(2, 4, 0, lam=torch.tensor([1.0, 0.25]), perm=torch.tensor([1, 0]))
+    assert torch.allclose(per_sample, torch.tensor([[1.0, 0, 0, 0], [0.75, 0.25, 0, 0]]))
+
+
+def test_soft_targets_with_self_partner_is_one_hot_and_lam_below_one_needs_perm():
+    t = soft_targets(2, 5, 0, lam=0.4, perm=torch.tensor([0, 1]))
+    assert torch.equal(t, F.one_hot(torch.arange(2), 5).float())
+    with pytest.raises(ValueError, match="needs perm"):
+        soft_targets(2, 5, 0, lam=0.5)
+    with pytest.raises(ValueError, match="do not fit"):
+        soft_targets(4, 5, 2)
+
+
+def test_soft_info_nce_equals_hand_computed_infonce():
+    logits = torch.tensor([[2.0, 0.5, -1.0, 0.0], [0.3, 1.5, 0.2, -0.4]])
+    lam, perm = 0.6, [1, 0]
+
+    def ce(row, col):                   # -log softmax by hand
+        return -(row[col] - math.log(sum(math.exp(v) for v in row)))
+
+    rows = logits.tolist()
+    by_hand = sum(lam * ce(rows[i], i) + (1 - lam) * ce(rows[i], perm[i]) for i in range(2)) / 2
+    t = soft_targets(2, 4, 0, lam=lam, perm=torch.tensor(perm))
+    assert soft_info_nce(logits, t).item() == pytest.approx(by_hand, rel=1e-6)
+    # lam = 1 is MoCo's InfoNCE, i.e. cross-entropy with the own-key column as label
+    hard = soft_info_nce(logits, soft_targets(2, 4, 0))
+    assert hard.item() == pytest.approx((ce(rows[0], 0) + ce(rows[1], 1)) / 2, rel=1e-6)
+    assert torch.allclose(hard, F.cross_entropy(logits, torch.arange(2)))
+
+
+def test_contrast_stats_reads_accuracy_and_similarities():
+    logits = torch.tensor([[5.0, 1.0, 0.0], [4.0, 2.0, 0.0]])          # tau = 0.5
+    s = contrast_stats(logits, offset=0, temperature=0.5)
+    assert s["acc"] == pytest.approx(0.5)                               # row 1's max is column 0
+    assert s["pos_sim"] == pytest.approx((2.5 + 1.0) / 2)
+    assert s["neg_sim"] == pytest.approx((0.5 + 0.0 + 2.0 + 0.0) / 4)
+
+
+# --- distributed helpers (single process) -----------------------------------------------------
+
+def test_distributed_helpers_are_no_ops_without_a_process_group():
+    assert world_size() == 1 and rank() == 0
+    t = torch.randn(3, 4, requires_grad=True)
+    g = concat_all_gather(t)
+    assert torch.equal(g, t.detach()) and not g.requires_grad
+
+
+# --- MoCo -------------------------------------------------------------------------------------
+
+def test_key_encoder_is_a_frozen_copy_and_queue_is_normalised():
+    moco = tiny_moco(queue_size=7)
+    for (n_q, p_q), (n_k, p_k) in zip(moco.encoder_q.named_parameters(), moco.encoder_k.named_parameters()):
+        assert n_q == n_k and torch.equal(p_q, p_k) and p_q.requires_grad and not p_k.requires_grad
+    assert moco.queue.shape == (7, 8)
+    assert torch.allclose(moco.queue.norm(dim=1), torch.ones(7), atol=1e-5)
+    assert int(moco.queue_ptr) == 0
+
+
+def test_momentum_update_formula():
+    moco = tiny_moco(momentum=0.9)
+    with torch.no_grad():
+        for p in moco.encoder_q.parameters():
+            p.add_(1.0)
+    before_q = [p.clone() for p in moco.encoder_q.parameters()]
+    before_k = [p.clone() for p in moco.encoder_k.parameters()]
+    moco.momentum_update()
+    for q, k_old, k_new in zip(before_q, before_k, moco.encoder_k.parameters()):
+        assert torch.allclose(k_new, 0.9 * k_old + 0.1 * q, atol=1e-6)
+
+
+def test_queue_ring_buffer_wraps_when_length_is_not_a_multiple_of_the_batch():
+    moco = tiny_moco(queue_size=5)
+    keys = [F.normalize(torch.randn(2, 8), dim=1) for _ in range(3)]
+    moco.enqueue(keys[0])
+    moco.enqueue(keys[1])
+    assert int(moco.queue_ptr) == 4
+    assert torch.equal(moco.queue[:4], torch.cat(keys[:2]))
+    old_last_row = moco.queue[4].clone()
+    moco.enqueue(keys[2])                      # row 4 gets keys[2][0], row 0 wraps to keys[2][1]
+    assert int(moco.queue_ptr) == 1
+    assert torch.equal(moco.queue[4], keys[2][0]) and not torch.equal(moco.queue[4], old_last_row)
+    assert torch.equal(moco.queue[0], keys[2][1])
+    assert torch.equal(moco.queue[1:4], torch.cat(keys[:2])[1:4])
+    many = torch.randn(12, 8)                  # more keys than rows: the last 5 survive, in order
+    moco.enqueue(many)
+    ptr = int(moco.queue_ptr)
+    assert ptr == (1 + 12) % 5
+    assert torch.equal(torch.roll(moco.queue, -ptr, dims=0), many[-5:])
+
+
+def test_contrast_layout_is_batch_keys_then_queue():
+    moco = tiny_moco(queue_size=3, temperature=0.5)
+    q = F.normalize(torch.randn(4, 8), dim=1)
+    k = F.normalize(torch.randn(4, 8), dim=1)
+    logits, offset, k_all = moco.contrast(q, k, return_keys=True)
+    assert offset == 0 and torch.equal(k_all, k)
+    assert logits.shape == (4, 4 + 3)
+    assert torch.allclose(logits, q @ torch.cat([k, moco.queue]).T / 0.5)
+    no_queue = tiny_moco(queue_size=0)
+    logits0, _ = no_queue.contrast(q, k)
+    assert logits0.shape == (4, 4)
+    no_queue.enqueue(k)                        # Q = 0: nothing to store, no error
+    with pytest.raises(ValueError, match="must both be"):
+        moco.contrast(q, k[:3])
+
+
+def test_keys_follow_the_query_encoders_mode():
+    moco = tiny_moco()
+    x = clip_batch()["rgb"][:, 1]
+    moco.eval()
+    moco.encoder_k.train()
+    k = moco.keys(x)
+    assert not moco.encoder_k.training and not k.requires_grad
+    assert torch.allclose(k, moco.encoder_q(x).detach(), atol=1e-6)   # same weights, eval mode
+    moco.train()
+    moco.keys(x)
+    assert moco.encoder_k.training
+
+
+# --- split-BN ---------------------------------------------------------------------------------
+
+def test_split_batchnorm_normalises_each_group_with_its_own_statistics():
+    torch.manual_seed(0)
+    bn = SplitBatchNorm(3, num_splits=2, momentum=0.5)
+    with torch.no_grad():
+        bn.weight.copy_(torch.tensor([1.0, 2.0, 0.5]))
+        bn.bias.copy_(torch.tensor([0.0, -1.0, 3.0]))
+    x = torch.randn(6, 3, 4) * 3 + 1
+    before = {k: v.clone() for k, v in bn.state_dict().items()}
+    y = bn(x)
+    means, variances = [], []
+    for g in range(2):                          # group g = samples 3g .. 3g+2, as one plain BN sees them
+        plain = torch.nn.BatchNorm1d(3, momentum=0.5)
+        plain.load_state_dict(before)
+        assert torch.allclose(y[3 * g:3 * g + 3], plain(x[3 * g:3 * g + 3]), atol=1e-5)
+        means.append(plain.running_mean)
+        variances.append(plain.running_var)
+    assert torch.allclose(bn.running_mean, (means[0] + means[1]) / 2, atol=1e-6)
+    assert torch.allclose(bn.running_var, (variances[0] + variances[1]) / 2, atol=1e-5)
+    bn.eval()
+    plain = torch.nn.BatchNorm1d(3)
+    plain.load_state_dict(bn.state_dict())
+    assert torch.allclose(bn(x), plain.eval()(x))
+    with pytest.raises(ValueError, match="not divisible"):
+        bn.train()(torch.randn(5, 3, 4))
+
+
+def test_moco_with_split_bn_converts_only_the_key_encoder():
+    moco = tiny_moco(split_bn=2)
+    assert not any(isinstance(m, SplitBatchNorm) for m in moco.encoder_q.modules())
+    splits = [m for m in moco.encoder_k.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert splits and all(isinstance(m, SplitBatchNorm) for m in splits)
+    assert not any(p.requires_grad for p in moco.encoder_k.parameters())
+    k = moco.keys(clip_batch()["rgb"][:, 1])
+    assert k.shape == (4, 8) and torch.allclose(k.norm(dim=1), torch.ones(4), atol=1e-5)
+
+
+# --- MoCoStep ---------------------------------------------------------------------------------
+
+def test_mocostep_gradient_reaches_query_encoder_only():
+    step = MoCoStep(tiny_moco(), "rgb").train()
+    loss, stats = step.loss(clip_batch())
+    loss.backward()
+    assert all(p.grad is None for p in step.moco.encoder_k.parameters())
+    assert all(p.grad is not None for p in step.moco.encoder_q.parameters())
+    assert set(stats) == {"loss", "lam", "acc", "pos_sim", "neg_sim"} and stats["lam"] == 1.0
+    assert stats["loss"] == pytest.approx(loss.item())
+
+
+def test_mocostep_updates_queue_and_key_encoder_in_training_only():
+    step = MoCoStep(tiny_moco(queue_size=6, momentum=0.5), "rgb")
+    with torch.no_grad():
+        for p in step.moco.encoder_q.parameters():
+            p.add_(0.1)
+    k_before = [p.clone() for p in step.moco.encoder_k.parameters()]
+    queue_before = step.moco.queue.clone()
+    step.eval()
+    step.loss(clip_batch())
+    assert torch.equal(step.moco.queue, queue_before) and int(step.moco.queue_ptr) == 0
+    assert all(torch.equal(a, b) for a, b in zip(k_before, step.moco.encoder_k.parameters()))
+    step.train()
+    step.loss(clip_batch())
+    assert int(step.moco.queue_ptr) == 4 and not torch.equal(step.moco.queue[:4], queue_before[:4])
+    assert not torch.equal(k_before[0], next(step.moco.encoder_k.parameters()))
+
+
+def test_mocostep_loss_decreases_on_a_fixed_batch():
+    torch.manual_seed(0)
+    step = MoCoStep(tiny_moco(queue_size=0, momentum=0.9), "rgb").train()
+    optim = torch.optim.Adam([p for p in step.parameters() if p.requires_grad], lr=3e-3)
+    batch = clip_batch(b=6)
+    losses = []
+    for _ in range(12):
+        loss, _ = step.loss(batch)
+        optim.zero_grad()
+        loss.backward()
+        optim.step()
+        losses.append(loss.item())
+    assert sum(losses[-3:]) / 3 < 0.8 * losses[0], losses
+
+
+def test_mocostep_rejects_batches_without_two_views():
+    step = MoCoStep(tiny_moco(), "flow")
+    with pytest.raises(ValueError, match="no 'flow' entry"):
+        step.loss(clip_batch())
+    with pytest.raises(ValueError, match="V>=2"):
+        step.loss({"flow": torch.randn(4, 1, 2, 4, 16, 16)})
+
+
+def test_bench_step_reports_throughput():
+    r = bench_step("small3d", 4, 2, (3, 4, 16, 16), steps=2, warmup=1, queue_size=8)
+    assert r["steps_per_s"] > 0 and r["seconds_per_step"] == pytest.approx(1 / r["steps_per_s"])
+    assert math.isfinite(r["last_loss"]) and r["batch"] == 2
+
+
+# --- two processes (gloo on CPU) --------------------------------------------------------------
+
+def _contrast_on_rank(rank_, world, init_file, out_dir):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank_, world_size=world)
+    try:
+        moco = tiny_moco(queue_size=5, temperature=0.5)      # same seed: same model on both ranks
+        g = torch.Generator().manual_seed(100 + rank_)
+        q = F.normalize(torch.randn(2, 8, generator=g), dim=1)
+        k = F.normalize(torch.randn(2, 8, generator=g), dim=1)
+        logits, offset, k_all = moco.contrast(q, k, return_keys=True)
+        moco.enqueue(k_all)
+        torch.save({"rank": rank(), "world": world_size(), "offset": offset, "logits": logits,
+                    "q": q, "k": k, "queue": moco.queue, "ptr": int(moco.queue_ptr)},
+                   f"{out_dir}/rank{rank_}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_contrast_gathers_keys_across_two_ranks(tmp_path):
+    torch.multiprocessing.spawn(_contrast_on_rank, args=(2, str(tmp_path / "init"), str(tmp_path)),
+                                nprocs=2, join=True)
+    r = [torch.load(tmp_path / f"rank{i}.pt") for i in range(2)]
+    keys = torch.cat([r[0]["k"], r[1]["k"]])                # gathered in rank order
+    for i in range(2):
+        assert r[i]["rank"] == i and r[i]["world"] == 2 and r[i]["offset"] == 2 * i
+        assert r[i]["logits"].shape == (2, 4 + 5)
+        own = r[i]["logits"][torch.arange(2), r[i]["offset"] + torch.arange(2)]
+        assert torch.allclose(own, (r[i]["q"] * r[i]["k"]).sum(1) / 0.5, atol=1e-6)
+        assert torch.equal(r[i]["queue"][:4], keys)        # both ranks' keys, same queue everywhere
+        assert r[i]["ptr"] == 4

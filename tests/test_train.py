@@ -1,0 +1,132 @@
+"""The training loop: determinism, exact resume, clear stops, the CLI, and DDP on CPU."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cmmc_lib import runs
+from cmmc_lib.config import preset
+from cmmc_lib.train import NonFiniteLossError, epoch_order, is_finished, pretrain, read_metrics, train_or_load
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def tiny_root():
+    from cmmc_lib.data.synthetic import write_synthetic_dataset
+    root = REPO / "data" / "synthetic" / "tiny"
+    write_synthetic_dataset(root, size="tiny", seed=0, progress=False)
+    return root
+
+
+def tiny_cfg(root, *extra):
+    return preset("tiny", [f"data.root={root}", "run.progress=false", "knn_every=0", *extra])
+
+
+def step_losses(run_dir):
+    return [(r["step"], r["loss"]) for r in read_metrics(run_dir) if r["kind"] == "step"]
+
+
+def test_epoch_order_is_seeded_and_splits_ranks():
+    a = epoch_order(20, 4, seed=0, epoch=0)
+    assert a == epoch_order(20, 4, seed=0, epoch=0) and a != epoch_order(20, 4, seed=0, epoch=1)
+    r0, r1 = epoch_order(20, 4, 0, 0, rank=0, world=2), epoch_order(20, 4, 0, 0, rank=1, world=2)
+    assert len(r0) == len(r1) == 2 and not set(sum(r0, [])) & set(sum(r1, []))
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        epoch_order(3, 4, 0, 0)
+
+
+def test_two_tiny_runs_give_identical_losses(tiny_root, tmp_path):
+    cfg = tiny_cfg(tiny_root, "run.max_steps=5")
+    pretrain(cfg, tmp_path / "a")
+    pretrain(cfg, tmp_path / "b")
+    a, b = step_losses(tmp_path / "a"), step_losses(tmp_path / "b")
+    assert len(a) == 5 and a == b
+
+
+def test_interrupted_run_resumes_exactly(tiny_root, tmp_path):
+    cfg = tiny_cfg(tiny_root, "optim.epochs=2", "run.ckpt_every=3", "run.keep_ckpts=10", "ssl.method=cmmc")
+    full = pretrain(cfg, tmp_path / "full")
+    assert full["finished"] and full["steps"] >= 6
+    # the interrupted run: stops mid-epoch, then we roll back to the step-3 checkpoint, as if it
+    # had been killed right after writing it (metrics rows after step 3 exist but must be redone)
+    cut = tiny_cfg(tiny_root, "optim.epochs=2", "run.ckpt_every=3", "run.keep_ckpts=10", "ssl.method=cmmc",
+                   f"run.max_steps={full['steps'] - 2}")
+    pretrain(cut, tmp_path / "cut")
+    shutil.copy(runs.checkpoint_path(tmp_path / "cut", 3), runs.checkpoint_path(tmp_path / "cut", "last"))
+    assert not is_finished(tmp_path / "cut")
+    resumed = pretrain(tiny_cfg(tiny_root, "optim.epochs=2"), tmp_path / "cut", resume=True)
+    assert resumed["resumed_from"] == 3 and resumed["finished"]
+    assert step_losses(tmp_path / "cut") == step_losses(tmp_path / "full")
+    a = runs.load_checkpoint(tmp_path / "full")["backbone"]
+    b = runs.load_checkpoint(tmp_path / "cut")["backbone"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_a_run_folder_is_not_overwritten_and_train_or_load_reuses_it(tiny_root, tmp_path):
+    cfg = tiny_cfg(tiny_root, "optim.epochs=1")
+    first = train_or_load(cfg, tmp_path / "r")
+    assert not first["reused"] and is_finished(tmp_path / "r")
+    with pytest.raises(ValueError, match="--resume"):
+        pretrain(cfg, tmp_path / "r")
+    again = train_or_load(cfg, tmp_path / "r")
+    assert again["reused"] and again["steps"] == first["steps"]
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch):
+    import cmmc_lib.ssl.factory as factory
+    real = factory.build_method
+
+    def poisoned(cfg, source_backbone=None):
+        step = real(cfg, source_backbone)
+        original, calls = step.loss, {"n": 0}
+
+        def loss(batch, generator=None):
+            value, stats = original(batch, generator)
+            calls["n"] += 1
+            return (value * float("nan") if calls["n"] == 5 else value), stats
+        step.loss = loss
+        return step
+    monkeypatch.setattr(factory, "build_method", poisoned)
+    with pytest.raises(NonFiniteLossError, match="step 4.*last good checkpoint"):
+        pretrain(tiny_cfg(tiny_root, "run.ckpt_every=2"), tmp_path / "nan")
+    ckpt = runs.load_checkpoint(tmp_path / "nan")
+    assert ckpt["step"] == 4 and all(torch.isfinite(v).all() for v in ckpt["backbone"].values() if v.is_floating_point())
+
+
+def test_cli_pretrain_writes_a_run_folder(tiny_root, tmp_path):
+    run_dir = tmp_path / "cli"
+    proc = subprocess.run([sys.executable, "-m", "cmmc_lib.cli", "pretrain", "--preset", "tiny", "--method", "moco",
+                           "--modality", "flow", "--run-dir", str(run_dir), "--json", f"data.root={tiny_root}",
+                           "run.max_steps=3"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout)
+    assert out["run_dir"] == str(run_dir) and out["steps"] == 3
+    assert (run_dir / "config.json").is_file() and (run_dir / "metrics.csv").is_file()
+    assert runs.load_config(run_dir).ssl.modality == "flow"
+    bad = subprocess.run([sys.executable, "-m", "cmmc_lib.cli", "pretrain", "--preset", "tiny", "ssl.layer_k=9",
+                          "--method", "cmmc", f"data.root={tiny_root}", "--run-dir", str(tmp_path / "bad")],
+                         capture_output=True, text=True, cwd=REPO)
+    last_line = bad.stderr.strip().splitlines()[-1]
+    assert bad.returncode == 2 and last_line.startswith("cmmc: error:") and "layer_k=9" in last_line
+
+
+@pytest.mark.slow
+def test_torchrun_two_processes_on_cpu_gather_keys_from_both_ranks(tiny_root, tmp_path):
+    run_dir = tmp_path / "ddp"
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
+                           "--master_port", "29533", "-m", "cmmc_lib.cli", "pretrain", "--preset", "tiny", "--json",
+                           "--run-dir", str(run_dir), f"data.root={tiny_root}", "run.max_steps=3",
+                           "ssl.queue_size=1000", "knn_every=0", "run.device=cpu"],
+                          capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ckpt = runs.load_checkpoint(run_dir)
+    batch = ckpt["config"]["optim"]["batch_size"]
+    # each step enqueues the keys of BOTH ranks: the pointer moved 2 * B per step
+    assert int(ckpt["method"]["moco.queue_ptr"][0]) == 3 * 2 * batch
