@@ -1,0 +1,164 @@
+"""Optical flow: computation, uint8 storage, and resumable parallel extraction."""
+from __future__ import annotations
+
+import csv
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from cmmc_lib.data.flow import (COMPLETE_MARKER, FLOW_METHODS, compute_flow, dequantize_flow,
+                                extract_flow, flow_pair_count, is_flow_complete,
+                                measure_flow_fps, quantize_flow)
+from tests._gen_fixtures import decode, require_realdata, textured_frames, write_video
+
+
+def _read_pairs(folder) -> np.ndarray:
+    n = flow_pair_count(folder)
+    return np.stack([np.stack([cv2.imread(str(folder / f"{a}_{t:05d}.jpg"), cv2.IMREAD_GRAYSCALE)
+                               for a in "xy"], -1) for t in range(1, n + 1)])
+
+
+@pytest.mark.parametrize("method", FLOW_METHODS)
+def test_compute_flow_recovers_a_known_translation(method):
+    frames = textured_frames(n=4, dx=2.0, dy=-1.0)
+    flow = compute_flow(frames, method)
+    assert flow.shape == (4, 48, 64, 2) and flow.dtype == np.float32
+    inner = flow[:3, 10:-10, 10:-10]                     # away from the borders
+    assert np.median(inner[..., 0]) == pytest.approx(2.0, abs=0.3)
+    assert np.median(inner[..., 1]) == pytest.approx(-1.0, abs=0.3)
+    np.testing.assert_array_equal(flow[-1], flow[-2])     # frame-aligned: last duplicated
+
+
+def test_compute_flow_of_one_frame_is_one_zero_field_and_grey_input_works():
+    frames = textured_frames(n=3)
+    assert np.array_equal(compute_flow(frames[:1], "dis"), np.zeros((1, 48, 64, 2), np.float32))
+    grey = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in frames])
+    np.testing.assert_array_equal(compute_flow(grey, "dis"), compute_flow(frames, "dis"))
+
+
+def test_bad_inputs_raise_clear_errors(tmp_path):
+    with pytest.raises(ValueError, match="unknown flow method"):
+        compute_flow(textured_frames(n=2), "lucas")
+    with pytest.raises(ValueError, match="uint8"):
+        compute_flow(np.zeros((2, 8, 8, 3), np.float32))
+    with pytest.raises(FileNotFoundError, match="nowhere"):
+        extract_flow(tmp_path / "nowhere", tmp_path / "out", progress=False)
+
+
+def test_quantize_follows_the_tsn_convention_and_round_trips():
+    f = np.array([-20.0, 0.0, 20.0, -50.0, 50.0, 3.3], np.float32)
+    q = quantize_flow(f)
+    assert q.dtype == np.uint8
+    assert q.tolist()[:5] == [0, 128, 255, 0, 255]       # 127.5 rounds to 128; clipped at +-20
+    x = np.linspace(-20, 20, 1001, dtype=np.float32)
+    err = np.abs(dequantize_flow(quantize_flow(x)) - x)
+    assert err.max() <= 20 / 255 + 1e-5                    # half a step of 40/255
+    assert dequantize_flow(quantize_flow(f, bound=5), bound=5)[3] == pytest.approx(-5)
+
+
+def _make_videos(root, n=2, frames=7):
+    paths = []
+    for i in range(n):
+        clip = textured_frames(n=frames, dx=1.0 + i, seed=i)
+        paths.append(write_video(root / "videos" / f"Cls{i}" / f"v_{i}.avi", clip))
+    return paths
+
+
+def test_extract_flow_writes_frame_aligned_pairs_that_match_compute_flow(tmp_path):
+    (video,) = _make_videos(tmp_path, n=1)
+    summary = extract_flow(video, tmp_path / "flow", method="dis", progress=False)
+    json.dumps(summary)                                   # the CLI prints it
+    decoded = decode(video)
+    assert summary["done"] == 1 and summary["frames"] == len(decoded) == 7
+    folder = tmp_path / "flow" / "v_0"
+    assert flow_pair_count(folder) == 7 and is_flow_complete(folder)
+    stored = _read_pairs(folder).astype(int)
+    expected = quantize_flow(compute_flow(decoded, "dis")).astype(int)
+    assert np.abs(stored - expected).mean() < 1.5          # JPEG loss only
+    np.testing.assert_array_equal(stored[-1], stored[-2])
+    assert not [p for p in (tmp_path / "flow").iterdir() if p.name.startswith(".")]
+
+
+def test_extract_flow_resumes_skips_finished_and_survives_a_corrupt_video(tmp_path):
+    _make_videos(tmp_path, n=2)
+    bad = tmp_path / "videos" / "Cls9" / "broken.mp4"
+    bad.parent.mkdir()
+    bad.write_bytes(b"\x00\x00\x01\xb3 not really a video" * 50)
+    flow_dir = tmp_path / "flow"
+    first = extract_flow(tmp_path / "videos", flow_dir, method="farneback", progress=False)
+    assert first["done"] == 2 and first["skipped_existing"] == 0
+    assert [p for p, _ in first["failed"]] == [str(bad)]
+
+    # a partial folder (interrupted by another tool) and a leftover temp folder of a killed run
+    (flow_dir / "v_1" / COMPLETE_MARKER).unlink()
+    (flow_dir / "v_1" / "y_00007.jpg").unlink()
+    (flow_dir / ".v_1.tmp-123-abc").mkdir()
+    marker_before = (flow_dir / "v_0" / COMPLETE_MARKER).stat().st_mtime_ns
+    second = extract_flow(tmp_path / "videos", flow_dir, method="farneback", progress=False)
+    assert second["done"] == 1 and second["skipped_existing"] == 1 and len(second["failed"]) == 1
+    assert flow_pair_count(flow_dir / "v_1") == 7
+    assert (flow_dir / "v_0" / COMPLETE_MARKER).stat().st_mtime_ns == marker_before
+    assert not (flow_dir / ".v_1.tmp-123-abc").exists()
+
+    third = extract_flow(tmp_path / "videos", flow_dir, method="farneback", overwrite=True,
+                         progress=False)
+    assert third["done"] == 2 and third["skipped_existing"] == 0
+
+
+def test_finished_flow_of_another_method_is_kept_with_a_warning(tmp_path, caplog):
+    _make_videos(tmp_path, n=1, frames=3)
+    extract_flow(tmp_path / "videos", tmp_path / "flow", method="dis", progress=False)
+    with caplog.at_level("WARNING", logger="cmmc_lib.data.flow"):
+        again = extract_flow(tmp_path / "videos", tmp_path / "flow", method="farneback",
+                             progress=False)
+    assert again["skipped_existing"] == 1 and again["done"] == 0
+    assert "another method" in caplog.text and "overwrite=True" in caplog.text
+
+
+def test_folder_from_another_tool_with_complete_pairs_counts_as_finished(tmp_path):
+    folder = tmp_path / "v_x"
+    folder.mkdir()
+    for t in (1, 2):
+        for a in "xy":
+            cv2.imwrite(str(folder / f"{a}_{t:05d}.jpg"), np.full((4, 4), 128, np.uint8))
+    assert is_flow_complete(folder)
+    (folder / "y_00002.jpg").unlink()
+    assert not is_flow_complete(folder)
+
+
+def test_parallel_extraction_equals_serial(tmp_path):
+    _make_videos(tmp_path, n=3, frames=5)
+    serial = extract_flow(tmp_path / "videos", tmp_path / "a", "dis", workers=1, progress=False)
+    parallel = extract_flow(tmp_path / "videos", tmp_path / "b", "dis", workers=2, progress=False)
+    assert serial["done"] == parallel["done"] == 3 and serial["frames"] == parallel["frames"] == 15
+    for vid in ("v_0", "v_1", "v_2"):
+        np.testing.assert_array_equal(_read_pairs(tmp_path / "a" / vid),
+                                      _read_pairs(tmp_path / "b" / vid))
+
+
+def test_duplicate_video_ids_are_rejected(tmp_path):
+    clip = textured_frames(n=2)
+    write_video(tmp_path / "A" / "same.avi", clip)
+    write_video(tmp_path / "B" / "same.avi", clip)
+    with pytest.raises(ValueError, match="same"):
+        extract_flow(tmp_path, tmp_path / "flow", "dis", progress=False)
+
+
+def test_measure_flow_fps_reports_a_positive_rate():
+    r = measure_flow_fps(textured_frames(n=4), "farneback", pairs=2)
+    assert r["fps"] > 0 and r["pairs"] == 2 and r["threads"] == 1
+
+
+@pytest.mark.realdata
+def test_real_ucf101_video_gets_one_pair_per_decoded_frame(tmp_path):
+    video = require_realdata("ucf101", "videos", "v_Punch_g03_c01.avi")
+    with open(video.parents[2] / "decoded_frames.csv") as fh:
+        counts = {r["path"]: int(r["decoded_frames"]) for r in csv.DictReader(fh)}
+    summary = extract_flow(video, tmp_path, method="dis", short_side=64, progress=False)
+    assert summary["failed"] == []
+    folder = tmp_path / "v_Punch_g03_c01"
+    assert flow_pair_count(folder) == counts["ucf101/videos/v_Punch_g03_c01.avi"] == 108
+    x1 = cv2.imread(str(folder / "x_00001.jpg"), cv2.IMREAD_GRAYSCALE)
+    assert x1.shape == (64, 85)                            # 320x240 at short side 64

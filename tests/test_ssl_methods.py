@@ -1,0 +1,88 @@
+"""The method steps of the ablation: each is MoCo plus one mixing operation, checked against the
+loss written out by hand."""
+import pytest
+import torch
+import torch.nn.functional as F
+
+from cmmc_lib import mixing
+from cmmc_lib.config import preset
+from cmmc_lib.ssl.factory import build_method
+from cmmc_lib.ssl.methods import CrossModalMixStep
+
+METHODS = ["moco", "mixup", "cutmix", "manifold-mixup", "manifold-cutmix", "cm-mixup", "cmmc"]
+
+
+def batch(b=4, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {"rgb": torch.randn(b, 2, 3, 8, 32, 32, generator=g), "flow": torch.randn(b, 2, 2, 8, 32, 32, generator=g)}
+
+
+@pytest.mark.parametrize("method", METHODS)
+def test_every_method_trains_the_query_encoder_only(method):
+    torch.manual_seed(0)
+    step = build_method(preset("tiny", [f"ssl.method={method}"])).train()
+    loss, stats = step(batch(), generator=torch.Generator().manual_seed(1))
+    loss.backward()
+    assert torch.isfinite(loss) and 0 <= stats["lam"] <= 1
+    assert (stats["lam"] == 1.0) == (method == "moco")
+    assert all(p.grad is None for p in step.moco.encoder_k.parameters())
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in step.moco.encoder_q.parameters())
+    if isinstance(step, CrossModalMixStep):
+        assert all(p.grad is None for p in step.source.parameters())
+        assert not step.source.training                  # frozen source stays in eval mode
+
+
+def test_cmmc_loss_is_lam_weighted_cross_entropy_of_own_and_partner_keys():
+    torch.manual_seed(0)
+    cfg = preset("tiny", ["ssl.method=cmmc", "ssl.layer_k=2", "ssl.queue_size=8"])
+    step = build_method(cfg).eval()                      # eval: no momentum update, no enqueue
+    b = batch(b=6)
+    loss, stats = step.loss(b, generator=torch.Generator().manual_seed(7))
+
+    enc, moco = step.moco.encoder_q, step.moco
+    with torch.no_grad():
+        h1 = enc.forward_until(b["rgb"][:, 0], 2)
+        h2 = step.source.forward_until(b["flow"][:, 0], 2)
+        mix = mixing.cross_modal_cutmix(h1, h2, cfg.ssl.alpha, cfg.ssl.cut_dims,
+                                        generator=torch.Generator().manual_seed(7))
+        q = enc.forward_from(mix.mixed, 2)
+        k = moco.keys(b["rgb"][:, 1])
+        logits = q @ torch.cat([k, moco.queue]).T / cfg.ssl.temperature
+        own = torch.arange(6)
+        by_hand = mix.lam * F.cross_entropy(logits, own) + (1 - mix.lam) * F.cross_entropy(logits, mix.perm)
+    assert stats["lam"] == pytest.approx(mix.lam)
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_same_video_partner_keeps_labels_unmixed():
+    torch.manual_seed(0)
+    step = build_method(preset("tiny", ["ssl.method=cmmc", "ssl.partner=same"])).eval()
+    b = batch()
+    loss, stats = step.loss(b, generator=torch.Generator().manual_seed(3))
+    enc = step.moco.encoder_q
+    with torch.no_grad():
+        mix = mixing.cross_modal_cutmix(enc.forward_until(b["rgb"][:, 0], 2),
+                                        step.source.forward_until(b["flow"][:, 0], 2),
+                                        perm=torch.arange(4), generator=torch.Generator().manual_seed(3))
+        q = enc.forward_from(mix.mixed, 2)
+        logits = q @ torch.cat([step.moco.keys(b["rgb"][:, 1]), step.moco.queue]).T / step.moco.temperature
+    assert loss.item() == pytest.approx(F.cross_entropy(logits, torch.arange(4)).item(), rel=1e-5)
+
+
+def test_layers_k_and_l_may_differ_and_bad_layers_are_named():
+    step = build_method(preset("tiny", ["ssl.method=cmmc", "ssl.layer_k=1", "ssl.layer_l=2"]))
+    loss, _ = step(batch(), generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss)
+    with pytest.raises(ValueError, match="resample=True"):
+        build_method(preset("tiny", ["ssl.method=cmmc", "layer_k=1", "layer_l=2", "resample=false"]))(
+            batch(), generator=torch.Generator())
+    with pytest.raises(ValueError, match=r"ssl.layer_k=4 .* choose 1..3"):
+        build_method(preset("tiny", ["ssl.method=cmmc", "ssl.layer_k=4"]))
+    with pytest.raises(ValueError, match="other_modality"):
+        build_method(preset("tiny", ["ssl.method=cmmc", "ssl.other_modality=rgb"]))
+
+
+def test_cross_modal_step_needs_the_other_modality_in_the_batch():
+    step = build_method(preset("tiny", ["ssl.method=cm-mixup"]))
+    with pytest.raises(ValueError, match="'flow' modality"):
+        step({"rgb": batch()["rgb"]}, generator=torch.Generator())
