@@ -125,7 +125,20 @@ def cmd_bench(a) -> dict:
     if a.what == "retrieval":
         from .evaluate.retrieval import bench_retrieval
         return bench_retrieval(a.queries, a.gallery, a.dim)
-    raise CLIError(f"unknown bench {a.what!r}")
+    paths = [Path(p) for p in a.videos]
+    if not paths or any(not p.is_file() for p in paths):
+        raise CLIError(f"bench {a.what} needs --videos FILE... (existing video files)")
+    import cv2
+    import torch
+    cv2.setNumThreads(1)
+    torch.set_num_threads(1)                         # per-core figures
+    if a.what == "loader":
+        from .data.video import decode_throughput
+        return decode_throughput(paths, clip_len=a.clip_len, short_side=a.short_side, clips=a.clips)
+    from .data.flow import measure_flow_fps
+    from .data.video import decode_video
+    frames = decode_video(paths[0])[: a.pairs + 1]
+    return {m: measure_flow_fps(frames, m, pairs=a.pairs, threads=1) for m in a.methods}
 
 
 def cmd_course(a) -> dict:
@@ -206,7 +219,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--epochs", type=int, default=None)
 
     sp = verb(sub, "bench", cmd_bench, help="throughput measurements")
-    sp.add_argument("what", choices=["step", "retrieval"])
+    sp.add_argument("what", choices=["step", "loader", "flow", "retrieval"])
     sp.add_argument("--backbone", default="small3d")
     sp.add_argument("--width", type=int, default=16)
     sp.add_argument("--batch", type=int, default=8)
@@ -216,6 +229,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--queries", type=int, default=3783)
     sp.add_argument("--gallery", type=int, default=9537)
     sp.add_argument("--dim", type=int, default=1024)
+    sp.add_argument("--videos", nargs="*", default=[], help="loader / flow: video files")
+    sp.add_argument("--clip-len", type=int, default=32)
+    sp.add_argument("--short-side", type=int, default=128)
+    sp.add_argument("--clips", type=int, default=50)
+    sp.add_argument("--pairs", type=int, default=20)
+    sp.add_argument("--methods", nargs="*", default=["tvl1", "dis", "farneback"])
 
     sp = verb(sub, "course", cmd_course, fmt_course, help="execute every notebook with papermill")
     sp.add_argument("--profile", default="tiny", choices=["tiny", "cpu"])

@@ -32,10 +32,11 @@ from typing import Callable, Iterable
 import cv2
 import numpy as np
 
+from .rawframes import FLOW_BOUND, dequantize_flow, quantize_flow   # the TSN/CoCLR storage convention
+
 log = logging.getLogger(__name__)
 
 FLOW_METHODS = ("tvl1", "dis", "farneback")
-FLOW_BOUND = 20.0
 VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov")
 COMPLETE_MARKER = ".complete"     # JSON file written inside a finished flow folder
 _TMP_TAG = ".tmp-"
@@ -96,19 +97,6 @@ def compute_flow(frames: np.ndarray, method: str = "tvl1") -> np.ndarray:
         out[t] = estimate(grey[t], grey[t + 1])
     out[n - 1] = out[n - 2]
     return out
-
-
-def quantize_flow(flow: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
-    """float flow in px -> uint8 ``clip(round((f + bound) * 255 / (2 * bound)))`` (same shape)."""
-    if bound <= 0:
-        raise ValueError(f"bound must be > 0, got {bound}")
-    q = (np.asarray(flow, np.float32) + bound) * (255.0 / (2 * bound))
-    return np.clip(np.rint(q), 0, 255).astype(np.uint8)
-
-
-def dequantize_flow(q: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
-    """uint8 -> float32 flow in px, the inverse of :func:`quantize_flow` (error <= bound/255)."""
-    return np.asarray(q, np.float32) * (2 * bound / 255.0) - bound
 
 
 # --------------------------------------------------------------------------- storage

@@ -109,5 +109,7 @@ def dequantize_flow(u8: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
 
 def quantize_flow(flow: np.ndarray, bound: float = FLOW_BOUND) -> np.ndarray:
     """uint8 storage of flow in pixels: ``clip(round((f + bound) * 255 / (2 bound)))``."""
+    if bound <= 0:
+        raise ValueError(f"bound must be > 0, got {bound}")
     q = np.round((np.asarray(flow, dtype=np.float32) + bound) * (255.0 / (2 * bound)))
     return np.clip(q, 0, 255).astype(np.uint8)
