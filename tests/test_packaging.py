@@ -27,7 +27,7 @@ def test_environment_yml_installs_the_project_through_pip_and_agrees_with_pyproj
     py_env = re.search(r"^\s*-\s*python([<>=!~].*)$", env, re.M).group(1).strip()
     assert py_env == meta["requires-python"], (py_env, meta["requires-python"])
     # conda lists no Python package of its own: pyproject.toml stays the single source of truth
-    conda_deps = re.findall(r"^  - ([A-Za-z0-9_.-]+)", env, re.M)
+    conda_deps = re.findall(r"^  - ([A-Za-z0-9_.-]+)", env.split("dependencies:", 1)[1], re.M)
     python_pkgs = {re.split(r"[<>=\[ ;]", d)[0].lower() for d in meta["dependencies"]}
     for extra in meta["optional-dependencies"].values():
         python_pkgs |= {re.split(r"[<>=\[ ;]", d)[0].lower() for d in extra}
