@@ -58,7 +58,8 @@ class SSLConfig:
     method: str = "moco"                # one of METHODS
     modality: str = "rgb"               # the trained modality
     other_modality: str = "flow"        # the source of cross-modal mixing
-    queue_size: int = 32                # keep it below the number of training videos
+    queue_size: int = 16                # well below the number of training videos: a video's
+                                        # key from the last epoch must not sit in the queue
     momentum: float = 0.99
     temperature: float = 0.07
     split_bn: int = 1                   # >1: split-BN groups in the key encoder (shuffle-BN stand-in)
@@ -145,8 +146,8 @@ def _cpu() -> Config:
         data=DataConfig(synthetic_size="cpu", clip_len=8, stride=2, short_side=48, size=40,
                         eval_windows=4),
         model=ModelConfig(backbone="small3d", width=24, proj_hidden=256, proj_dim=128),
-        ssl=SSLConfig(queue_size=256, momentum=0.99),
-        optim=OptimConfig(batch_size=16, epochs=12, lr=1e-3, milestones=(9,)),
+        ssl=SSLConfig(queue_size=64, momentum=0.99),
+        optim=OptimConfig(batch_size=16, epochs=20, lr=1e-3, milestones=(16,)),
         run=RunConfig(ckpt_every=100),
     )
 

@@ -259,6 +259,9 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
         loader = DataLoader(train_ds, batch_sampler=batches[batch_pos:], num_workers=cfg.data.num_workers,
                             pin_memory=device.type == "cuda")
         method.train()
+        epoch_losses: list[float] = []
+        if batch_pos > 0 and metrics.path.is_file():      # resumed mid-epoch: the mean covers it all
+            epoch_losses = [r["loss"] for r in read_metrics(run_dir) if r["kind"] == "step" and r["epoch"] == epoch]
         bar = None
         if cfg.run.progress and rank == 0 and tqdm is not None:
             bar = tqdm(total=len(batches), initial=batch_pos, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
@@ -280,9 +283,10 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
             step += 1
             batch_pos += 1
             last_loss = float(loss.detach())
+            epoch_losses.append(last_loss)
             metrics.write({"kind": "step", "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
                            "seconds": round(time.perf_counter() - t_start, 3),
-                           **{k: round(float(v), 6) for k, v in stats.items() if k in METRIC_FIELDS}})
+                           **{k: float(v) for k, v in stats.items() if k in METRIC_FIELDS}})
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{last_loss:.3f}")
@@ -301,13 +305,14 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
             if rank == 0:
                 knn_r1 = knn_monitor(method.query_backbone(), monitor[0], monitor[1], cfg.ssl.modality,
                                      device, cfg.optim.batch_size)
-        metrics.write({"kind": "epoch", "epoch": epoch, "step": step, "loss": last_loss,
+        mean_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else last_loss
+        metrics.write({"kind": "epoch", "epoch": epoch, "step": step, "loss": mean_loss,
                        "lr": optimizer.param_groups[0]["lr"], "knn_r1": knn_r1,
                        "seconds": round(time.perf_counter() - t_start, 3)})
         epoch, batch_pos = epoch + 1, 0
         if cfg.run.progress and rank == 0:
             knn = f", kNN R@1 {knn_r1:.3f}" if knn_r1 is not None else ""
-            log.info("epoch %d/%d: loss %.4f%s", epoch, cfg.optim.epochs, last_loss, knn)
+            log.info("epoch %d/%d: mean loss %.4f%s", epoch, cfg.optim.epochs, mean_loss, knn)
     save()
     if world > 1:
         dist.barrier()

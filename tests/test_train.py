@@ -63,6 +63,9 @@ def test_interrupted_run_resumes_exactly(tiny_root, tmp_path):
     resumed = pretrain(tiny_cfg(tiny_root, "optim.epochs=2"), tmp_path / "cut", resume=True)
     assert resumed["resumed_from"] == 3 and resumed["finished"]
     assert step_losses(tmp_path / "cut") == step_losses(tmp_path / "full")
+    epochs = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(d) if r["kind"] == "epoch"]
+              for d in (tmp_path / "cut", tmp_path / "full")]
+    assert epochs[0] == epochs[1] and len(epochs[0]) == 2
     a = runs.load_checkpoint(tmp_path / "full")["backbone"]
     b = runs.load_checkpoint(tmp_path / "cut")["backbone"]
     assert all(torch.equal(a[k], b[k]) for k in a)
