@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader
 
 from . import runs
 from .config import Config, validate
+from .data.datasets import worker_options
 
 log = logging.getLogger(__name__)
 
@@ -256,8 +257,8 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
     while epoch < cfg.optim.epochs and not stop:
         batches = epoch_order(len(train_ds), cfg.optim.batch_size, cfg.run.seed, epoch, rank, world)
         train_ds.set_epoch(epoch)
-        loader = DataLoader(train_ds, batch_sampler=batches[batch_pos:], num_workers=cfg.data.num_workers,
-                            pin_memory=device.type == "cuda")
+        loader = DataLoader(train_ds, batch_sampler=batches[batch_pos:], pin_memory=device.type == "cuda",
+                            **worker_options(cfg.data.num_workers))
         method.train()
         epoch_losses: list[float] = []
         if batch_pos > 0 and metrics.path.is_file():      # resumed mid-epoch: the mean covers it all

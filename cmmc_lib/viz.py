@@ -105,31 +105,34 @@ def tesseract_figure(shape: Sequence[int] = (64, 16, 32, 32), alpha: float = 1.0
 
 
 def feature_slices(h1: torch.Tensor, h2: torch.Tensor, mixed: torch.Tensor, box: Sequence[slice],
-                   channel: int | None = None):
+                   channel: int | None = None, max_frames: int = 10):
     """Per-frame heatmaps of one channel of (C, T, H, W) maps: modality 1, modality 2, mixed.
 
-    ``channel`` defaults to the middle of the box's channel range so the paste is visible.
+    ``channel`` defaults to the middle of the box's channel range so the paste is visible; at
+    most ``max_frames`` evenly spaced time steps are drawn. Modality 1 and the mixed map share
+    one colour scale, modality 2 has its own (the two networks' features differ in scale).
     """
     if channel is None:
         channel = (box[0].start + box[0].stop - 1) // 2 if box[0].stop > box[0].start else 0
     maps = [m.detach().float().cpu()[channel] for m in (h1, h2, mixed)]
-    t = maps[0].shape[0]
-    vmin = min(float(m.min()) for m in maps)
-    vmax = max(float(m.max()) for m in maps)
-    fig, axes = plt.subplots(3, t, figsize=(1.3 * t, 4.2), squeeze=False)
-    for r, (name, m) in enumerate(zip(("modality 1 (kept)", "modality 2 (source)", "mixed"), maps)):
-        for k in range(t):
-            ax = axes[r, k]
-            ax.imshow(m[k], vmin=vmin, vmax=vmax, cmap="viridis")
+    t_all = maps[0].shape[0]
+    steps = np.unique(np.linspace(0, t_all - 1, min(max_frames, t_all)).round().astype(int))
+    scale_1 = (min(float(maps[0].min()), float(maps[2].min())), max(float(maps[0].max()), float(maps[2].max())))
+    scales = [scale_1, (float(maps[1].min()), float(maps[1].max())), scale_1]
+    fig, axes = plt.subplots(3, len(steps), figsize=(1.4 * len(steps), 4.4), squeeze=False)
+    for r, (name, m, (lo, hi)) in enumerate(zip(("modality 1", "modality 2", "mixed"), maps, scales)):
+        for c, k in enumerate(steps):
+            ax = axes[r, c]
+            ax.imshow(m[k].numpy(), vmin=lo, vmax=hi, cmap="viridis")
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(f"t={k}", fontsize=8)
             in_box = box[1].start <= k < box[1].stop and box[0].start <= channel < box[0].stop
-            if r != 1 and in_box:
+            if in_box:
                 ax.add_patch(Rectangle((box[3].start - 0.5, box[2].start - 0.5), box[3].stop - box[3].start,
                                        box[2].stop - box[2].start, fill=False, edgecolor="red", linewidth=1.2))
         axes[r, 0].set_ylabel(name, fontsize=8)
-    fig.suptitle(f"channel {channel}: the red box is pasted from modality 2", fontsize=10)
+    fig.suptitle(f"channel {channel}: inside the red box, the mixed map holds modality 2's features", fontsize=10)
     fig.tight_layout()
     return fig
 

@@ -9,7 +9,7 @@ from torch.utils.data import DataLoader
 
 from _data_fixtures import corrupt_copy, write_ucf_like_root, write_video, moving_square_frames
 from cmmc_lib.config import DataConfig
-from cmmc_lib.data.datasets import MultiModalClips, build_dataset, seed_worker
+from cmmc_lib.data.datasets import MultiModalClips, build_dataset, worker_options
 from cmmc_lib.data.splits import VideoEntry
 
 MODS = ("rgb", "flow", "pose")
@@ -145,7 +145,7 @@ def test_workers_give_the_same_batches_and_share_the_skip_count(root, cfg, tmp_p
     for workers in (0, 2):
         ds = build_dataset(cfg, "train", True, ("rgb",), seed=1)
         ds.set_epoch(4)
-        loader = DataLoader(ds, batch_size=4, num_workers=workers, worker_init_fn=seed_worker)
+        loader = DataLoader(ds, batch_size=4, **worker_options(workers))
         batches.append([b["rgb"] for b in loader])
         assert ds.num_skipped == 1
     for a, b in zip(*batches):

@@ -49,6 +49,13 @@ def test_two_tiny_runs_give_identical_losses(tiny_root, tmp_path):
     assert len(a) == 5 and a == b
 
 
+@pytest.mark.slow
+def test_loader_workers_do_not_change_the_losses(tiny_root, tmp_path):
+    pretrain(tiny_cfg(tiny_root, "run.max_steps=3"), tmp_path / "w0")
+    pretrain(tiny_cfg(tiny_root, "run.max_steps=3", "data.num_workers=2"), tmp_path / "w2")
+    assert step_losses(tmp_path / "w0") == step_losses(tmp_path / "w2")
+
+
 def test_interrupted_run_resumes_exactly(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, "optim.epochs=2", "run.ckpt_every=3", "run.keep_ckpts=10", "ssl.method=cmmc")
     full = pretrain(cfg, tmp_path / "full")

@@ -311,11 +311,22 @@ def build_dataset(data_cfg: DataConfig, subset: str, train: bool,
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one thread per worker for torch/cv2 and seeded global
-    RNGs (items do not use them; third-party code might)."""
-    import cv2
+    """DataLoader ``worker_init_fn``: one torch thread per worker and seeded global RNGs (items
+    do not use them; third-party code might). OpenCV's thread count is left alone: changing it
+    in a forked child whose parent ran OpenCV threads deadlocks (see :func:`worker_options`)."""
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)
+
+
+def worker_options(num_workers: int) -> dict:
+    """DataLoader keyword arguments for ``num_workers`` workers.
+
+    Workers are *spawned*, not forked: a fork copies OpenCV's and FFmpeg's thread pools in
+    whatever state the parent left them, and a worker can then hang forever on their locks.
+    Items depend only on (seed, epoch, index), so the batches are the same either way.
+    """
+    if num_workers <= 0:
+        return {"num_workers": 0}
+    return {"num_workers": num_workers, "worker_init_fn": seed_worker, "multiprocessing_context": "spawn"}

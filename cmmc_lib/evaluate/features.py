@@ -23,6 +23,8 @@ import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ..data.datasets import worker_options
+
 log = logging.getLogger(__name__)
 
 # Bump when the way features are computed changes, so that old cache files are not reused.
@@ -104,8 +106,8 @@ def compute_features(backbone: nn.Module, dataset, modality: str, batch_size: in
     device = torch.device(device)
     was_training = backbone.training
     backbone.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_list)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_list,
+                        **worker_options(num_workers))
     feats, labels, videos = [], [], []
     try:
         for items in tqdm(loader, desc=f"features {modality}", disable=not progress, leave=False):

@@ -21,6 +21,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
+from ..data.datasets import worker_options
+
 from .features import collate_list, item_clips
 from .linear import check_class_labels, classification_summary, step_lr
 
@@ -90,8 +92,8 @@ def predict_probabilities(model: nn.Module, dataset, modality: str, batch_size: 
     from tqdm.auto import tqdm
 
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers,
-                        collate_fn=collate_list)
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_list,
+                        **worker_options(num_workers))
     probs, labels = [], []
     for items in tqdm(loader, desc="fine-tune test", disable=not progress, leave=False):
         clips = [item_clips(item, modality) for item in items]
@@ -144,7 +146,7 @@ def finetune(backbone: nn.Module, train_ds, test_ds, modality: str, num_classes:
                 train_ds.set_epoch(epoch)
             order = torch.Generator().manual_seed(seed * 100_003 + epoch)
             loader = DataLoader(train_ds, batch_size=batch_size, shuffle=True, generator=order,
-                                num_workers=num_workers, collate_fn=collate_list)
+                                collate_fn=collate_list, **worker_options(num_workers))
             model.train()
             total_loss, correct, seen = 0.0, 0, 0
             for items in loader:
