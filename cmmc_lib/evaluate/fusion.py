@@ -11,7 +11,7 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .retrieval import DEFAULT_KS, prepare_pair, as_labels, chunked_hit_rate
+from .retrieval import DEFAULT_KS, as_labels, chunked_hit_rate, prepare_pair, snap_similarity
 
 
 def fuse_probabilities(p1, p2) -> Tensor:
@@ -35,7 +35,7 @@ def _prepared_streams(q1, g1, q2, g2, center: bool):
 def two_stream_similarity(q1, g1, q2, g2, center: bool = True) -> Tensor:
     """The summed similarity matrix (Q, G), values in [-2, 2] (whole matrix: small sets)."""
     q1, g1, q2, g2 = _prepared_streams(q1, g1, q2, g2, center)
-    return q1 @ g1.T + q2 @ g2.T
+    return snap_similarity(q1 @ g1.T + q2 @ g2.T)
 
 
 def two_stream_retrieval(q1, g1, q2, g2, query_labels, gallery_labels,
