@@ -62,7 +62,19 @@ def cmd_data_check(a) -> dict:
 
 
 def fmt_check(r: dict) -> str:
-    return json.dumps(r, indent=2, default=str)
+    lines = [f"{r['dataset']} split {r['split']} at {r['root']}: {r['classes']} classes, "
+             f"{'complete' if r['ok'] else 'INCOMPLETE'}",
+             f"{'subset':<12}{'expected':>9}{'found':>9}{'missing':>9}{'unreadable':>11}{'with flow':>10}"]
+    for name, c in r["subsets"].items():
+        unreadable = "-" if c.get("unreadable") is None else c["unreadable"]
+        flow = c.get("with_flow", "-")
+        lines.append(f"{name:<12}{c['expected']:>9}{c['found']:>9}{c['missing']:>9}{unreadable:>11}{flow:>10}")
+        for ex in c.get("missing_examples", [])[:3]:
+            lines.append(f"    missing: {ex}")
+        for ex in c.get("unreadable_examples", [])[:3]:
+            lines.append(f"    unreadable: {ex}")
+    lines += [f"note: {n}" for n in r.get("notes", [])]
+    return "\n".join(lines)
 
 
 def cmd_data_synth(a) -> dict:
@@ -72,12 +84,28 @@ def cmd_data_synth(a) -> dict:
                                    flow_method=a.flow_method, workers=a.workers, progress=not a.json)
 
 
+def fmt_synth(r: dict) -> str:
+    split1 = r["splits"].get(1) or r["splits"].get("1") or {}
+    how = "reused" if r.get("reused") else f"written in {r['seconds']:.1f} s"
+    return (f"synthetic-{r['size']} (seed {r['seed']}): {r['videos']} videos, {r['classes']} classes, "
+            f"{how} -> {r['path']}\nsplit 1: {split1.get('train')} train / {split1.get('test')} test videos")
+
+
 def cmd_flow_extract(a) -> dict:
     from .data.flow import extract_flow
     if not Path(a.input).exists():
         raise CLIError(f"no such video or folder: {a.input}")
-    return extract_flow(Path(a.input), Path(a.out), method=a.method, workers=a.workers,
-                        bound=a.bound, short_side=a.short_side, overwrite=a.overwrite, progress=not a.json)
+    result = extract_flow(Path(a.input), Path(a.out), method=a.method, workers=a.workers,
+                          bound=a.bound, short_side=a.short_side, overwrite=a.overwrite, progress=not a.json)
+    result["failed_run"] = bool(result["failed"])      # exit status 1: some videos could not be read
+    return result
+
+
+def fmt_flow(r: dict) -> str:
+    lines = [f"{r['method']} flow -> {r['out_dir']}: {r['done']} videos done, {r['skipped_existing']} already "
+             f"there, {len(r['failed'])} failed ({r['frames']} frames in {r['seconds']:.1f} s)"]
+    lines += [f"failed: {path}: {err}" for path, err in r["failed"]]
+    return "\n".join(lines)
 
 
 def cmd_pretrain(a) -> dict:
@@ -184,7 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--root", required=True)
     sp.add_argument("--split", type=int, default=1)
     sp.add_argument("--decode", action="store_true", help="also decode every video to find unreadable ones")
-    sp = verb(data, "synth", cmd_data_synth, help="write the synthetic dataset")
+    sp = verb(data, "synth", cmd_data_synth, fmt_synth, help="write the synthetic dataset")
     sp.add_argument("--out", default=None, help="default: data/synthetic/<size>")
     sp.add_argument("--size", default="tiny", choices=["tiny", "cpu"])
     sp.add_argument("--seed", type=int, default=0)
@@ -193,7 +221,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--workers", type=int, default=1)
 
     flow = sub.add_parser("flow", help="optical flow").add_subparsers(dest="what", required=True)
-    sp = verb(flow, "extract", cmd_flow_extract, help="extract flow to the rawframes layout (resumable)")
+    sp = verb(flow, "extract", cmd_flow_extract, fmt_flow, help="extract flow to the rawframes layout (resumable)")
     sp.add_argument("input", help="a video or a folder of videos")
     sp.add_argument("--out", required=True)
     sp.add_argument("--method", default="tvl1", choices=["tvl1", "dis", "farneback"])

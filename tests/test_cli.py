@@ -67,6 +67,9 @@ def test_data_synth_and_flow_extract(tmp_path, realdata):
     again = ok_json("flow", "extract", video, "--out", tmp_path / "flow", "--method", "dis", "--short-side", "64")
     assert again["done"] == 0 and again["skipped_existing"] == 1          # resumable
     assert "no such video" in one_line_error(cmmc("flow", "extract", tmp_path / "missing", "--out", tmp_path))
+    (tmp_path / "bad.avi").write_bytes(b"not a video")
+    bad = cmmc("flow", "extract", tmp_path / "bad.avi", "--out", tmp_path / "flow", "--method", "dis")
+    assert bad.returncode == 1 and "failed: " in bad.stdout and "bad.avi" in bad.stdout
 
 
 def test_pretrain_then_eval_retrieval(tmp_path):
