@@ -153,17 +153,23 @@ def lam_distributions(samples: dict, title: str = "distribution of lam"):
 
 
 def training_curves(histories: dict, keys: Sequence[str] = ("loss", "knn_r1")):
-    """Curves of several runs: ``histories`` maps a label to rows of ``train.read_metrics``."""
+    """Curves of several runs: ``histories`` maps a label to rows of ``train.read_metrics``.
+
+    Step values are drawn faintly, epoch values (the epoch's mean loss, the kNN monitor) with
+    markers in the same colour.
+    """
     fig, axes = plt.subplots(1, len(keys), figsize=(5 * len(keys), 3.3), squeeze=False)
     for ax, key in zip(axes[0], keys):
-        for label, rows in histories.items():
-            kind = "epoch" if key == "knn_r1" else "step"
-            pts = [(r["step"], r[key]) for r in rows if r["kind"] == kind and r.get(key) is not None]
-            if pts:
-                x, y = zip(*pts)
-                ax.plot(x, y, marker="o" if kind == "epoch" else None, ms=3, label=label)
+        for i, (label, rows) in enumerate(histories.items()):
+            colour = f"C{i}"
+            steps = [(r["step"], r[key]) for r in rows if r["kind"] == "step" and r.get(key) is not None]
+            epochs = [(r["step"], r[key]) for r in rows if r["kind"] == "epoch" and r.get(key) is not None]
+            if steps:
+                ax.plot(*zip(*steps), color=colour, alpha=0.3, lw=1)
+            if epochs:
+                ax.plot(*zip(*epochs), color=colour, marker="o", ms=3, label=label)
         ax.set_xlabel("step")
-        ax.set_ylabel(key)
+        ax.set_ylabel({"loss": "loss (epoch mean)", "knn_r1": "kNN R@1 (test vs train)"}.get(key, key))
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
     fig.tight_layout()

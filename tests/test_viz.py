@@ -47,7 +47,7 @@ def test_curves_recall_and_confusion_figures():
     rows = [{"kind": "step", "step": 1, "loss": 3.0, "knn_r1": None},
             {"kind": "epoch", "step": 1, "loss": 3.0, "knn_r1": 0.2}]
     fig = viz.training_curves({"rgb": rows})
-    assert [len(ax.lines) for ax in fig.axes] == [1, 1]
+    assert [len(ax.lines) for ax in fig.axes] == [2, 1]      # loss: steps and epochs; kNN: epochs
     fig = viz.recall_at_k({"rgb": {1: 0.2, 5: 0.5}, "flow": {"1": 0.3, "5": 0.6}})
     assert len(fig.axes[0].lines) == 2
     fig = viz.confusion([[2, 0], [1, 1]], ["a", "b"])
