@@ -125,8 +125,11 @@ def cmd_pretrain(a) -> dict:
 
 def fmt_pretrain(r: dict) -> str:
     knn = f", kNN R@1 {r['knn_r1']:.3f}" if r.get("knn_r1") is not None else ""
-    return (f"run folder: {r['run_dir']}\n{r['steps']} steps in {r['seconds']:.1f} s, "
+    text = (f"run folder: {r['run_dir']}\n{r['steps']} steps in {r['seconds']:.1f} s, "
             f"final loss {r['final_loss']:.4f}{knn}")
+    if not r.get("finished"):
+        text += f"\nnot finished: continue with cmmc pretrain --resume --run-dir {r['run_dir']}"
+    return text
 
 
 def cmd_eval(a) -> dict:
@@ -296,6 +299,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, default=str))
     else:
         print(args.fmt(result))
+    if isinstance(result, dict) and result.get("interrupted"):
+        return 130
     return 0 if not (isinstance(result, dict) and result.get("failed_run")) else 1
 
 

@@ -21,6 +21,8 @@ import csv
 import logging
 import math
 import os
+import signal
+import threading
 import time
 from contextlib import nullcontext
 from pathlib import Path
@@ -43,6 +45,35 @@ CROSS_MODAL = ("cm-mixup", "cmmc", "coclr", "coclr-cmmc")
 
 class NonFiniteLossError(RuntimeError):
     """Raised when a step's loss is NaN or infinite; the last checkpoint is left intact."""
+
+
+class GracefulInterrupt:
+    """Ctrl-C (SIGINT) during training: finish the current step, write a checkpoint, stop.
+
+    A second Ctrl-C aborts at once (the last checkpoint stays intact). Only in a single
+    process on the main thread: under torchrun the ranks could stop at different steps.
+    """
+
+    def __init__(self, enabled: bool):
+        self.enabled = enabled and threading.current_thread() is threading.main_thread()
+        self.requested = False
+        self._previous = None
+
+    def _handler(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("interrupted: finishing this step and writing a checkpoint (Ctrl-C again to abort)")
+
+    def __enter__(self):
+        if self.enabled:
+            self._previous = signal.signal(signal.SIGINT, self._handler)
+        return self
+
+    def __exit__(self, *exc):
+        if self.enabled:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
 
 
 # --------------------------------------------------------------------------- environment
@@ -254,74 +285,79 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
         from tqdm.auto import tqdm
     except ImportError:                                    # pragma: no cover
         tqdm = None
-    while epoch < cfg.optim.epochs and not stop:
-        batches = epoch_order(len(train_ds), cfg.optim.batch_size, cfg.run.seed, epoch, rank, world)
-        train_ds.set_epoch(epoch)
-        loader = DataLoader(train_ds, batch_sampler=batches[batch_pos:], pin_memory=device.type == "cuda",
-                            **worker_options(cfg.data.num_workers))
-        method.train()
-        epoch_losses: list[float] = []
-        if batch_pos > 0 and metrics.path.is_file():      # resumed mid-epoch: the mean covers it all
-            epoch_losses = [r["loss"] for r in read_metrics(run_dir) if r["kind"] == "step" and r["epoch"] == epoch]
-        bar = None
-        if cfg.run.progress and rank == 0 and tqdm is not None:
-            bar = tqdm(total=len(batches), initial=batch_pos, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
-                       leave=False, dynamic_ncols=True)
-        for batch in loader:
-            torch.manual_seed(step_seed(cfg.run.seed, step, rank))
-            gen = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, rank))
-            with autocast_for(device, cfg.run.amp):
-                loss, stats = model(_batch_to(batch, device), generator=gen)
-            if not torch.isfinite(loss):
-                raise NonFiniteLossError(
-                    f"loss is {loss.item()} at step {step} (epoch {epoch}): stopping; the last good "
-                    f"checkpoint {last if last.is_file() else '(none yet)'} is intact - lower the "
-                    f"learning rate and resume")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            method.after_step()
-            step += 1
-            batch_pos += 1
-            last_loss = float(loss.detach())
-            epoch_losses.append(last_loss)
-            metrics.write({"kind": "step", "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                           "seconds": round(time.perf_counter() - t_start, 3),
-                           **{k: float(v) for k, v in stats.items() if k in METRIC_FIELDS}})
+    with GracefulInterrupt(enabled=world == 1) as interrupt:
+        while epoch < cfg.optim.epochs and not stop:
+            batches = epoch_order(len(train_ds), cfg.optim.batch_size, cfg.run.seed, epoch, rank, world)
+            train_ds.set_epoch(epoch)
+            loader = DataLoader(train_ds, batch_sampler=batches[batch_pos:], pin_memory=device.type == "cuda",
+                                **worker_options(cfg.data.num_workers))
+            method.train()
+            epoch_losses: list[float] = []
+            if batch_pos > 0 and metrics.path.is_file():      # resumed mid-epoch: the mean covers it all
+                epoch_losses = [r["loss"] for r in read_metrics(run_dir)
+                                if r["kind"] == "step" and r["epoch"] == epoch]
+            bar = None
+            if cfg.run.progress and rank == 0 and tqdm is not None:
+                bar = tqdm(total=len(batches), initial=batch_pos, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
+                           leave=False, dynamic_ncols=True)
+            for batch in loader:
+                torch.manual_seed(step_seed(cfg.run.seed, step, rank))
+                gen = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, rank))
+                with autocast_for(device, cfg.run.amp):
+                    loss, stats = model(_batch_to(batch, device), generator=gen)
+                if not torch.isfinite(loss):
+                    raise NonFiniteLossError(
+                        f"loss is {loss.item()} at step {step} (epoch {epoch}): stopping; the last good "
+                        f"checkpoint {last if last.is_file() else '(none yet)'} is intact - lower the "
+                        f"learning rate and resume")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                method.after_step()
+                step += 1
+                batch_pos += 1
+                last_loss = float(loss.detach())
+                epoch_losses.append(last_loss)
+                metrics.write({"kind": "step", "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
+                               "seconds": round(time.perf_counter() - t_start, 3),
+                               **{k: float(v) for k, v in stats.items() if k in METRIC_FIELDS}})
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{last_loss:.3f}")
+                if step % cfg.run.ckpt_every == 0:
+                    save(f"step_{step:07d}.pt")
+                if interrupt.requested or (max_steps is not None and step >= max_steps):
+                    stop = True
+                    break
             if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{last_loss:.3f}")
-            if step % cfg.run.ckpt_every == 0:
-                save(f"step_{step:07d}.pt")
-            if max_steps is not None and step >= max_steps:
-                stop = True
+                bar.close()
+            if stop and batch_pos < len(batches):
                 break
-        if bar is not None:
-            bar.close()
-        if stop and batch_pos < len(batches):
-            break
-        # end of epoch
-        scheduler.step()
-        if monitor is not None and ((epoch + 1) % cfg.run.knn_every == 0 or epoch + 1 == cfg.optim.epochs):
-            if rank == 0:
-                knn_r1 = knn_monitor(method.query_backbone(), monitor[0], monitor[1], cfg.ssl.modality,
-                                     device, cfg.optim.batch_size)
-        mean_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else last_loss
-        metrics.write({"kind": "epoch", "epoch": epoch, "step": step, "loss": mean_loss,
-                       "lr": optimizer.param_groups[0]["lr"], "knn_r1": knn_r1,
-                       "seconds": round(time.perf_counter() - t_start, 3)})
-        epoch, batch_pos = epoch + 1, 0
-        if cfg.run.progress and rank == 0:
-            knn = f", kNN R@1 {knn_r1:.3f}" if knn_r1 is not None else ""
-            log.info("epoch %d/%d: mean loss %.4f%s", epoch, cfg.optim.epochs, mean_loss, knn)
+            # end of epoch
+            scheduler.step()
+            if monitor is not None and ((epoch + 1) % cfg.run.knn_every == 0 or epoch + 1 == cfg.optim.epochs):
+                if rank == 0:
+                    knn_r1 = knn_monitor(method.query_backbone(), monitor[0], monitor[1], cfg.ssl.modality,
+                                         device, cfg.optim.batch_size)
+            mean_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else last_loss
+            metrics.write({"kind": "epoch", "epoch": epoch, "step": step, "loss": mean_loss,
+                           "lr": optimizer.param_groups[0]["lr"], "knn_r1": knn_r1,
+                           "seconds": round(time.perf_counter() - t_start, 3)})
+            epoch, batch_pos = epoch + 1, 0
+            if cfg.run.progress and rank == 0:
+                knn = f", kNN R@1 {knn_r1:.3f}" if knn_r1 is not None else ""
+                log.info("epoch %d/%d: mean loss %.4f%s", epoch, cfg.optim.epochs, mean_loss, knn)
     save()
+    if interrupt.requested:
+        log.warning("stopped at step %d; continue with: cmmc pretrain --resume --run-dir %s", step, run_dir)
     if world > 1:
         dist.barrier()
         dist.destroy_process_group()
     skipped = getattr(train_ds, "num_skipped", 0)
     return {"run_dir": str(run_dir), "steps": step, "epochs": epoch, "seconds": time.perf_counter() - t_start,
             "final_loss": last_loss, "knn_r1": knn_r1, "resumed_from": resumed_from,
-            "finished": epoch >= cfg.optim.epochs, "skipped_videos": skipped, "device": str(device)}
+            "finished": epoch >= cfg.optim.epochs, "interrupted": interrupt.requested,
+            "skipped_videos": skipped, "device": str(device)}
 
 
 def _prune_checkpoints(run_dir: Path, keep: int) -> None:

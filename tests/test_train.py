@@ -78,6 +78,34 @@ def test_interrupted_run_resumes_exactly(tiny_root, tmp_path):
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resumes_exactly(tiny_root, tmp_path, monkeypatch):
+    import signal
+    import cmmc_lib.ssl.factory as factory
+    cfg = tiny_cfg(tiny_root, "optim.epochs=2", "run.ckpt_every=100")
+    pretrain(cfg, tmp_path / "full")
+    real = factory.build_method
+
+    def interrupted_at_step_4(cfg, source_backbone=None):
+        step = real(cfg, source_backbone)
+        original, calls = step.loss, {"n": 0}
+
+        def loss(batch, generator=None):
+            calls["n"] += 1
+            if calls["n"] == 4:
+                os.kill(os.getpid(), signal.SIGINT)          # the user presses Ctrl-C mid-step
+            return original(batch, generator)
+        step.loss = loss
+        return step
+    monkeypatch.setattr(factory, "build_method", interrupted_at_step_4)
+    stopped = pretrain(cfg, tmp_path / "cut")
+    assert stopped["interrupted"] and not stopped["finished"] and stopped["steps"] == 4
+    assert runs.load_checkpoint(tmp_path / "cut")["step"] == 4          # nothing lost
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
+    monkeypatch.setattr(factory, "build_method", real)
+    pretrain(cfg, tmp_path / "cut", resume=True)
+    assert step_losses(tmp_path / "cut") == step_losses(tmp_path / "full")
+
+
 def test_a_run_folder_is_not_overwritten_and_train_or_load_reuses_it(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, "optim.epochs=1")
     first = train_or_load(cfg, tmp_path / "r")

@@ -32,6 +32,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import random
+import signal
 from pathlib import Path
 from typing import Sequence
 
@@ -311,13 +312,14 @@ def build_dataset(data_cfg: DataConfig, subset: str, train: bool,
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader ``worker_init_fn``: one torch thread per worker and seeded global RNGs (items
-    do not use them; third-party code might). OpenCV's thread count is left alone: changing it
+    """DataLoader ``worker_init_fn``: one torch thread per worker, seeded global RNGs (items
+    do not use them; third-party code might), and Ctrl-C left to the main process. OpenCV's thread count is left alone: changing it
     in a forked child whose parent ran OpenCV threads deadlocks (see :func:`worker_options`)."""
     s = torch.initial_seed() % 2**32
     np.random.seed(s)
     random.seed(s)
     torch.set_num_threads(1)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the main process's: it stops cleanly
 
 
 def worker_options(num_workers: int) -> dict:
