@@ -8,6 +8,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
@@ -42,8 +43,8 @@ def cmd_data_probe(a) -> dict:
     if missing:
         raise CLIError(f"no such file: {missing[0]}")
     results = probe_videos(paths, progress=not a.json)
-    return {"videos": results, "ok": sum(1 for r in results if not r.get("errors")),
-            "failed": sum(1 for r in results if r.get("errors"))}
+    failed = sum(1 for r in results if r.get("errors"))
+    return {"videos": results, "ok": len(results) - failed, "failed": failed, "failed_run": failed > 0}
 
 
 def fmt_probe(r: dict) -> str:
@@ -58,7 +59,12 @@ def fmt_probe(r: dict) -> str:
 
 def cmd_data_check(a) -> dict:
     from .data.check import check_dataset
-    return check_dataset(a.dataset, Path(a.root), split=a.split, decode=a.decode)
+    result = check_dataset(a.dataset, Path(a.root), split=a.split, decode=a.decode)
+    empty = [name for name, c in result["subsets"].items() if not c["found"]]
+    if empty:                                        # exit 1: a subset has no usable video at all
+        result["failed_run"] = True
+        result.setdefault("notes", []).append(f"no video found for: {', '.join(empty)}")
+    return result
 
 
 def fmt_check(r: dict) -> str:
@@ -110,13 +116,21 @@ def fmt_flow(r: dict) -> str:
 
 def cmd_pretrain(a) -> dict:
     from .config import preset
-    from .train import pretrain
+    from .train import pretrain, resume_config
     overrides = list(a.overrides)
     if a.method:
         overrides.append(f"ssl.method={a.method}")
     if a.modality:
         overrides.append(f"ssl.modality={a.modality}")
-    cfg = preset(a.preset, overrides)
+    if a.resume:
+        if not a.run_dir:
+            raise CLIError("--resume needs --run-dir, the run folder to continue")
+        if (Path(a.run_dir) / "config.json").is_file():      # the run's own settings, plus what was typed
+            cfg = resume_config(a.run_dir, overrides)
+        else:
+            cfg = preset(a.preset, overrides)
+    else:
+        cfg = preset(a.preset, overrides)
     if a.json:
         cfg.run.progress = False
     result = pretrain(cfg, run_dir=a.run_dir, resume=a.resume)
@@ -288,13 +302,20 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         result = args.fn(args)
-    except (CLIError, ValueError, FileNotFoundError, NotADirectoryError, KeyError, RuntimeError) as exc:
+    except (CLIError, ValueError, OSError, KeyError, RuntimeError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"cmmc: error: {msg}", file=sys.stderr)
+        return 2
+    except Exception as exc:                        # an unforeseen failure: still one line, details on -v
+        log.debug("traceback", exc_info=True)
+        print(f"cmmc: error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
+              f" (run with -v for the traceback)", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("cmmc: interrupted", file=sys.stderr)
         return 130
+    if os.environ.get("RANK", "0") != "0":          # under torchrun only rank 0 reports
+        return 0
     if args.json:
         print(json.dumps(result, default=str))
     else:

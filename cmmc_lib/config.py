@@ -212,6 +212,23 @@ def validate(cfg: Config) -> None:
         raise ValueError("optim.batch_size must be >= 2 (contrastive learning needs negatives)")
     if cfg.data.views < 2:
         raise ValueError("data.views must be >= 2 (a query clip and a key clip)")
+    positive = {"data.clip_len": cfg.data.clip_len, "data.stride": cfg.data.stride, "data.size": cfg.data.size,
+                "data.short_side": cfg.data.short_side, "data.eval_windows": cfg.data.eval_windows,
+                "model.width": cfg.model.width, "model.proj_hidden": cfg.model.proj_hidden,
+                "model.proj_dim": cfg.model.proj_dim, "optim.epochs": cfg.optim.epochs,
+                "run.ckpt_every": cfg.run.ckpt_every, "ssl.split_bn": cfg.ssl.split_bn}
+    for key, value in positive.items():
+        if value < 1:
+            raise ValueError(f"{key} must be >= 1, got {value}")
+    if cfg.data.size > cfg.data.short_side:
+        raise ValueError(f"data.size={cfg.data.size} is larger than data.short_side={cfg.data.short_side}: "
+                         f"the crop must fit in the resized frame")
+    if cfg.run.amp not in ("auto", "bf16", "off"):
+        raise ValueError(f"run.amp must be auto, bf16 or off, got {cfg.run.amp!r}")
+    if cfg.optim.lr <= 0:
+        raise ValueError(f"optim.lr must be > 0, got {cfg.optim.lr}")
+    if cfg.data.num_workers < 0:
+        raise ValueError("data.num_workers must be >= 0")
 
 
 def _sections(cfg: Config) -> list[str]:

@@ -108,6 +108,29 @@ def init_distributed(device_name: str) -> tuple[int, int, int]:
     return dist.get_rank(), dist.get_world_size(), local_rank
 
 
+RUNTIME_KEYS = {"run.max_steps", "run.progress", "run.device", "data.num_workers", "run.ckpt_every",
+                "run.keep_ckpts", "optim.epochs"}
+
+
+def config_changes(saved: Config, new: Config) -> list[str]:
+    """``section.key: old -> new`` for every setting that differs, run-time settings last."""
+    a, b = saved.to_dict(), new.to_dict()
+    out = [f"{sec}.{k}: {a[sec][k]!r} -> {b[sec][k]!r}" for sec in a if isinstance(a[sec], dict)
+           for k in a[sec] if a[sec][k] != b[sec][k]]
+    return sorted(out, key=lambda line: line.split(":")[0] in RUNTIME_KEYS)
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The saved config of a run with ``key=value`` overrides on top (``--resume``).
+
+    ``run.max_steps`` is a limit of one invocation, not of the run: it is cleared first.
+    """
+    from .config import apply_overrides
+    cfg = runs.load_config(run_dir)
+    cfg.run.max_steps = None
+    return apply_overrides(cfg, overrides)
+
+
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
     return (seed * 1_000_003 + step * 7919 + rank * 104_729) % (2**62)
 
@@ -227,10 +250,12 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
         raise ValueError(f"run folder {run_dir} already holds checkpoints: pass --resume to continue "
                          f"it or choose another --run-dir")
     if resume and last.is_file():
-        saved = runs.load_config(run_dir)
-        saved.run.progress, saved.run.max_steps = cfg.run.progress, cfg.run.max_steps
-        saved.optim.epochs = cfg.optim.epochs
-        cfg = saved
+        changed = config_changes(runs.load_config(run_dir), cfg)
+        if changed:
+            log.warning("resuming %s with changed settings (the resumed run is no longer exactly the "
+                        "uninterrupted one unless these are run-time only): %s", run_dir, ", ".join(changed))
+    elif rank == 0 and (run_dir / runs.METRICS_FILE).is_file():
+        (run_dir / runs.METRICS_FILE).unlink()           # rows of a run that died before its first checkpoint
     if rank == 0:
         run_dir.mkdir(parents=True, exist_ok=True)
         runs.save_config(run_dir, cfg)
@@ -244,7 +269,14 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
                    build_dataset(cfg.data, "test", False, (cfg.ssl.modality,), eval_windows=1))
     source = None
     if cfg.ssl.method in CROSS_MODAL and cfg.ssl.source_run:
-        source, _ = runs.load_backbone(cfg.ssl.source_run)
+        source, src_cfg = runs.load_backbone(cfg.ssl.source_run)
+        if src_cfg.ssl.modality != cfg.ssl.other_modality:
+            raise ValueError(f"ssl.source_run {cfg.ssl.source_run} trained {src_cfg.ssl.modality!r}, but "
+                             f"ssl.other_modality is {cfg.ssl.other_modality!r}")
+        if (src_cfg.model.backbone, src_cfg.model.width) != (cfg.model.backbone, cfg.model.width):
+            log.warning("source network %s (width %d) differs from the trained %s (width %d): feature maps "
+                        "are resampled to match", src_cfg.model.backbone, src_cfg.model.width,
+                        cfg.model.backbone, cfg.model.width)
     method = build_method(cfg, source_backbone=source).to(device)
     params = [p for p in method.parameters() if p.requires_grad]
     optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -270,6 +302,10 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
     def save(name: str | None = None) -> None:
         if rank != 0:
             return
+        if not all(torch.isfinite(p).all() for p in params):
+            raise NonFiniteLossError(f"parameters became non-finite by step {step} (epoch {epoch}): not "
+                                     f"saving; the last good checkpoint {last} is intact - lower the "
+                                     f"learning rate and resume")
         state = {"config": cfg.to_dict(), "step": step, "epoch": epoch, "batch": batch_pos,
                  "method": method.state_dict(), "backbone": method.query_backbone().state_dict(),
                  "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
@@ -278,7 +314,7 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
         runs.save_checkpoint(state, last)
         _prune_checkpoints(run_dir, cfg.run.keep_ckpts)
 
-    t_start, last_loss, knn_r1 = time.perf_counter(), float("nan"), None
+    t_start, last_loss, last_knn = time.perf_counter(), float("nan"), None
     max_steps = cfg.run.max_steps
     stop = False
     try:
@@ -334,18 +370,20 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
             if stop and batch_pos < len(batches):
                 break
             # end of epoch
+            epoch_lr = optimizer.param_groups[0]["lr"]
             scheduler.step()
+            epoch_knn = None
             if monitor is not None and ((epoch + 1) % cfg.run.knn_every == 0 or epoch + 1 == cfg.optim.epochs):
                 if rank == 0:
-                    knn_r1 = knn_monitor(method.query_backbone(), monitor[0], monitor[1], cfg.ssl.modality,
-                                         device, cfg.optim.batch_size)
+                    epoch_knn = last_knn = knn_monitor(method.query_backbone(), monitor[0], monitor[1],
+                                                    cfg.ssl.modality, device, cfg.optim.batch_size)
             mean_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else last_loss
             metrics.write({"kind": "epoch", "epoch": epoch, "step": step, "loss": mean_loss,
-                           "lr": optimizer.param_groups[0]["lr"], "knn_r1": knn_r1,
+                           "lr": epoch_lr, "knn_r1": epoch_knn,
                            "seconds": round(time.perf_counter() - t_start, 3)})
             epoch, batch_pos = epoch + 1, 0
             if cfg.run.progress and rank == 0:
-                knn = f", kNN R@1 {knn_r1:.3f}" if knn_r1 is not None else ""
+                knn = f", kNN R@1 {epoch_knn:.3f}" if epoch_knn is not None else ""
                 log.info("epoch %d/%d: mean loss %.4f%s", epoch, cfg.optim.epochs, mean_loss, knn)
     save()
     if interrupt.requested:
@@ -355,7 +393,7 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
         dist.destroy_process_group()
     skipped = getattr(train_ds, "num_skipped", 0)
     return {"run_dir": str(run_dir), "steps": step, "epochs": epoch, "seconds": time.perf_counter() - t_start,
-            "final_loss": last_loss, "knn_r1": knn_r1, "resumed_from": resumed_from,
+            "final_loss": last_loss, "knn_r1": last_knn, "resumed_from": resumed_from,
             "finished": epoch >= cfg.optim.epochs, "interrupted": interrupt.requested,
             "skipped_videos": skipped, "device": str(device)}
 

@@ -84,6 +84,14 @@ def test_pretrain_then_eval_retrieval(tmp_path):
     assert "not a run folder" in one_line_error(cmmc("eval", "retrieval", "--run", tmp_path))
 
 
+def test_bad_training_settings_fail_with_one_line(tmp_path):
+    (tmp_path / "file").write_text("")
+    for args, words in [(["run.ckpt_every=0"], "ckpt_every must be >= 1"), (["data.size=0"], "data.size must be"),
+                        (["run.amp=fp16"], "run.amp"), (["--run-dir", tmp_path / "file"], "error"),
+                        (["--resume"], "--resume needs --run-dir")]:
+        assert words in one_line_error(cmmc("pretrain", "--preset", "tiny", *args))
+
+
 def test_bench_step_reports_throughput():
     r = ok_json("bench", "step", "--backbone", "small3d", "--width", "4", "--batch", "2", "--clip", "3,4,16,16",
                 "--steps", "2", "--warmup", "1")

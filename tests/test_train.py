@@ -11,7 +11,8 @@ import torch
 
 from cmmc_lib import runs
 from cmmc_lib.config import preset
-from cmmc_lib.train import NonFiniteLossError, epoch_order, is_finished, pretrain, read_metrics, train_or_load
+from cmmc_lib.train import (NonFiniteLossError, epoch_order, is_finished, pretrain, read_metrics, resume_config,
+                            train_or_load)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -67,7 +68,7 @@ def test_interrupted_run_resumes_exactly(tiny_root, tmp_path):
     pretrain(cut, tmp_path / "cut")
     shutil.copy(runs.checkpoint_path(tmp_path / "cut", 3), runs.checkpoint_path(tmp_path / "cut", "last"))
     assert not is_finished(tmp_path / "cut")
-    resumed = pretrain(tiny_cfg(tiny_root, "optim.epochs=2"), tmp_path / "cut", resume=True)
+    resumed = pretrain(resume_config(tmp_path / "cut"), tmp_path / "cut", resume=True)
     assert resumed["resumed_from"] == 3 and resumed["finished"]
     assert step_losses(tmp_path / "cut") == step_losses(tmp_path / "full")
     epochs = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(d) if r["kind"] == "epoch"]
@@ -152,6 +153,47 @@ def test_cli_pretrain_writes_a_run_folder(tiny_root, tmp_path):
                          capture_output=True, text=True, cwd=REPO)
     last_line = bad.stderr.strip().splitlines()[-1]
     assert bad.returncode == 2 and last_line.startswith("cmmc: error:") and "layer_k=9" in last_line
+
+
+def test_cli_resume_keeps_the_runs_own_settings(tiny_root, tmp_path):
+    run_dir = tmp_path / "r"
+    first = subprocess.run([sys.executable, "-m", "cmmc_lib.cli", "pretrain", "--preset", "tiny", "--json",
+                            "--run-dir", str(run_dir), f"data.root={tiny_root}", "optim.epochs=4",
+                            "run.max_steps=8", "knn_every=2"], capture_output=True, text=True, cwd=REPO)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert not json.loads(first.stdout)["finished"]
+    second = subprocess.run([sys.executable, "-m", "cmmc_lib.cli", "pretrain", "--resume", "--json",
+                             "--run-dir", str(run_dir)], capture_output=True, text=True, cwd=REPO)
+    assert second.returncode == 0, second.stderr[-2000:]
+    out = json.loads(second.stdout)
+    assert out["finished"] and out["epochs"] == 4 and out["resumed_from"] == 8
+    assert runs.load_config(run_dir).optim.epochs == 4
+    epochs = [r for r in read_metrics(run_dir) if r["kind"] == "epoch"]
+    # the monitor ran every 2nd epoch: the others carry no (stale) value
+    assert [r["knn_r1"] is not None for r in epochs] == [False, True, False, True]
+
+
+def test_a_fresh_start_drops_the_rows_of_a_run_that_died_before_its_first_checkpoint(tiny_root, tmp_path,
+                                                                                      monkeypatch):
+    import cmmc_lib.ssl.factory as factory
+    real = factory.build_method
+
+    def dies_at_step_3(cfg, source_backbone=None):
+        step = real(cfg, source_backbone)
+        original, calls = step.loss, {"n": 0}
+
+        def loss(batch, generator=None):
+            calls["n"] += 1
+            value, stats = original(batch, generator)
+            return (value * float("inf") if calls["n"] == 3 else value), stats
+        step.loss = loss
+        return step
+    monkeypatch.setattr(factory, "build_method", dies_at_step_3)
+    with pytest.raises(NonFiniteLossError, match=r"\(none yet\)"):
+        pretrain(tiny_cfg(tiny_root, "run.ckpt_every=50"), tmp_path / "r")
+    monkeypatch.setattr(factory, "build_method", real)
+    train_or_load(tiny_cfg(tiny_root, "optim.epochs=1"), tmp_path / "r")
+    assert [s for s, _ in step_losses(tmp_path / "r")] == list(range(1, 7))
 
 
 @pytest.mark.slow

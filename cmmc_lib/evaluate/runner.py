@@ -156,7 +156,9 @@ def _retrieval(streams: list[Stream], ks, device, feature_batch, num_workers, pr
 
 
 def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, progress, opts) -> dict:
-    epochs = epochs or 100
+    epochs = 100 if epochs is None else epochs
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
     # METHOD.md: lr x0.1 at epochs 60 and 80 of 100; other lengths keep the same fractions
     milestones = tuple(opts.get("milestones") or sorted({round(0.6 * epochs), round(0.8 * epochs)}))
     per_stream, probs, test_sets = [], [], []
@@ -248,6 +250,8 @@ def evaluate_run(run_dir: str | Path, protocol: str, other_run: str | Path | Non
     unknown = sorted(set(opts) - PROTOCOL_OPTS[protocol])
     if unknown:
         raise ValueError(f"unknown option(s) for {protocol}: {', '.join(unknown)}")
+    if epochs is not None and epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
     started = time.perf_counter()
     device = resolve_device(device)
     streams = [load_stream(run_dir, which)]

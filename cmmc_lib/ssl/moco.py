@@ -117,8 +117,9 @@ class MoCo(nn.Module):
             :class:`SplitBatchNorm` with G groups, and the key batch is randomly shuffled
             before the forward pass (and unshuffled after), so each key is normalised with a
             random sub-batch of B / G other keys. ``split_bn=1`` is plain BatchNorm (no
-            shuffle). Under DDP the ordinary path is used: each rank computes its keys with
-            its own batch statistics and keys are gathered across ranks for the contrast.
+            shuffle). Under DDP each rank computes its keys with its own batch statistics (split
+            into G groups when ``split_bn > 1``) and keys are gathered across ranks for the
+            contrast; use ``split_bn=1`` there to get plain per-rank BatchNorm.
 
     Buffers: ``queue`` (Q, dim), L2-normalised random vectors at first; ``queue_ptr`` (1,),
     the row the next key is written to.
