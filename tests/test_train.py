@@ -57,6 +57,14 @@ def test_loader_workers_do_not_change_the_losses(tiny_root, tmp_path):
     assert step_losses(tmp_path / "w0") == step_losses(tmp_path / "w2")
 
 
+def test_bf16_autocast_path_trains_with_float32_logits(tiny_root, tmp_path):
+    # the GPU's mixed-precision path, exercised with CPU autocast: finite losses, fp32 weights
+    out = pretrain(tiny_cfg(tiny_root, "run.max_steps=3", "run.amp=bf16", "ssl.method=cmmc"), tmp_path / "bf16")
+    assert out["steps"] == 3 and all(torch.isfinite(torch.tensor(l)) for _, l in step_losses(tmp_path / "bf16"))
+    assert all(v.dtype == torch.float32 for v in runs.load_checkpoint(tmp_path / "bf16")["backbone"].values()
+               if v.is_floating_point())
+
+
 def test_interrupted_run_resumes_exactly(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, "optim.epochs=2", "run.ckpt_every=3", "run.keep_ckpts=10", "ssl.method=cmmc")
     full = pretrain(cfg, tmp_path / "full")
