@@ -2,6 +2,7 @@
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +32,25 @@ def tiny_cfg(root, *extra):
 
 def step_losses(run_dir):
     return [(r["step"], r["loss"]) for r in read_metrics(run_dir) if r["kind"] == "step"]
+
+
+def patch_step_loss(monkeypatch, after_loss):
+    """Every method step the loop builds passes its n-th loss through ``after_loss(n, loss)``."""
+    import cmmc_lib.ssl.factory as factory
+    real = factory.build_method
+
+    def build(cfg, source_backbone=None):
+        step = real(cfg, source_backbone)
+        original, calls = step.loss, {"n": 0}
+
+        def loss(batch, generator=None):
+            value, stats = original(batch, generator)
+            calls["n"] += 1
+            return after_loss(calls["n"], value), stats
+        step.loss = loss
+        return step
+    monkeypatch.setattr(factory, "build_method", build)
+    return real
 
 
 def test_epoch_order_is_seeded_and_splits_ranks():
@@ -88,24 +108,15 @@ def test_interrupted_run_resumes_exactly(tiny_root, tmp_path):
 
 
 def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resumes_exactly(tiny_root, tmp_path, monkeypatch):
-    import signal
     import cmmc_lib.ssl.factory as factory
     cfg = tiny_cfg(tiny_root, "optim.epochs=2", "run.ckpt_every=100")
     pretrain(cfg, tmp_path / "full")
-    real = factory.build_method
 
-    def interrupted_at_step_4(cfg, source_backbone=None):
-        step = real(cfg, source_backbone)
-        original, calls = step.loss, {"n": 0}
-
-        def loss(batch, generator=None):
-            calls["n"] += 1
-            if calls["n"] == 4:
-                os.kill(os.getpid(), signal.SIGINT)          # the user presses Ctrl-C mid-step
-            return original(batch, generator)
-        step.loss = loss
-        return step
-    monkeypatch.setattr(factory, "build_method", interrupted_at_step_4)
+    def ctrl_c_at_step_4(n, loss):
+        if n == 4:
+            os.kill(os.getpid(), signal.SIGINT)              # the user presses Ctrl-C mid-step
+        return loss
+    real = patch_step_loss(monkeypatch, ctrl_c_at_step_4)
     stopped = pretrain(cfg, tmp_path / "cut")
     assert stopped["interrupted"] and not stopped["finished"] and stopped["steps"] == 4
     assert runs.load_checkpoint(tmp_path / "cut")["step"] == 4          # nothing lost
@@ -126,20 +137,7 @@ def test_a_run_folder_is_not_overwritten_and_train_or_load_reuses_it(tiny_root, 
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch):
-    import cmmc_lib.ssl.factory as factory
-    real = factory.build_method
-
-    def poisoned(cfg, source_backbone=None):
-        step = real(cfg, source_backbone)
-        original, calls = step.loss, {"n": 0}
-
-        def loss(batch, generator=None):
-            value, stats = original(batch, generator)
-            calls["n"] += 1
-            return (value * float("nan") if calls["n"] == 5 else value), stats
-        step.loss = loss
-        return step
-    monkeypatch.setattr(factory, "build_method", poisoned)
+    patch_step_loss(monkeypatch, lambda n, loss: loss * float("nan") if n == 5 else loss)
     with pytest.raises(NonFiniteLossError, match="step 4.*last good checkpoint"):
         pretrain(tiny_cfg(tiny_root, "run.ckpt_every=2"), tmp_path / "nan")
     ckpt = runs.load_checkpoint(tmp_path / "nan")
@@ -184,19 +182,7 @@ def test_cli_resume_keeps_the_runs_own_settings(tiny_root, tmp_path):
 def test_a_fresh_start_drops_the_rows_of_a_run_that_died_before_its_first_checkpoint(tiny_root, tmp_path,
                                                                                       monkeypatch):
     import cmmc_lib.ssl.factory as factory
-    real = factory.build_method
-
-    def dies_at_step_3(cfg, source_backbone=None):
-        step = real(cfg, source_backbone)
-        original, calls = step.loss, {"n": 0}
-
-        def loss(batch, generator=None):
-            calls["n"] += 1
-            value, stats = original(batch, generator)
-            return (value * float("inf") if calls["n"] == 3 else value), stats
-        step.loss = loss
-        return step
-    monkeypatch.setattr(factory, "build_method", dies_at_step_3)
+    real = patch_step_loss(monkeypatch, lambda n, loss: loss * float("inf") if n == 3 else loss)
     with pytest.raises(NonFiniteLossError, match=r"\(none yet\)"):
         pretrain(tiny_cfg(tiny_root, "run.ckpt_every=50"), tmp_path / "r")
     monkeypatch.setattr(factory, "build_method", real)
