@@ -73,7 +73,7 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
-        found = re.search(r"Unsupported global: GLOBAL ([\w.]+)", str(exc))
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
         what = f" (it names {found.group(1)})" if found else ""
         raise UnsafeFileError(f"refusing to load {path}: it holds Python objects, not only tensors and "
                               f"plain data, so loading it could run code{what}") from None
