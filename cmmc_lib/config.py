@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import os
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, get_args, get_origin, get_type_hints
+from typing import Any, Callable, get_args, get_origin, get_type_hints
 
-MODALITY_CHANNELS = {"rgb": 3, "flow": 2}
-METHODS = ("moco", "mixup", "cutmix", "manifold-mixup", "manifold-cutmix", "cm-mixup", "cmmc",
-           "coclr", "coclr-cmmc")
+from .registry import BACKBONES, DATASETS, METHODS, MODALITIES, lookup
 
 
 @dataclass
@@ -55,7 +54,7 @@ class ModelConfig:
 
 @dataclass
 class SSLConfig:
-    method: str = "moco"                # one of METHODS
+    method: str = "moco"                # a name of cmmc_lib.registry.METHODS
     modality: str = "rgb"               # the trained modality
     other_modality: str = "flow"        # the source of cross-modal mixing
     queue_size: int = 16                # well below the number of training videos: a video's
@@ -165,7 +164,21 @@ def _paper() -> Config:
     )
 
 
-PRESETS = {"tiny": _tiny, "cpu": _cpu, "paper": _paper}
+@dataclass(frozen=True)
+class Preset:
+    """A named scale of the one code path; ``course``: the lessons can run at it (on a CPU)."""
+    name: str
+    build: Callable[[], Config]
+    summary: str
+    course: bool
+
+
+PRESETS: dict[str, Preset] = {p.name: p for p in (
+    Preset("tiny", _tiny, "CI and the lessons' quick run: seconds on 2 CPU cores", course=True),
+    Preset("cpu", _cpu, "the course's CPU experiment: minutes per run", course=True),
+    Preset("paper", _paper, "S3D on UCF101 with METHOD.md's schedule, for GPUs", course=False),
+)}
+COURSE_PROFILES = tuple(name for name, p in PRESETS.items() if p.course)
 
 
 def preset(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
@@ -174,9 +187,7 @@ def preset(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     >>> preset("tiny", ["lr=0.01", "ssl.method=cmmc"]).optim.lr
     0.01
     """
-    if name not in PRESETS:
-        raise ValueError(f"unknown preset {name!r}; choose one of {', '.join(PRESETS)}")
-    cfg = PRESETS[name]()
+    cfg = lookup(PRESETS, name, "preset").build()
     apply_overrides(cfg, overrides)
     return cfg
 
@@ -194,41 +205,92 @@ def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Conf
 
 
 def validate(cfg: Config) -> None:
-    """Raise ValueError with one clear line for settings that cannot work."""
-    if cfg.ssl.method not in METHODS:
-        raise ValueError(f"unknown method {cfg.ssl.method!r}; choose one of {', '.join(METHODS)}")
-    for m in (cfg.ssl.modality, cfg.ssl.other_modality):
-        if m not in MODALITY_CHANNELS and m != "pose":
-            raise ValueError(f"unknown modality {m!r}; choose rgb, flow or pose")
-    if cfg.ssl.partner not in ("perm", "same"):
-        raise ValueError(f"ssl.partner must be 'perm' or 'same', got {cfg.ssl.partner!r}")
-    if cfg.ssl.cut_centre not in ("uniform", "inside"):
-        raise ValueError(f"ssl.cut_centre must be 'uniform' or 'inside', got {cfg.ssl.cut_centre!r}")
-    if cfg.ssl.alpha <= 0:
-        raise ValueError(f"ssl.alpha must be > 0, got {cfg.ssl.alpha}")
-    if cfg.ssl.queue_size < 0:
-        raise ValueError("ssl.queue_size must be >= 0")
-    if cfg.optim.batch_size < 2:
-        raise ValueError("optim.batch_size must be >= 2 (contrastive learning needs negatives)")
-    if cfg.data.views < 2:
-        raise ValueError("data.views must be >= 2 (a query clip and a key clip)")
-    positive = {"data.clip_len": cfg.data.clip_len, "data.stride": cfg.data.stride, "data.size": cfg.data.size,
-                "data.short_side": cfg.data.short_side, "data.eval_windows": cfg.data.eval_windows,
-                "model.width": cfg.model.width, "model.proj_hidden": cfg.model.proj_hidden,
-                "model.proj_dim": cfg.model.proj_dim, "optim.epochs": cfg.optim.epochs,
-                "run.ckpt_every": cfg.run.ckpt_every, "ssl.split_bn": cfg.ssl.split_bn}
+    """Raise ValueError with one clear line for settings that cannot work (or cannot run yet)."""
+    _validate_names(cfg)
+    _validate_numbers(cfg)
+    _validate_mixing(cfg)
+
+
+def _validate_names(cfg: Config) -> None:
+    method = lookup(METHODS, cfg.ssl.method, "method")
+    dataset = lookup(DATASETS, cfg.data.dataset, "dataset")
+    backbone = lookup(BACKBONES, cfg.model.backbone, "backbone")
+    used = [cfg.ssl.modality] + ([cfg.ssl.other_modality] if method.cross_modal else [])
+    for name in used:
+        modality = lookup(MODALITIES, name, "modality")
+        if dataset.name not in modality.datasets:
+            raise ValueError(f"dataset {dataset.name!r} carries no {name!r} modality (it is in: "
+                             f"{', '.join(modality.datasets)})")
+        if modality.network != backbone.network:
+            raise ValueError(f"backbone {backbone.name!r} reads {backbone.network} input, not {name!r}")
+    if method.cross_modal and cfg.ssl.other_modality == cfg.ssl.modality:
+        raise ValueError(f"method {method.name!r} mixes across modalities: ssl.other_modality must differ "
+                         f"from ssl.modality ({cfg.ssl.modality!r})")
+    if not 1 <= cfg.data.split <= dataset.splits:
+        raise ValueError(f"data.split={cfg.data.split}: {dataset.name} has splits 1..{dataset.splits}")
+    choices = {"ssl.partner": (cfg.ssl.partner, ("perm", "same")),
+               "ssl.cut_centre": (cfg.ssl.cut_centre, ("uniform", "inside")),
+               "run.amp": (cfg.run.amp, ("auto", "bf16", "off"))}
+    for key, (value, allowed) in choices.items():
+        if value not in allowed:
+            raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
+
+
+def _validate_numbers(cfg: Config) -> None:
+    d, o, s = cfg.data, cfg.optim, cfg.ssl
+    floats = {"optim.lr": o.lr, "optim.weight_decay": o.weight_decay, "optim.gamma": o.gamma,
+              "ssl.alpha": s.alpha, "ssl.momentum": s.momentum, "ssl.temperature": s.temperature,
+              "data.color_jitter": d.color_jitter, "data.grayscale": d.grayscale}
+    for key, value in floats.items():
+        if not math.isfinite(value):
+            raise ValueError(f"{key} must be a finite number, got {value}")
+    at_least = {"data.clip_len": (d.clip_len, 1), "data.stride": (d.stride, 1), "data.size": (d.size, 1),
+                "data.short_side": (d.short_side, 1), "data.eval_windows": (d.eval_windows, 1),
+                "data.views": (d.views, 2), "data.num_workers": (d.num_workers, 0),
+                "model.width": (cfg.model.width, 1), "model.proj_hidden": (cfg.model.proj_hidden, 1),
+                "model.proj_dim": (cfg.model.proj_dim, 1), "optim.epochs": (o.epochs, 1),
+                "optim.batch_size": (o.batch_size, 2), "run.ckpt_every": (cfg.run.ckpt_every, 1),
+                "run.keep_ckpts": (cfg.run.keep_ckpts, 0), "run.knn_every": (cfg.run.knn_every, 0),
+                "ssl.split_bn": (s.split_bn, 1), "ssl.queue_size": (s.queue_size, 0)}
+    for key, (value, low) in at_least.items():
+        if value < low:
+            why = {"optim.batch_size": " (contrastive learning needs negatives)",
+                   "data.views": " (a query clip and a key clip)"}.get(key, "")
+            raise ValueError(f"{key} must be >= {low}, got {value}{why}")
+    positive = {"optim.lr": o.lr, "ssl.alpha": s.alpha, "ssl.temperature": s.temperature, "optim.gamma": o.gamma}
     for key, value in positive.items():
-        if value < 1:
-            raise ValueError(f"{key} must be >= 1, got {value}")
-    if cfg.data.size > cfg.data.short_side:
-        raise ValueError(f"data.size={cfg.data.size} is larger than data.short_side={cfg.data.short_side}: "
+        if value <= 0:
+            raise ValueError(f"{key} must be > 0, got {value}")
+    unit = {"ssl.momentum": s.momentum, "data.color_jitter": d.color_jitter, "data.grayscale": d.grayscale}
+    for key, value in unit.items():
+        if not 0 <= value <= 1:
+            raise ValueError(f"{key} must lie in [0, 1], got {value}")
+    if o.weight_decay < 0:
+        raise ValueError(f"optim.weight_decay must be >= 0, got {o.weight_decay}")
+    if not (len(d.crop_scale) == 2 and 0 < d.crop_scale[0] <= d.crop_scale[1] <= 1):
+        raise ValueError(f"data.crop_scale must be (low, high) with 0 < low <= high <= 1, got {d.crop_scale}")
+    if d.size > d.short_side:
+        raise ValueError(f"data.size={d.size} is larger than data.short_side={d.short_side}: "
                          f"the crop must fit in the resized frame")
-    if cfg.run.amp not in ("auto", "bf16", "off"):
-        raise ValueError(f"run.amp must be auto, bf16 or off, got {cfg.run.amp!r}")
-    if cfg.optim.lr <= 0:
-        raise ValueError(f"optim.lr must be > 0, got {cfg.optim.lr}")
-    if cfg.data.num_workers < 0:
-        raise ValueError("data.num_workers must be >= 0")
+    if any(m < 1 for m in o.milestones) or list(o.milestones) != sorted(set(o.milestones)):
+        raise ValueError(f"optim.milestones must be increasing epochs >= 1, got {o.milestones}")
+    if o.batch_size % s.split_bn:
+        raise ValueError(f"optim.batch_size={o.batch_size} is not divisible by ssl.split_bn={s.split_bn}")
+    if cfg.run.max_steps is not None and cfg.run.max_steps < 0:
+        raise ValueError(f"run.max_steps must be >= 0, got {cfg.run.max_steps}")
+
+
+def _validate_mixing(cfg: Config) -> None:
+    s = cfg.ssl
+    backbone = BACKBONES[cfg.model.backbone]
+    letters = "cthw" if backbone.network == "video" else "ctv"
+    for key, dims, allowed in (("ssl.cut_dims", s.cut_dims, letters), ("ssl.input_cut_dims", s.input_cut_dims, "thw")):
+        if not dims or set(dims) - set(allowed) or len(set(dims)) != len(dims):
+            raise ValueError(f"{key}={dims!r} must be distinct letters from {allowed!r}")
+    for key, k in (("ssl.layer_k", s.layer_k), ("ssl.layer_l", s.layer_l)):
+        if k is not None and not 1 <= k < backbone.num_blocks:
+            raise ValueError(f"{key}={k} is not a block boundary to cut at: {backbone.name} has "
+                             f"{backbone.num_blocks} blocks, so choose 1..{backbone.num_blocks - 1}")
 
 
 def _sections(cfg: Config) -> list[str]:

@@ -17,10 +17,9 @@ from typing import Any
 
 import cmmc_lib
 
-from .config import Config, preset
+from .config import COURSE_PROFILES, Config, preset
 
 log = logging.getLogger(__name__)
-PROFILES = ("tiny", "cpu")
 
 
 def project_root() -> Path:
@@ -54,8 +53,8 @@ def lesson_setup(profile: str = "tiny", seed: int = 0, data_root: str | None = N
                  runs_dir: str | None = None, fig_dir: str | None = None, device: str = "auto",
                  make_data: bool = True) -> Lesson:
     """Config and folders for a lesson; writes the synthetic dataset of the profile if missing."""
-    if profile not in PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(PROFILES)}")
+    if profile not in COURSE_PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(COURSE_PROFILES)}")
     root = project_root()
     cfg = preset(profile, [f"run.seed={seed}", f"run.device={device}"])
     droot = Path(data_root) if data_root else Path(os.environ.get("CMMC_DATA_ROOT", root / "data")) / "synthetic" / cfg.data.synthetic_size

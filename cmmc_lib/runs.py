@@ -1,19 +1,23 @@
-"""Run folders: where a training run keeps its config, checkpoints and metrics.
+"""Run folders: everything a training run keeps on disk, owned by one object, :class:`RunFolder`.
 
 ```
 runs/<name>/
   config.json            the full Config of the run
-  metrics.csv            one row per logged step / epoch (see ``cmmc_lib.train``)
-  checkpoints/last.pt    the newest checkpoint (written atomically)
-  checkpoints/step_XXXXXXX.pt
+  metrics.csv            one row per step (kind=step) and per epoch (kind=epoch)
+  checkpoints/last.pt    the newest checkpoint
+  checkpoints/step_XXXXXXX.pt   the last ``run.keep_ckpts`` periodic ones
   eval.jsonl             one JSON object per evaluation (appended by ``cmmc eval``)
+  features/              cached evaluation features
 ```
-A checkpoint is a dict with ``config``, ``step``, ``epoch``, ``backbone`` (the query backbone's
-``state_dict``: what downstream evaluation uses), ``method`` (the whole method step), and the
-optimiser / scheduler / RNG state needed to resume exactly.
+A checkpoint is a dict of plain data only (tensors, numbers, strings, lists, dicts): ``config``,
+``step``, ``epoch``, ``batch`` (the position in the epoch), ``backbone`` (the query backbone's
+``state_dict``: what evaluation uses), ``method`` (the whole method step: encoders, queue) and
+``optimizer``. Every file is written through :func:`atomic_write` and every checkpoint is read
+with ``weights_only=True`` (:func:`load_state`): nothing in a run folder can run code.
 """
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -23,19 +27,26 @@ from typing import Any, Callable
 
 import torch
 
-from .config import MODALITY_CHANNELS, Config
+from .config import Config
+from .registry import MODALITIES, lookup
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
 EVAL_FILE = "eval.jsonl"
 CKPT_DIR = "checkpoints"
 LAST = "last.pt"
+FEATURES_DIR = "features"
+CHECKPOINT_FORMAT = "cmmc-checkpoint-1"
+METRIC_FIELDS = ["kind", "epoch", "step", "loss", "acc", "lam", "pos_sim", "neg_sim", "lr", "knn_r1",
+                 "seconds"]
+_INT_FIELDS = ("epoch", "step")
 
 
 class UnsafeFileError(ValueError):
     """A file that would need to run code to load (not only tensors, numbers, strings, lists, dicts)."""
 
 
+# ----------------------------------------------------------------------------- safe files
 def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
     """Write ``path`` so that a reader sees the old file or the complete new one, never half.
 
@@ -74,91 +85,274 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
         state = torch.load(path, map_location=map_location, weights_only=True)
     except pickle.UnpicklingError as exc:
         found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        what = f" (it names {found.group(1)})" if found else ""
+        if found is None:                           # not a pickle we can read at all
+            raise ValueError(f"{path} is not a readable torch file (corrupt, or not written by torch.save)") \
+                from None
         raise UnsafeFileError(f"refusing to load {path}: it holds Python objects, not only tensors and "
-                              f"plain data, so loading it could run code{what}") from None
+                              f"plain data, so loading it could run code (it names {found.group(1)})") from None
     except Exception as exc:
         raise ValueError(f"{path} is not a readable torch file: {type(exc).__name__}: "
-                         f"{str(exc).strip().splitlines()[0] if str(exc).strip() else ''}") from None
+                         f"{_first_line(exc)}") from None
     if not isinstance(state, dict):
         raise ValueError(f"{path} holds a {type(state).__name__}, expected a dict")
     return state
 
 
-def save_config(run_dir: str | Path, cfg: Config) -> Path:
-    path = Path(run_dir) / CONFIG_FILE
-    atomic_write_bytes(path, cfg.to_json().encode())
-    return path
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
-def load_config(run_dir: str | Path) -> Config:
-    path = Path(run_dir) / CONFIG_FILE
-    if not path.is_file():
-        raise FileNotFoundError(f"{run_dir} is not a run folder (no {CONFIG_FILE})")
-    return Config.from_dict(json.loads(path.read_text()))
+# ----------------------------------------------------------------------------- metrics.csv
+class MetricsLog:
+    """``metrics.csv``: one row per step (kind=step) and per epoch (kind=epoch).
+
+    Rows are appended under the file's own header (a file written by another version, with
+    columns reordered or added, keeps them); :meth:`truncate_after` drops the rows a resumed run
+    will write again, leaving every other row exactly as it was.
+    """
+
+    def __init__(self, path: Path, enabled: bool = True):
+        self.path, self.enabled = Path(path), enabled
+
+    def write(self, row: dict[str, Any]) -> None:
+        if not self.enabled:
+            return
+        header = self._header()
+        if header is None or set(METRIC_FIELDS) - set(header):
+            header = (header or []) + [f for f in METRIC_FIELDS if f not in (header or [])]
+            self._rewrite(header, self._raw_rows())
+        with open(self.path, "a", newline="") as f:
+            csv.DictWriter(f, fieldnames=header, extrasaction="ignore").writerow(row)
+
+    def truncate_after(self, step: int, epoch: int) -> None:
+        """Keep step rows up to ``step`` and epoch rows before ``epoch`` (the checkpoint's position)."""
+        if not (self.enabled and self.path.is_file()):
+            return
+        header = self._header() or METRIC_FIELDS
+        keep = [r for r in self._raw_rows() if _row_before(r, step, epoch, self.path)]
+        self._rewrite(header, keep)
+
+    def read(self) -> list[dict[str, Any]]:
+        """Rows with numbers parsed (empty cells -> None); columns we do not know stay strings."""
+        return [_parse_row(r, n, self.path) for n, r in enumerate(self._raw_rows(), start=2)]
+
+    def _header(self) -> list[str] | None:
+        if not self.path.is_file():
+            return None
+        with open(self.path, newline="") as f:
+            header = next(csv.reader(f), None)
+        return header or None
+
+    def _raw_rows(self) -> list[dict[str, str]]:
+        if not self.path.is_file():
+            return []
+        with open(self.path, newline="") as f:
+            return list(csv.DictReader(f))
+
+    def _rewrite(self, header: list[str], rows: list[dict[str, str]]) -> None:
+        def write(tmp: Path) -> None:
+            with open(tmp, "w", newline="") as f:
+                w = csv.DictWriter(f, fieldnames=header, extrasaction="ignore", restval="")
+                w.writeheader()
+                w.writerows(rows)
+        atomic_write(self.path, write)
 
 
-def checkpoint_path(run_dir: str | Path, which: str = "last") -> Path:
-    """``which`` is ``last``, a step number, or a file name inside ``checkpoints/``."""
-    ckpts = Path(run_dir) / CKPT_DIR
-    if which == "last":
-        return ckpts / LAST
-    if str(which).isdigit():
-        return ckpts / f"step_{int(which):07d}.pt"
-    return ckpts / which
-
-
-def load_checkpoint(run_dir: str | Path, which: str = "last",
-                    map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    path = checkpoint_path(run_dir, which)
-    if not path.is_file():
-        raise FileNotFoundError(f"no checkpoint {path.name} in {Path(run_dir) / CKPT_DIR}")
+def _row_before(row: dict[str, str], step: int, epoch: int, path: Path) -> bool:
     try:
-        return torch.load(path, map_location=map_location, weights_only=False)
-    except Exception as exc:  # a truncated file from a killed writer cannot happen (atomic), but a foreign one can
-        raise ValueError(f"checkpoint {path} cannot be read: {exc}") from exc
+        if row.get("kind") == "step":
+            return int(row["step"]) <= step
+        if row.get("kind") == "epoch":
+            return int(row["epoch"]) < epoch
+    except (KeyError, TypeError, ValueError):
+        raise ValueError(f"{path}: a row has no readable step/epoch ({row}); fix or delete the file") from None
+    return True                                     # a kind we do not know: not ours to drop
 
 
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    """Write ``state`` atomically: a crash mid-write leaves the previous file intact."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
+def _parse_row(row: dict[str, str], line: int, path: Path) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in row.items():
+        if key == "kind" or key not in METRIC_FIELDS:
+            out[key] = value
+        elif value in ("", None):
+            out[key] = None
+        else:
+            try:
+                out[key] = int(value) if key in _INT_FIELDS else float(value)
+            except ValueError:
+                raise ValueError(f"{path} line {line}: column {key!r} holds {value!r}, not a number") from None
+    return out
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
+# ----------------------------------------------------------------------------- the folder
+class RunFolder:
+    """A run folder (layout in the module docstring): config, checkpoints, metrics, evaluations."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.metrics = MetricsLog(self.path / METRICS_FILE)
+
+    def __repr__(self) -> str:
+        return f"RunFolder({str(self.path)!r})"
+
+    @property
+    def config_path(self) -> Path:
+        return self.path / CONFIG_FILE
+
+    @property
+    def eval_path(self) -> Path:
+        return self.path / EVAL_FILE
+
+    @property
+    def features_dir(self) -> Path:
+        return self.path / FEATURES_DIR
+
+    def exists(self) -> bool:
+        """True when the folder holds a run (a ``config.json``)."""
+        return self.config_path.is_file()
+
+    # ------------------------------------------------------------------ config
+    def read_config(self) -> Config:
+        if not self.exists():
+            raise FileNotFoundError(f"{self.path} is not a run folder (no {CONFIG_FILE})")
+        try:
+            data = json.loads(self.config_path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
+            return Config.from_dict(data)
+        except (ValueError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{self.config_path} is malformed: {_first_line(exc)}") from None
+
+    def write_config(self, cfg: Config) -> Path:
+        return atomic_write(self.config_path, lambda tmp: tmp.write_text(cfg.to_json() + "\n"))
+
+    # ------------------------------------------------------------------ checkpoints
+    def checkpoint_path(self, which: str | int = "last") -> Path:
+        """``which``: ``last``, a step number, a file name inside ``checkpoints/``, or a path to a
+        file anywhere (``--checkpoint``)."""
+        ckpts = self.path / CKPT_DIR
+        if which == "last":
+            return ckpts / LAST
+        if isinstance(which, int) or str(which).isdigit():
+            return ckpts / f"step_{int(which):07d}.pt"
+        if (ckpts / str(which)).is_file() or os.sep not in str(which):
+            return ckpts / str(which)
+        return Path(which)
+
+    def step_checkpoints(self) -> list[Path]:
+        """The periodic checkpoints, oldest first."""
+        return sorted((self.path / CKPT_DIR).glob("step_*.pt"))
+
+    def has_checkpoint(self, which: str | int = "last") -> bool:
+        return self.checkpoint_path(which).is_file()
+
+    def save_checkpoint(self, state: dict[str, Any], step: int | None = None, keep: int = 2) -> Path:
+        """Write ``state`` as ``last.pt`` (and as ``step_<step>.pt`` when ``step`` is given, keeping
+        the newest ``keep`` of those). Atomic: a crash leaves the previous files intact."""
+        state = {"format": CHECKPOINT_FORMAT, **state}
+        if step is not None:
+            save_state(state, self.checkpoint_path(step))
+            for old in self.step_checkpoints()[:-keep] if keep > 0 else self.step_checkpoints():
+                old.unlink(missing_ok=True)
+        return save_state(state, self.checkpoint_path("last"))
+
+    def load_checkpoint(self, which: str | int = "last", map_location: str | torch.device = "cpu",
+                        needs: tuple[str, ...] = ("config", "backbone")) -> dict[str, Any]:
+        """A checkpoint, loaded safely, with the entries ``needs`` checked (one-line errors)."""
+        path = self.checkpoint_path(which)
+        if not path.is_file():
+            raise FileNotFoundError(f"no checkpoint {path.name} in {path.parent}")
+        state = load_state(path, map_location)
+        missing = [k for k in needs if k not in state]
+        if missing:
+            raise ValueError(f"{path} is not a cmmc training checkpoint: it has no {', '.join(map(repr, missing))} "
+                             f"(it holds: {', '.join(map(str, list(state)[:6])) or 'nothing'})")
+        return state
+
+    def resume_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
+        """The checkpoint a resumed run continues from: ``last.pt``, else (with a warning) the
+        newest step checkpoint, else None (nothing was saved: start over)."""
+        needs = ("config", "method", "optimizer", "step", "epoch", "batch")
+        if self.has_checkpoint("last"):
+            return self.load_checkpoint("last", map_location, needs)
+        steps = self.step_checkpoints()
+        if not steps:
+            return None
+        import logging
+        logging.getLogger(__name__).warning("%s has no %s: resuming from %s", self.path, LAST, steps[-1].name)
+        return self.load_checkpoint(steps[-1].name, map_location, needs)
+
+    def is_finished(self) -> bool:
+        """True when the folder holds the final checkpoint of a completed run (train-or-load)."""
+        try:
+            ckpt = self.load_checkpoint("last", needs=("config", "epoch"))
+            return ckpt["epoch"] >= ckpt["config"]["optim"]["epochs"]
+        except (FileNotFoundError, ValueError, KeyError, TypeError):
+            return False
+
+    def load_backbone(self, which: str | int = "last", map_location: str | torch.device = "cpu"):
+        """The trained query backbone of the run and its config: ``(backbone in eval mode, Config)``."""
+        from .models import build_backbone
+
+        cfg = self.read_config()
+        ckpt = self.load_checkpoint(which, map_location)
+        backbone = build_backbone(cfg.model.backbone, in_channels(cfg.ssl.modality), width=cfg.model.width)
+        try:
+            backbone.load_state_dict(ckpt["backbone"])
+        except (RuntimeError, TypeError, AttributeError) as exc:
+            raise ValueError(f"{self.checkpoint_path(which)} does not fit the {cfg.model.backbone} of "
+                             f"{self.config_path}: {_first_line(exc)}") from None
+        return backbone.eval(), cfg
+
+    # ------------------------------------------------------------------ evaluations
+    def append_eval(self, result: dict[str, Any]) -> None:
+        self.path.mkdir(parents=True, exist_ok=True)
+        with open(self.eval_path, "a") as f:
+            f.write(json.dumps(result, sort_keys=True) + "\n")
+
+    def read_evals(self) -> list[dict[str, Any]]:
+        if not self.eval_path.is_file():
+            return []
+        return [json.loads(line) for line in self.eval_path.read_text().splitlines() if line.strip()]
 
 
 def in_channels(modality: str) -> int:
-    if modality not in MODALITY_CHANNELS:
-        raise ValueError(f"modality {modality!r} has no 3-D backbone input; choose rgb or flow")
-    return MODALITY_CHANNELS[modality]
+    """Input channels of a modality's network (rgb 3, flow 2)."""
+    return lookup(MODALITIES, modality, "modality").channels
 
 
-def load_backbone(run_dir: str | Path, which: str = "last", map_location: str = "cpu"):
-    """The trained query backbone of a run and its config: ``(backbone in eval mode, Config)``."""
-    from .models import build_backbone
+# ----------------------------------------------------------------------------- shortcuts
+def load_config(run_dir: str | Path) -> Config:
+    return RunFolder(run_dir).read_config()
 
-    cfg = load_config(run_dir)
-    ckpt = load_checkpoint(run_dir, which, map_location)
-    backbone = build_backbone(cfg.model.backbone, in_channels(cfg.ssl.modality), width=cfg.model.width)
-    backbone.load_state_dict(ckpt["backbone"])
-    return backbone.eval(), cfg
+
+def load_backbone(run_dir: str | Path, which: str | int = "last", map_location: str = "cpu"):
+    """``RunFolder(run_dir).load_backbone(...)``: ``(backbone in eval mode, Config)``."""
+    return RunFolder(run_dir).load_backbone(which, map_location)
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    """Rows of a run's ``metrics.csv`` with numbers parsed (empty cells -> None)."""
+    return RunFolder(run_dir).metrics.read()
+
+
+# TODO(house): transitional names still used by evaluate/ and its tests; removed once they use RunFolder.
+def checkpoint_path(run_dir: str | Path, which: str | int = "last") -> Path:
+    return RunFolder(run_dir).checkpoint_path(which)
+
+
+def save_config(run_dir: str | Path, cfg: Config) -> Path:
+    return RunFolder(run_dir).write_config(cfg)
+
+
+def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
+    return save_state(state, path)
+
+
+def load_checkpoint(run_dir: str | Path, which: str | int = "last", map_location: str = "cpu") -> dict[str, Any]:
+    return RunFolder(run_dir).load_checkpoint(which, map_location, needs=())
 
 
 def append_eval(run_dir: str | Path, result: dict[str, Any]) -> None:
-    with open(Path(run_dir) / EVAL_FILE, "a") as f:
-        f.write(json.dumps(result, sort_keys=True) + "\n")
+    RunFolder(run_dir).append_eval(result)

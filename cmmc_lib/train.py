@@ -2,22 +2,19 @@
 
     result = pretrain(preset("tiny", ["ssl.method=cmmc"]))
 
-What it does, in order: resolve the device (CUDA > MPS > CPU unless told), join the process
-group when started by ``torchrun``, build the datasets and the method step
-(:func:`cmmc_lib.ssl.factory.build_method`), then for each epoch: a fixed, seeded order of
-videos, one optimiser step per batch (bf16 autocast on CUDA), a row in ``metrics.csv`` per
-step, a checkpoint every ``run.ckpt_every`` steps, and at the end of the epoch the learning
-rate schedule and a kNN retrieval monitor (R@1 of test clips against train clips).
+:func:`pretrain` reads top to bottom: set-up in a few named calls (devices, the run folder,
+data, the method step, the optimiser, the checkpoint to continue from), then one loop:
+batch -> loss -> optimiser step -> metrics row -> checkpoint, and at the end of each epoch the
+kNN monitor and an epoch row. The learning rate follows :func:`lr_at` (step decay at
+``optim.milestones``), set at the start of every epoch.
 
-Exact resume. A checkpoint stores the method (networks, momentum encoder, queue), optimiser,
-scheduler and the position (epoch, batch). Every random draw is a function of
-(seed, epoch, video) for the data and (seed, step, rank) for the method, so the resumed run
-replays the same batches and the same mixing and reaches the same losses as an
-uninterrupted one.
+Exact resume. A checkpoint stores the method (networks, momentum encoder, queue), the optimiser
+and the position (epoch, batch, step). Every random draw is a function of (seed, epoch, video)
+for the data and (seed, step, rank) for the method, so the resumed run replays the same batches
+and the same mixing and reaches the same losses as an uninterrupted one.
 """
 from __future__ import annotations
 
-import csv
 import logging
 import math
 import os
@@ -25,6 +22,7 @@ import signal
 import threading
 import time
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -32,15 +30,13 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
 
-from . import runs
-from .config import Config, validate
+from .config import Config, OptimConfig, apply_overrides, validate
 from .data.datasets import worker_options
+from .registry import METHODS
+from .runs import METRIC_FIELDS, RunFolder
+from .runs import read_metrics  # noqa: F401  TODO(house): notebooks still import it from here
 
 log = logging.getLogger(__name__)
-
-METRIC_FIELDS = ["kind", "epoch", "step", "loss", "acc", "lam", "pos_sim", "neg_sim", "lr", "knn_r1",
-                 "seconds"]
-CROSS_MODAL = ("cm-mixup", "cmmc", "coclr", "coclr-cmmc")
 
 
 class NonFiniteLossError(RuntimeError):
@@ -77,6 +73,19 @@ class GracefulInterrupt:
 
 
 # --------------------------------------------------------------------------- environment
+@dataclass
+class Env:
+    """Where this process trains: its rank among ``world`` processes and its device."""
+    rank: int
+    world: int
+    device: torch.device
+
+    @property
+    def main(self) -> bool:
+        """Rank 0 writes files and reports."""
+        return self.rank == 0
+
+
 def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
     if name == "auto":
         if torch.cuda.is_available():
@@ -91,44 +100,46 @@ def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
 
 
 def autocast_for(device: torch.device, amp: str):
+    """bf16 autocast on CUDA (``amp=auto``) or wherever ``amp=bf16`` asks; else nothing.
+    Logits and the loss are computed in float32 inside it (see ``MoCo.contrast``)."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
-def init_distributed(device_name: str) -> tuple[int, int, int]:
-    """(rank, world, local_rank). Joins the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world <= 1:
-        return 0, 1, 0
-    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
-    if not dist.is_initialized():
-        use_cuda = torch.cuda.is_available() and device_name in ("auto",) or device_name.startswith("cuda")
-        dist.init_process_group(backend="nccl" if use_cuda else "gloo")
-    return dist.get_rank(), dist.get_world_size(), local_rank
+def exact_kernels(device: torch.device, amp: str):
+    """Around a whole step (forward *and* backward): oneDNN off for bf16 on CPU.
 
-
-RUNTIME_KEYS = {"run.max_steps", "run.progress", "run.device", "data.num_workers", "run.ckpt_every",
-                "run.keep_ckpts", "optim.epochs"}
-
-
-def config_changes(saved: Config, new: Config) -> list[str]:
-    """``section.key: old -> new`` for every setting that differs, run-time settings last."""
-    a, b = saved.to_dict(), new.to_dict()
-    out = [f"{sec}.{k}: {a[sec][k]!r} -> {b[sec][k]!r}" for sec in a if isinstance(a[sec], dict)
-           for k in a[sec] if a[sec][k] != b[sec][k]]
-    return sorted(out, key=lambda line: line.split(":")[0] in RUNTIME_KEYS)
-
-
-def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
-    """The saved config of a run with ``key=value`` overrides on top (``--resume``).
-
-    ``run.max_steps`` is a limit of one invocation, not of the run: it is cleared first.
+    oneDNN's bf16 conv3d weight gradient reads uninitialised memory when the feature map is
+    smaller than the kernel's reach (a 3x3x3 convolution on 2x2x2 maps: the small 3-D CNN's
+    last block): the gradient then changes from call to call and can be NaN, depending on what
+    ran before. PyTorch's own CPU kernels are exact there. CUDA and float32 are untouched.
     """
-    from .config import apply_overrides
-    cfg = runs.load_config(run_dir)
-    cfg.run.max_steps = None
-    return apply_overrides(cfg, overrides)
+    if device.type != "cpu" or amp != "bf16":
+        return nullcontext()
+    return torch.backends.mkldnn.flags(enabled=False, deterministic=None, allow_tf32=None, fp32_precision=None)
+
+
+def setup_env(cfg: Config) -> Env:
+    """Join the process group when launched by ``torchrun`` and pick this process's device."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank, local_rank = 0, 0
+    if world > 1:
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if not dist.is_initialized():
+            use_cuda = torch.cuda.is_available() and cfg.run.device in ("auto",) or cfg.run.device.startswith("cuda")
+            dist.init_process_group(backend="nccl" if use_cuda else "gloo")
+        rank, world = dist.get_rank(), dist.get_world_size()
+    device = resolve_device(cfg.run.device, local_rank)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    return Env(rank, world, device)
+
+
+# --------------------------------------------------------------------------- schedule and order
+def lr_at(optim: OptimConfig, epoch: int) -> float:
+    """The learning rate of ``epoch`` (0-based): ``lr * gamma ** #{milestones <= epoch}``."""
+    return optim.lr * optim.gamma ** sum(epoch >= m for m in optim.milestones)
 
 
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
@@ -147,63 +158,128 @@ def epoch_order(n: int, batch: int, seed: int, epoch: int, rank: int = 0, world:
     return [order[s * per_step + rank * batch: s * per_step + (rank + 1) * batch] for s in range(steps)]
 
 
-# --------------------------------------------------------------------------- metrics
-class MetricsLog:
-    """``metrics.csv``: one row per step (kind=step) and per epoch (kind=epoch)."""
-
-    def __init__(self, path: Path, enabled: bool = True):
-        self.path, self.enabled = path, enabled
-
-    def truncate_after(self, step: int, epoch: int) -> None:
-        """Drop rows written after a checkpoint so a resumed run does not log them twice."""
-        if not (self.enabled and self.path.is_file()):
-            return
-        with open(self.path, newline="") as f:
-            rows = list(csv.DictReader(f))
-        keep = [r for r in rows if (r["kind"] == "step" and int(r["step"]) <= step)
-                or (r["kind"] == "epoch" and int(r["epoch"]) < epoch)]
-        self._write(keep, "w")
-
-    def write(self, row: dict[str, Any]) -> None:
-        if self.enabled:
-            self._write([row], "a")
-
-    def _write(self, rows, mode):
-        new = mode == "w" or not self.path.is_file()
-        with open(self.path, mode, newline="") as f:
-            w = csv.DictWriter(f, fieldnames=METRIC_FIELDS, extrasaction="ignore")
-            if new:
-                w.writeheader()
-            w.writerows(rows)
+@dataclass
+class Position:
+    """How far a run has come: optimiser steps, epoch, and batches done in that epoch."""
+    step: int = 0
+    epoch: int = 0
+    batch: int = 0
 
 
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    """Rows of a run's ``metrics.csv`` with numbers parsed (empty cells -> None)."""
-    with open(Path(run_dir) / runs.METRICS_FILE, newline="") as f:
-        rows = list(csv.DictReader(f))
-    out = []
-    for r in rows:
-        parsed = {}
-        for k, v in r.items():
-            if k == "kind":
-                parsed[k] = v
-            elif v in ("", None):
-                parsed[k] = None
-            else:
-                parsed[k] = int(v) if k in ("epoch", "step") else float(v)
-        out.append(parsed)
-    return out
+# --------------------------------------------------------------------------- resume
+RUNTIME_KEYS = {"run.max_steps", "run.progress", "run.device", "data.num_workers", "run.ckpt_every",
+                "run.keep_ckpts", "optim.epochs"}
+
+
+def config_changes(saved: Config, new: Config) -> list[str]:
+    """``section.key: old -> new`` for every setting that differs, run-time settings last."""
+    a, b = saved.to_dict(), new.to_dict()
+    out = [f"{sec}.{k}: {a[sec][k]!r} -> {b[sec][k]!r}" for sec in a if isinstance(a[sec], dict)
+           for k in a[sec] if a[sec][k] != b[sec][k]]
+    return sorted(out, key=lambda line: line.split(":")[0] in RUNTIME_KEYS)
+
+
+def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """The saved config of a run with ``key=value`` overrides on top (``--resume``).
+
+    ``run.max_steps`` is a limit of one invocation, not of the run: it is cleared first.
+    """
+    cfg = RunFolder(run_dir).read_config()
+    cfg.run.max_steps = None
+    return apply_overrides(cfg, overrides)
+
+
+def open_run(run: RunFolder, cfg: Config, resume: bool, env: Env) -> dict | None:
+    """Get ``run`` ready to train ``cfg``; returns the checkpoint to continue from, or None.
+
+    Without ``resume`` a folder holding checkpoints is refused; with it, a folder holding no run
+    is refused. The checkpoint is loaded before anything is written, so a resume that cannot
+    load leaves the folder as it was. A fresh start drops the rows of a run that died before
+    its first checkpoint.
+    """
+    has_ckpt = run.has_checkpoint("last") or bool(run.step_checkpoints())
+    if has_ckpt and not resume:
+        raise ValueError(f"run folder {run.path} already holds checkpoints: pass --resume to continue "
+                         f"it or choose another --run-dir")
+    if resume and not run.exists():
+        raise FileNotFoundError(f"--resume: {run.path} holds no run (no config.json); leave out --resume "
+                                f"to start a new one there")
+    ckpt = run.resume_checkpoint(env.device) if resume else None
+    if ckpt is not None:
+        changed = config_changes(run.read_config(), cfg)
+        if changed:
+            log.warning("resuming %s with changed settings (the resumed run is no longer exactly the "
+                        "uninterrupted one unless these are run-time only): %s", run.path, ", ".join(changed))
+    if env.main:
+        if ckpt is None:
+            run.metrics.path.unlink(missing_ok=True)
+        run.path.mkdir(parents=True, exist_ok=True)
+        run.write_config(cfg)
+    return ckpt
+
+
+def restore(ckpt: dict, method: torch.nn.Module, optimizer: torch.optim.Optimizer, run: RunFolder) -> Position:
+    """Load a checkpoint's method and optimiser state; drop metrics rows written after it."""
+    method.load_state_dict(ckpt["method"])
+    optimizer.load_state_dict(ckpt["optimizer"])
+    pos = Position(ckpt["step"], ckpt["epoch"], ckpt["batch"])
+    run.metrics.truncate_after(pos.step, pos.epoch)
+    log.info("resuming %s at step %d (epoch %d, batch %d)", run.path, pos.step, pos.epoch, pos.batch)
+    return pos
+
+
+def save(run: RunFolder, cfg: Config, method, optimizer, pos: Position, env: Env, periodic: bool = False) -> None:
+    """Write ``last.pt`` (and a step checkpoint when ``periodic``) from rank 0, after checking
+    that no parameter went non-finite (then the last good checkpoint stays)."""
+    if not env.main:
+        return
+    if not all(torch.isfinite(p).all() for p in method.parameters()):
+        raise NonFiniteLossError(f"parameters became non-finite by step {pos.step} (epoch {pos.epoch}): not "
+                                 f"saving; the last good checkpoint in {run.path} is intact - lower the "
+                                 f"learning rate and resume")
+    state = {"config": cfg.to_dict(), "step": pos.step, "epoch": pos.epoch, "batch": pos.batch,
+             "method": method.state_dict(), "backbone": method.query_backbone().state_dict(),
+             "optimizer": optimizer.state_dict()}
+    run.save_checkpoint(state, step=pos.step if periodic else None, keep=cfg.run.keep_ckpts)
 
 
 # --------------------------------------------------------------------------- building blocks
 def modalities_for(cfg: Config) -> tuple[str, ...]:
-    if cfg.ssl.method in CROSS_MODAL:
+    if METHODS[cfg.ssl.method].cross_modal:
         return (cfg.ssl.modality, cfg.ssl.other_modality)
     return (cfg.ssl.modality,)
 
 
 def default_run_name(cfg: Config) -> str:
     return cfg.run.name or f"{cfg.preset}-{cfg.ssl.method}-{cfg.ssl.modality}-s{cfg.run.seed}"
+
+
+def build_training_data(cfg: Config):
+    """The training set (every modality the method reads) and, when the kNN monitor is on,
+    its (gallery, queries) pair: train and test split, one window per video."""
+    from .data.datasets import build_dataset
+
+    train = build_dataset(cfg.data, "train", True, modalities_for(cfg), seed=cfg.run.seed)
+    if cfg.run.knn_every <= 0:
+        return train, None
+    monitor = tuple(build_dataset(cfg.data, s, False, (cfg.ssl.modality,), eval_windows=1)
+                    for s in ("train", "test"))
+    return train, monitor
+
+
+def load_source(cfg: Config):
+    """The frozen other-modality network of a cross-modal method (``ssl.source_run``), or None."""
+    if not (METHODS[cfg.ssl.method].cross_modal and cfg.ssl.source_run):
+        return None
+    source, src_cfg = RunFolder(cfg.ssl.source_run).load_backbone()
+    if src_cfg.ssl.modality != cfg.ssl.other_modality:
+        raise ValueError(f"ssl.source_run {cfg.ssl.source_run} trained {src_cfg.ssl.modality!r}, but "
+                         f"ssl.other_modality is {cfg.ssl.other_modality!r}")
+    if (src_cfg.model.backbone, src_cfg.model.width) != (cfg.model.backbone, cfg.model.width):
+        log.warning("source network %s (width %d) differs from the trained %s (width %d): feature maps "
+                    "are resampled to match", src_cfg.model.backbone, src_cfg.model.width,
+                    cfg.model.backbone, cfg.model.width)
+    return source
 
 
 def knn_monitor(backbone, gallery_ds, query_ds, modality: str, device, batch_size: int) -> float:
@@ -225,201 +301,162 @@ def knn_r1(backbone, cfg: Config, device: str | torch.device = "cpu") -> float:
     return knn_monitor(backbone, gallery, query, cfg.ssl.modality, torch.device(device), cfg.optim.batch_size)
 
 
-def _batch_to(batch: dict, device: torch.device) -> dict:
-    return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+def epoch_loader(train_ds, cfg: Config, pos: Position, env: Env) -> DataLoader:
+    """The rest of epoch ``pos.epoch`` for this rank: its seeded batches from ``pos.batch`` on."""
+    batches = epoch_order(len(train_ds), cfg.optim.batch_size, cfg.run.seed, pos.epoch, env.rank, env.world)
+    train_ds.set_epoch(pos.epoch)
+    return DataLoader(train_ds, batch_sampler=batches[pos.batch:], pin_memory=env.device.type == "cuda",
+                      **worker_options(cfg.data.num_workers))
+
+
+def train_step(model, method, optimizer, batch: dict, cfg: Config, pos: Position, env: Env,
+               run: RunFolder) -> dict[str, float]:
+    """One optimiser step on one batch; returns the step's stats (``loss``, ``acc``, ``lam`` ...).
+    The mixing draws come from a generator seeded by (seed, step, rank)."""
+    seed = step_seed(cfg.run.seed, pos.step, env.rank)
+    torch.manual_seed(seed)
+    batch = {k: (v.to(env.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    with exact_kernels(env.device, cfg.run.amp):
+        with autocast_for(env.device, cfg.run.amp):
+            loss, stats = model(batch, generator=torch.Generator().manual_seed(seed))
+        if not torch.isfinite(loss):
+            last = run.checkpoint_path("last")
+            raise NonFiniteLossError(f"loss is {loss.item()} at step {pos.step} (epoch {pos.epoch}): stopping; "
+                                     f"the last good checkpoint {last if last.is_file() else '(none yet)'} is "
+                                     f"intact - lower the learning rate and resume")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+    optimizer.step()
+    method.after_step()
+    return stats
+
+
+class EpochLog:
+    """The metrics rows and the progress bar of one epoch (rank 0 writes; others stay silent)."""
+
+    def __init__(self, run: RunFolder, cfg: Config, pos: Position, env: Env, steps: int, started: float):
+        self.run, self.cfg, self.env, self.started = run, cfg, env, started
+        self.losses = [r["loss"] for r in run.metrics.read()
+                       if r["kind"] == "step" and r["epoch"] == pos.epoch] if pos.batch and env.main else []
+        self.bar = None
+        if cfg.run.progress and env.main:
+            from tqdm.auto import tqdm
+            self.bar = tqdm(total=steps, initial=pos.batch, desc=f"epoch {pos.epoch + 1}/{cfg.optim.epochs}",
+                            leave=False, dynamic_ncols=True)
+
+    def seconds(self) -> float:
+        return round(time.perf_counter() - self.started, 3)
+
+    def step(self, pos: Position, stats: dict[str, float], lr: float) -> None:
+        self.losses.append(float(stats["loss"]))
+        if not self.env.main:
+            return
+        self.run.metrics.write({"kind": "step", "epoch": pos.epoch, "step": pos.step, "lr": lr,
+                                "seconds": self.seconds(),
+                                **{k: float(v) for k, v in stats.items() if k in METRIC_FIELDS}})
+        if self.bar is not None:
+            self.bar.update(1)
+            self.bar.set_postfix(loss=f"{self.losses[-1]:.3f}")
+
+    def end(self, pos: Position, lr: float, knn: float | None) -> None:
+        """Close the bar and write the epoch row: the mean loss over every step of the epoch."""
+        self.close()
+        if not self.env.main:
+            return
+        mean = sum(self.losses) / len(self.losses) if self.losses else math.nan
+        self.run.metrics.write({"kind": "epoch", "epoch": pos.epoch, "step": pos.step, "loss": mean, "lr": lr,
+                                "knn_r1": knn, "seconds": self.seconds()})
+        if self.cfg.run.progress:
+            extra = f", kNN R@1 {knn:.3f}" if knn is not None else ""
+            log.info("epoch %d/%d: mean loss %.4f%s", pos.epoch + 1, self.cfg.optim.epochs, mean, extra)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
 
 
 # --------------------------------------------------------------------------- the loop
 def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = False) -> dict[str, Any]:
     """Train ``cfg.ssl.method`` on ``cfg.ssl.modality``; returns a summary dict.
 
-    ``resume=True`` continues from ``run_dir/checkpoints/last.pt`` (or starts if there is
-    none). Without it, a run folder that already holds checkpoints is refused.
+    ``resume=True`` continues the run in ``run_dir`` from its last checkpoint (a folder that
+    holds no run is refused); without it, a folder that already holds checkpoints is refused.
+    ``run.max_steps`` caps the run's total number of optimiser steps.
     """
-    from .data.datasets import build_dataset
     from .ssl.factory import build_method
 
     validate(cfg)
-    rank, world, local_rank = init_distributed(cfg.run.device)
-    device = resolve_device(cfg.run.device, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    run_dir = Path(run_dir) if run_dir else Path(cfg.run.out_root) / default_run_name(cfg)
-    last = runs.checkpoint_path(run_dir, "last")
-    if last.is_file() and not resume:
-        raise ValueError(f"run folder {run_dir} already holds checkpoints: pass --resume to continue "
-                         f"it or choose another --run-dir")
-    if resume and last.is_file():
-        changed = config_changes(runs.load_config(run_dir), cfg)
-        if changed:
-            log.warning("resuming %s with changed settings (the resumed run is no longer exactly the "
-                        "uninterrupted one unless these are run-time only): %s", run_dir, ", ".join(changed))
-    elif rank == 0 and (run_dir / runs.METRICS_FILE).is_file():
-        (run_dir / runs.METRICS_FILE).unlink()           # rows of a run that died before its first checkpoint
-    if rank == 0:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        runs.save_config(run_dir, cfg)
-
+    env = setup_env(cfg)
+    run = RunFolder(run_dir or Path(cfg.run.out_root) / default_run_name(cfg))
+    ckpt = open_run(run, cfg, resume, env)
     torch.manual_seed(cfg.run.seed)
-    mods = modalities_for(cfg)
-    train_ds = build_dataset(cfg.data, "train", True, mods, seed=cfg.run.seed)
-    monitor = None
-    if cfg.run.knn_every > 0:
-        monitor = (build_dataset(cfg.data, "train", False, (cfg.ssl.modality,), eval_windows=1),
-                   build_dataset(cfg.data, "test", False, (cfg.ssl.modality,), eval_windows=1))
-    source = None
-    if cfg.ssl.method in CROSS_MODAL and cfg.ssl.source_run:
-        source, src_cfg = runs.load_backbone(cfg.ssl.source_run)
-        if src_cfg.ssl.modality != cfg.ssl.other_modality:
-            raise ValueError(f"ssl.source_run {cfg.ssl.source_run} trained {src_cfg.ssl.modality!r}, but "
-                             f"ssl.other_modality is {cfg.ssl.other_modality!r}")
-        if (src_cfg.model.backbone, src_cfg.model.width) != (cfg.model.backbone, cfg.model.width):
-            log.warning("source network %s (width %d) differs from the trained %s (width %d): feature maps "
-                        "are resampled to match", src_cfg.model.backbone, src_cfg.model.width,
-                        cfg.model.backbone, cfg.model.width)
-    method = build_method(cfg, source_backbone=source).to(device)
-    params = [p for p in method.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, list(cfg.optim.milestones), cfg.optim.gamma)
-    step, epoch, batch_pos = 0, 0, 0
-    metrics = MetricsLog(run_dir / runs.METRICS_FILE, enabled=rank == 0)
-    resumed_from = None
-    if resume and last.is_file():
-        ckpt = runs.load_checkpoint(run_dir, "last", map_location=device)
-        method.load_state_dict(ckpt["method"])
-        optimizer.load_state_dict(ckpt["optimizer"])
-        scheduler.load_state_dict(ckpt["scheduler"])
-        step, epoch, batch_pos = ckpt["step"], ckpt["epoch"], ckpt["batch"]
-        resumed_from = step
-        metrics.truncate_after(step, epoch)
-        log.info("resuming %s at step %d (epoch %d, batch %d)", run_dir, step, epoch, batch_pos)
+    train_ds, monitor = build_training_data(cfg)
+    method = build_method(cfg, source_backbone=load_source(cfg)).to(env.device)
+    optimizer = torch.optim.Adam([p for p in method.parameters() if p.requires_grad],
+                                 lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    pos = restore(ckpt, method, optimizer, run) if ckpt else Position()
+    resumed_from = pos.step if ckpt else None
+    model = method if env.world == 1 else torch.nn.parallel.DistributedDataParallel(
+        method, device_ids=[env.device.index] if env.device.type == "cuda" else None)
+    steps_per_epoch = len(train_ds) // (cfg.optim.batch_size * env.world)
+    started, last_loss, last_knn, stop = time.perf_counter(), math.nan, None, False
 
-    model = method
-    if world > 1:
-        model = torch.nn.parallel.DistributedDataParallel(
-            method, device_ids=[device.index] if device.type == "cuda" else None)
-
-    def save(name: str | None = None) -> None:
-        if rank != 0:
-            return
-        if not all(torch.isfinite(p).all() for p in params):
-            raise NonFiniteLossError(f"parameters became non-finite by step {step} (epoch {epoch}): not "
-                                     f"saving; the last good checkpoint {last} is intact - lower the "
-                                     f"learning rate and resume")
-        state = {"config": cfg.to_dict(), "step": step, "epoch": epoch, "batch": batch_pos,
-                 "method": method.state_dict(), "backbone": method.query_backbone().state_dict(),
-                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}
-        if name:
-            runs.save_checkpoint(state, runs.checkpoint_path(run_dir, name))
-        runs.save_checkpoint(state, last)
-        _prune_checkpoints(run_dir, cfg.run.keep_ckpts)
-
-    t_start, last_loss, last_knn = time.perf_counter(), float("nan"), None
-    max_steps = cfg.run.max_steps
-    stop = False
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:                                    # pragma: no cover
-        tqdm = None
-    with GracefulInterrupt(enabled=world == 1) as interrupt:
-        while epoch < cfg.optim.epochs and not stop:
-            batches = epoch_order(len(train_ds), cfg.optim.batch_size, cfg.run.seed, epoch, rank, world)
-            train_ds.set_epoch(epoch)
-            loader = DataLoader(train_ds, batch_sampler=batches[batch_pos:], pin_memory=device.type == "cuda",
-                                **worker_options(cfg.data.num_workers))
+    with GracefulInterrupt(enabled=env.world == 1) as interrupt:
+        while pos.epoch < cfg.optim.epochs and not stop:
+            lr = lr_at(cfg.optim, pos.epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
             method.train()
-            epoch_losses: list[float] = []
-            if batch_pos > 0 and metrics.path.is_file():      # resumed mid-epoch: the mean covers it all
-                epoch_losses = [r["loss"] for r in read_metrics(run_dir)
-                                if r["kind"] == "step" and r["epoch"] == epoch]
-            bar = None
-            if cfg.run.progress and rank == 0 and tqdm is not None:
-                bar = tqdm(total=len(batches), initial=batch_pos, desc=f"epoch {epoch + 1}/{cfg.optim.epochs}",
-                           leave=False, dynamic_ncols=True)
-            for batch in loader:
-                torch.manual_seed(step_seed(cfg.run.seed, step, rank))
-                gen = torch.Generator().manual_seed(step_seed(cfg.run.seed, step, rank))
-                with autocast_for(device, cfg.run.amp):
-                    loss, stats = model(_batch_to(batch, device), generator=gen)
-                if not torch.isfinite(loss):
-                    raise NonFiniteLossError(
-                        f"loss is {loss.item()} at step {step} (epoch {epoch}): stopping; the last good "
-                        f"checkpoint {last if last.is_file() else '(none yet)'} is intact - lower the "
-                        f"learning rate and resume")
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-                method.after_step()
-                step += 1
-                batch_pos += 1
-                last_loss = float(loss.detach())
-                epoch_losses.append(last_loss)
-                metrics.write({"kind": "step", "epoch": epoch, "step": step, "lr": optimizer.param_groups[0]["lr"],
-                               "seconds": round(time.perf_counter() - t_start, 3),
-                               **{k: float(v) for k, v in stats.items() if k in METRIC_FIELDS}})
-                if bar is not None:
-                    bar.update(1)
-                    bar.set_postfix(loss=f"{last_loss:.3f}")
-                if step % cfg.run.ckpt_every == 0:
-                    save(f"step_{step:07d}.pt")
-                if interrupt.requested or (max_steps is not None and step >= max_steps):
+            epoch_log = EpochLog(run, cfg, pos, env, steps_per_epoch, started)
+            for batch in epoch_loader(train_ds, cfg, pos, env):
+                if cfg.run.max_steps is not None and pos.step >= cfg.run.max_steps:
                     stop = True
                     break
-            if bar is not None:
-                bar.close()
-            if stop and batch_pos < len(batches):
+                stats = train_step(model, method, optimizer, batch, cfg, pos, env, run)
+                pos.step, pos.batch, last_loss = pos.step + 1, pos.batch + 1, float(stats["loss"])
+                epoch_log.step(pos, stats, lr)
+                if pos.step % cfg.run.ckpt_every == 0:
+                    save(run, cfg, method, optimizer, pos, env, periodic=True)
+                if interrupt.requested:
+                    stop = True
+                    break
+            if pos.batch < steps_per_epoch:           # stopped inside the epoch
+                epoch_log.close()
                 break
-            # end of epoch
-            epoch_lr = optimizer.param_groups[0]["lr"]
-            scheduler.step()
-            epoch_knn = None
-            if monitor is not None and ((epoch + 1) % cfg.run.knn_every == 0 or epoch + 1 == cfg.optim.epochs):
-                if rank == 0:
-                    epoch_knn = last_knn = knn_monitor(method.query_backbone(), monitor[0], monitor[1],
-                                                    cfg.ssl.modality, device, cfg.optim.batch_size)
-            mean_loss = sum(epoch_losses) / len(epoch_losses) if epoch_losses else last_loss
-            metrics.write({"kind": "epoch", "epoch": epoch, "step": step, "loss": mean_loss,
-                           "lr": epoch_lr, "knn_r1": epoch_knn,
-                           "seconds": round(time.perf_counter() - t_start, 3)})
-            epoch, batch_pos = epoch + 1, 0
-            if cfg.run.progress and rank == 0:
-                knn = f", kNN R@1 {epoch_knn:.3f}" if epoch_knn is not None else ""
-                log.info("epoch %d/%d: mean loss %.4f%s", epoch, cfg.optim.epochs, mean_loss, knn)
-    save()
+            knn = None
+            if monitor is not None and env.main and ((pos.epoch + 1) % cfg.run.knn_every == 0
+                                                     or pos.epoch + 1 == cfg.optim.epochs):
+                knn = last_knn = knn_monitor(method.query_backbone(), *monitor, cfg.ssl.modality,
+                                             env.device, cfg.optim.batch_size)
+            epoch_log.end(pos, lr, knn)
+            pos.epoch, pos.batch = pos.epoch + 1, 0
+    save(run, cfg, method, optimizer, pos, env)
+
     if interrupt.requested:
-        log.warning("stopped at step %d; continue with: cmmc pretrain --resume --run-dir %s", step, run_dir)
-    if world > 1:
+        log.warning("stopped at step %d; continue with: cmmc pretrain --resume --run-dir %s", pos.step, run.path)
+    if env.world > 1:
         dist.barrier()
         dist.destroy_process_group()
-    skipped = getattr(train_ds, "num_skipped", 0)
-    return {"run_dir": str(run_dir), "steps": step, "epochs": epoch, "seconds": time.perf_counter() - t_start,
-            "final_loss": last_loss, "knn_r1": last_knn, "resumed_from": resumed_from,
-            "finished": epoch >= cfg.optim.epochs, "interrupted": interrupt.requested,
-            "skipped_videos": skipped, "device": str(device)}
-
-
-def _prune_checkpoints(run_dir: Path, keep: int) -> None:
-    steps = sorted((run_dir / runs.CKPT_DIR).glob("step_*.pt"))
-    for old in steps[:-keep] if keep > 0 else steps:
-        old.unlink(missing_ok=True)
+    return {"run_dir": str(run.path), "steps": pos.step, "epochs": pos.epoch,
+            "seconds": time.perf_counter() - started, "final_loss": last_loss, "knn_r1": last_knn,
+            "resumed_from": resumed_from, "finished": pos.epoch >= cfg.optim.epochs,
+            "interrupted": interrupt.requested, "skipped_videos": getattr(train_ds, "num_skipped", 0),
+            "device": str(env.device)}
 
 
 def is_finished(run_dir: str | Path) -> bool:
     """True when ``run_dir`` holds a final checkpoint of a completed run (train-or-load)."""
-    try:
-        ckpt = runs.load_checkpoint(run_dir, "last")
-    except (FileNotFoundError, ValueError):
-        return False
-    return ckpt["epoch"] >= ckpt["config"]["optim"]["epochs"]
+    return RunFolder(run_dir).is_finished()
 
 
 def train_or_load(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
     """Reuse a finished run in ``run_dir``, continue an interrupted one, or train it."""
-    run_dir = Path(run_dir)
-    if is_finished(run_dir):
-        rows = read_metrics(run_dir)
+    run = RunFolder(run_dir)
+    if run.is_finished():
+        rows = run.metrics.read() if run.metrics.path.is_file() else []
         epochs = [r for r in rows if r["kind"] == "epoch"]
-        return {"run_dir": str(run_dir), "reused": True, "steps": rows[-1]["step"] if rows else 0,
+        return {"run_dir": str(run.path), "reused": True, "steps": rows[-1]["step"] if rows else 0,
                 "final_loss": epochs[-1]["loss"] if epochs else math.nan,
                 "knn_r1": epochs[-1]["knn_r1"] if epochs else None}
-    return {**pretrain(cfg, run_dir, resume=True), "reused": False}
+    return {**pretrain(cfg, run.path, resume=run.exists()), "reused": False}

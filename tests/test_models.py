@@ -8,6 +8,7 @@ import torch.nn.functional as F
 
 from cmmc_lib.models import (S3D, STGCN, Encoder, LinearClassifier, ProjectionHead, Small3D,
                              build_backbone, build_encoder, ntu_spatial_adjacency)
+from cmmc_lib.registry import BACKBONES
 
 S3D_SHAPES_32x128 = [(64, 16, 64, 64), (192, 16, 32, 32), (480, 16, 16, 16), (832, 8, 8, 8),
                      (1024, 4, 4, 4)]
@@ -78,15 +79,12 @@ def test_small3d_block_shapes(width, clip, expected):
 
 
 def assert_blocks_compose(net, x, atol):
-    """forward_from(forward_until(x, k), k) == forward(x) for every k, and partial_forward agrees.
-    Returns forward(x)."""
+    """forward_from(forward_until(x, k), k) == forward(x) for every k. Returns forward(x)."""
     with torch.no_grad():
         full = net(x)
         for k in range(net.num_blocks + 1):
             h = net.forward_until(x, k)
             assert torch.allclose(net.forward_from(h, k), full, atol=atol), k
-            assert torch.equal(net.partial_forward(x, 0, k), h)
-            assert torch.equal(net.partial_forward(h, k), net.forward_from(h, k))
     return full
 
 
@@ -109,18 +107,18 @@ def test_bad_block_index_raises_value_error_naming_the_range(k):
         net.forward_from(x, k)
 
 
-def test_partial_forward_rejects_end_before_start():
-    net = Small3D(3, width=4)
-    with pytest.raises(ValueError, match="before start"):
-        net.partial_forward(torch.randn(2, 3, 4, 16, 16), 3, 1)
-
-
 def test_build_backbone_by_name():
     assert isinstance(build_backbone("small3d", 2, width=8), Small3D)
     assert build_backbone("small3d", 2, width=8).feat_dim == 64
     assert isinstance(build_backbone("stgcn", 3), STGCN)
     with pytest.raises(ValueError, match="unknown backbone 'resnet'"):
         build_backbone("resnet", 3)
+
+
+@pytest.mark.parametrize("name", list(BACKBONES))
+def test_the_registry_knows_each_backbones_block_count(name):
+    # validate() checks ssl.layer_k against these counts without building a network
+    assert build_backbone(name, 3, width=4).num_blocks == BACKBONES[name].num_blocks
 
 
 # --- ST-GCN -----------------------------------------------------------------------------------

@@ -12,7 +12,8 @@ import torch
 
 from cmmc_lib import runs
 from cmmc_lib.config import preset
-from cmmc_lib.train import (NonFiniteLossError, epoch_order, is_finished, pretrain, read_metrics, resume_config,
+from cmmc_lib.runs import read_metrics
+from cmmc_lib.train import (NonFiniteLossError, epoch_order, is_finished, pretrain, resume_config,
                             train_or_load)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,9 +79,12 @@ def test_loader_workers_do_not_change_the_losses(tiny_root, tmp_path):
 
 
 def test_bf16_autocast_path_trains_with_float32_logits(tiny_root, tmp_path):
-    # the GPU's mixed-precision path, exercised with CPU autocast: finite losses, fp32 weights
-    out = pretrain(tiny_cfg(tiny_root, "run.max_steps=3", "run.amp=bf16", "ssl.method=cmmc"), tmp_path / "bf16")
+    # the GPU's mixed-precision path, exercised with CPU autocast: finite, repeatable losses, fp32 weights
+    cfg = tiny_cfg(tiny_root, "run.max_steps=3", "run.amp=bf16", "ssl.method=cmmc")
+    out = pretrain(cfg, tmp_path / "bf16")
+    pretrain(cfg, tmp_path / "again")
     assert out["steps"] == 3 and all(torch.isfinite(torch.tensor(l)) for _, l in step_losses(tmp_path / "bf16"))
+    assert step_losses(tmp_path / "bf16") == step_losses(tmp_path / "again")
     assert all(v.dtype == torch.float32 for v in runs.load_checkpoint(tmp_path / "bf16")["backbone"].values()
                if v.is_floating_point())
 
@@ -124,6 +128,26 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resumes_exactly(tiny_r
     monkeypatch.setattr(factory, "build_method", real)
     pretrain(cfg, tmp_path / "cut", resume=True)
     assert step_losses(tmp_path / "cut") == step_losses(tmp_path / "full")
+
+
+def test_resume_without_last_pt_continues_from_the_newest_step_checkpoint(tiny_root, tmp_path):
+    cfg = tiny_cfg(tiny_root, "optim.epochs=2", "run.ckpt_every=3", "run.keep_ckpts=10")
+    pretrain(cfg, tmp_path / "full")
+    pretrain(tiny_cfg(tiny_root, "optim.epochs=2", "run.ckpt_every=3", "run.keep_ckpts=10", "run.max_steps=8"),
+             tmp_path / "cut")
+    runs.checkpoint_path(tmp_path / "cut", "last").unlink()          # lost; step_0000006.pt is intact
+    resumed = pretrain(resume_config(tmp_path / "cut"), tmp_path / "cut", resume=True)
+    assert resumed["resumed_from"] == 6 and resumed["finished"]
+    assert step_losses(tmp_path / "cut") == step_losses(tmp_path / "full")      # no row lost or doubled
+
+
+def test_resume_needs_a_run_and_max_steps_counts_the_runs_steps(tiny_root, tmp_path):
+    with pytest.raises(FileNotFoundError, match="holds no run"):
+        pretrain(tiny_cfg(tiny_root), tmp_path / "nothing-here", resume=True)
+    assert not (tmp_path / "nothing-here").exists()
+    pretrain(tiny_cfg(tiny_root, "optim.epochs=3", "run.max_steps=4"), tmp_path / "r")
+    again = pretrain(tiny_cfg(tiny_root, "optim.epochs=3", "run.max_steps=4"), tmp_path / "r", resume=True)
+    assert again["steps"] == 4 and [s for s, _ in step_losses(tmp_path / "r")] == [1, 2, 3, 4]
 
 
 def test_a_run_folder_is_not_overwritten_and_train_or_load_reuses_it(tiny_root, tmp_path):
@@ -204,3 +228,26 @@ def test_torchrun_two_processes_on_cpu_gather_keys_from_both_ranks(tiny_root, tm
     batch = ckpt["config"]["optim"]["batch_size"]
     # each step enqueues the keys of BOTH ranks: the pointer moved 2 * B per step
     assert int(ckpt["method"]["moco.queue_ptr"][0]) == 3 * 2 * batch
+
+
+def test_cpu_bf16_weight_gradients_are_exact_on_maps_smaller_than_the_kernel():
+    # The cause of a flaky bf16 run: oneDNN's bf16 conv3d weight gradient on a 2x2x2 map read
+    # uninitialised memory (NaN or 1e30 depending on what ran before). exact_kernels turns
+    # oneDNN off around the step; each repetition must then give the same finite gradient.
+    from cmmc_lib.train import autocast_for, exact_kernels
+    torch.manual_seed(0)
+    conv = torch.nn.Conv3d(64, 128, 3, padding=1, bias=False)
+    x = torch.randn(8, 64, 2, 2, 2)
+    grads = []
+    for _ in range(6):
+        junk = torch.full((1 << 22,), float("nan"))          # leave garbage where buffers get reused
+        del junk
+        conv.zero_grad()
+        with exact_kernels(torch.device("cpu"), "bf16"):
+            with autocast_for(torch.device("cpu"), "bf16"):
+                y = conv(x)
+            assert y.dtype == torch.bfloat16                   # autocast is on
+            (y.float() * torch.linspace(-1, 1, y.numel()).view_as(y)).sum().backward()
+        grads.append(conv.weight.grad.clone())
+    assert all(torch.isfinite(g).all() for g in grads)
+    assert all(torch.equal(g, grads[0]) for g in grads)

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .. import registry
 from ..config import DataConfig, data_root
 from .rawframes import FrameReadError, count_frames, read_flow_frames
 from .splits import VideoEntry, VideoIndex, load_split
@@ -49,8 +50,7 @@ from .video import (VideoReadError, decode_video, eval_windows, read_clip, resiz
 
 log = logging.getLogger(__name__)
 
-MODALITIES = ("rgb", "flow", "pose")
-DATASETS = ("ucf101", "synthetic", "hmdb51")
+MODALITIES = tuple(registry.MODALITIES)
 _CORRUPT = (VideoReadError, FrameReadError)
 
 
@@ -58,15 +58,14 @@ class MultiModalClips(Dataset):
     """Clips of the videos in ``entries`` under ``root`` (see the module docstring).
 
     root/videos/<relpath> are the videos, root/flow/<video>/ the flow rawframes,
-    root/pose/<video>.npy the (T, J, 3) keypoints. Other arguments as in DataConfig.
+    root/pose/<video>.npy the (T, J, 3) keypoints. ``data`` says how clips are cut (its
+    ``dataset``, ``root`` and ``split`` are not read here: ``entries`` already name the videos).
     """
 
     def __init__(self, root: Path | str, entries: Sequence[VideoEntry], classes: Sequence[str],
-                 modalities: Sequence[str] = ("rgb",), train: bool = True, *,
-                 clip_len: int = 8, stride: int = 1, short_side: int = 40, size: int = 32,
-                 crop_scale: tuple[float, float] = (0.3, 1.0), views: int = 2,
-                 eval_windows: int = 4, flip_flow: bool = True, color_jitter: float = 0.5,
-                 grayscale: float = 0.2, cache: bool = True, seed: int = 0):
+                 modalities: Sequence[str] = ("rgb",), train: bool = True,
+                 data: DataConfig | None = None, seed: int = 0):
+        data = data or DataConfig()
         self.root = Path(root)
         self.modalities = tuple(modalities)
         bad = [m for m in self.modalities if m not in MODALITIES]
@@ -75,17 +74,17 @@ class MultiModalClips(Dataset):
                              f"got {tuple(modalities)}")
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
-        self.train, self.seed = train, int(seed)
+        self.train, self.seed, self.data = train, int(seed), data
         # shared with DataLoader workers, so that persistent workers see set_epoch
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self.clip_len, self.stride, self.short_side = clip_len, stride, short_side
-        self.num_views = views if train else eval_windows
+        self.clip_len, self.stride, self.short_side = data.clip_len, data.stride, data.short_side
+        self.num_views = data.views if train else data.eval_windows
         if self.num_views < 1:
             raise ValueError(f"need at least one view per item, got {self.num_views}")
-        self.cache = cache
+        self.cache = data.cache
         self.classes = list(classes)
-        self.transform = ClipTransform(size, train, crop_scale, flip_flow, color_jitter,
-                                       grayscale)
+        self.transform = ClipTransform(data.size, train, data.crop_scale, data.flip_flow, data.color_jitter,
+                                       data.grayscale)
         self.entries, self.paths = self._locate(list(entries))
         self.labels = [e.label for e in self.entries]
         self.videos = [e.video for e in self.entries]
@@ -294,21 +293,32 @@ def build_dataset(data_cfg: DataConfig, subset: str, train: bool,
     if unknown:
         raise ValueError(f"unknown DataConfig field(s): {', '.join(unknown)}")
     cfg = dataclasses.replace(data_cfg, **overrides)
-    if cfg.dataset not in DATASETS:
+    if cfg.dataset not in registry.VIDEO_DATASETS:
         raise ValueError(f"dataset {cfg.dataset!r} has no clip dataset; choose one of "
-                         f"{', '.join(DATASETS)} (ntu60: see cmmc_lib.data.skeleton)")
+                         f"{', '.join(registry.VIDEO_DATASETS)} (ntu60: see cmmc_lib.data.skeleton)")
     root = data_root(cfg)
+    if cfg.dataset == "synthetic":
+        ensure_synthetic(cfg)
     if not root.is_dir():
-        hint = (f"generate it with `cmmc data synth --out {root}`" if cfg.dataset == "synthetic"
-                else "see data/README.md, or set data.root=... or CMMC_DATA_ROOT")
-        raise FileNotFoundError(f"dataset root {root} does not exist: {hint}")
+        raise FileNotFoundError(f"dataset root {root} does not exist: see data/README.md, or set "
+                                f"data.root=... or CMMC_DATA_ROOT")
     split = load_split(cfg.dataset, root, cfg.split)
-    return MultiModalClips(
-        root, split.subset(subset), split.classes, modalities, train,
-        clip_len=cfg.clip_len, stride=cfg.stride, short_side=cfg.short_side, size=cfg.size,
-        crop_scale=cfg.crop_scale, views=cfg.views, eval_windows=cfg.eval_windows,
-        flip_flow=cfg.flip_flow, color_jitter=cfg.color_jitter, grayscale=cfg.grayscale,
-        cache=cfg.cache, seed=seed)
+    return MultiModalClips(root, split.subset(subset), split.classes, modalities, train, cfg, seed)
+
+
+def ensure_synthetic(cfg: DataConfig) -> Path:
+    """The synthetic dataset is the embedded default: when its root holds no finished dataset
+    (no ``meta.json``) it is generated there on first use (``cfg.synthetic_size``,
+    ``cfg.synthetic_seed``; an interrupted generation is finished), with a line saying so."""
+    root = data_root(cfg)
+    if (root / "meta.json").is_file():
+        return root
+    from .synthetic import SYNTHETIC_SIZES, write_synthetic_dataset
+    size = SYNTHETIC_SIZES[cfg.synthetic_size]
+    log.warning("no synthetic data at %s: generating the %s set (%d videos, seed %d) on first use",
+                root, cfg.synthetic_size, size.num_videos, cfg.synthetic_seed)
+    write_synthetic_dataset(root, size=cfg.synthetic_size, seed=cfg.synthetic_seed, progress=False)
+    return root
 
 
 def seed_worker(worker_id: int) -> None:

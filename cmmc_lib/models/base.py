@@ -1,4 +1,4 @@
-"""The block API every backbone shares, and :func:`build_backbone`.
+"""The block API every backbone shares.
 
 A backbone is a stack of ``num_blocks`` blocks followed by global average pooling. CMMC cuts
 a feature map *between* blocks, so the API exposes the two halves of a forward pass:
@@ -7,7 +7,8 @@ a feature map *between* blocks, so the API exposes the two halves of a forward p
     z = net.forward_from(h, k)      # blocks [k, num_blocks), then pooling -> (B, feat_dim)
 
 and ``net.forward_from(net.forward_until(x, k), k) == net(x)`` for every k in
-``[0, num_blocks]``. ``partial_forward(x, start, end)`` is the poster's name for the same thing.
+``[0, num_blocks]``. In the poster's pseudo-code, ``f.partial_forward(x, 0, k)`` is
+``forward_until(x, k)`` and ``f.partial_forward(g, k, N)`` is ``forward_from(g, k)``.
 """
 from __future__ import annotations
 
@@ -16,9 +17,6 @@ import operator
 import torch
 from torch import Tensor, nn
 from torch.func import functional_call
-
-BACKBONES = ("s3d", "small3d", "stgcn")
-
 
 class Backbone(nn.Module):
     """A stack of blocks with global average pooling on top.
@@ -72,22 +70,6 @@ class Backbone(nn.Module):
             h = block(h)
         return self.pool(h)
 
-    def partial_forward(self, x: Tensor, start: int, end: int | None = None) -> Tensor:
-        """Blocks [start, end) on ``x``; ``end=None`` finishes the network and pools.
-
-        The poster's ``f.partial_forward(x, 0, k)`` is ``forward_until(x, k)`` and
-        ``f.partial_forward(h, k, N)`` (N = the end) is ``forward_from(h, k)``.
-        """
-        self._check_k(start, "start")
-        if end is None:
-            return self.forward_from(x, start)
-        self._check_k(end, "end")
-        if end < start:
-            raise ValueError(f"end={end} is before start={start}")
-        for block in self.blocks[start:end]:
-            x = block(x)
-        return x
-
     def forward(self, x: Tensor) -> Tensor:
         """Pooled features (B, feat_dim)."""
         return self.forward_from(x, 0)
@@ -119,21 +101,3 @@ class Backbone(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_channels={self.in_channels}, feat_dim={self.feat_dim}, num_blocks={self.num_blocks}"
-
-
-def build_backbone(name: str, in_channels: int, width: int = 16) -> Backbone:
-    """The backbone called ``name``: ``"s3d"`` | ``"small3d"`` | ``"stgcn"``.
-
-    ``width`` sets the size of the small networks (small3d: channels of the first block;
-    stgcn: channels of the first unit, 16 = SkeletonCLR). S3D has a fixed size and ignores it.
-    """
-    if name == "s3d":
-        from .s3d import S3D
-        return S3D(in_channels=in_channels)
-    if name == "small3d":
-        from .small3d import Small3D
-        return Small3D(in_channels=in_channels, width=width)
-    if name == "stgcn":
-        from .stgcn import STGCN
-        return STGCN(in_channels=in_channels, width=width)
-    raise ValueError(f"unknown backbone {name!r}; choose one of {', '.join(BACKBONES)}")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .base import Backbone, build_backbone
+from .base import Backbone
 
 
 class ProjectionHead(nn.Module):
@@ -80,10 +80,3 @@ class Encoder(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.forward_from(x, 0)
-
-
-def build_encoder(backbone: str, in_channels: int, width: int = 16,
-                  proj_hidden: int | None = None, proj_dim: int = 128) -> Encoder:
-    """``build_backbone(...)`` with a ``ProjectionHead(feat_dim, proj_hidden or feat_dim, proj_dim)``."""
-    net = build_backbone(backbone, in_channels, width)
-    return Encoder(net, ProjectionHead(net.feat_dim, proj_hidden or net.feat_dim, proj_dim))
