@@ -24,6 +24,15 @@ def test_overrides_by_leaf_or_dotted_name_with_types():
     ("nope=1", "unknown config key"), ("lr", "not key=value"), ("epochs=three", "cannot read"),
     ("ssl.method=simclr", "unknown method"), ("alpha=0", "alpha must be > 0"), ("batch_size=1", "batch_size"),
     ("seed=1.5", "cannot read"), ("partner=other", "partner"),
+    ("lr=inf", "optim.lr must be a finite number"), ("lr=nan", "optim.lr must be a finite number"),
+    ("cut_dims=xyz", "ssl.cut_dims='xyz' must be distinct letters from 'cthw'"),
+    ("layer_k=99", r"ssl.layer_k=99 is not a block boundary .* small3d has 4 blocks, so choose 1..3"),
+    ("layer_l=0", "ssl.layer_l=0 is not a block boundary"),
+    ("modality=pose", "modality 'pose' is not available yet"),
+    ("dataset=kinetics", "unknown dataset 'kinetics'"), ("split=4", "synthetic has splits 1..3"),
+    ("momentum=1.5", r"ssl.momentum must lie in \[0, 1\]"), ("crop_scale=0.9,0.2", "crop_scale"),
+    ("milestones=8,4", "milestones must be increasing"), ("split_bn=3", "not divisible by ssl.split_bn=3"),
+    ("backbone=resnet", "unknown backbone 'resnet'"),
 ])
 def test_bad_overrides_fail_with_one_clear_line(override, message):
     with pytest.raises(ValueError, match=message):
@@ -41,3 +50,27 @@ def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
     assert set(PRESETS) == {"tiny", "cpu", "paper"}
+
+
+@pytest.mark.parametrize("method", ["coclr", "coclr-cmmc"])
+def test_planned_methods_are_known_but_refused_until_they_exist(method):
+    with pytest.raises(ValueError, match=f"method '{method}' is not available yet"):
+        preset("tiny", [f"ssl.method={method}"])
+
+
+def test_cross_modal_methods_need_two_modalities():
+    with pytest.raises(ValueError, match="ssl.other_modality must differ"):
+        preset("tiny", ["ssl.method=cmmc", "ssl.other_modality=rgb"])
+    assert preset("tiny", ["ssl.method=moco", "ssl.other_modality=rgb"]).ssl.method == "moco"   # unused there
+
+
+def test_every_name_is_read_from_its_registry():
+    from cmmc_lib.cli import build_parser
+    from cmmc_lib.config import COURSE_PROFILES
+    from cmmc_lib.registry import METHODS, available
+    sub = build_parser()._subparsers._group_actions[0].choices
+    pretrain = {a.dest: a for a in sub["pretrain"]._actions}
+    assert list(pretrain["method"].choices) == list(available(METHODS)) and "coclr" not in pretrain["method"].choices
+    assert list(pretrain["preset"].choices) == list(PRESETS)
+    assert list({a.dest: a for a in sub["course"]._actions}["profile"].choices) == list(COURSE_PROFILES)
+    assert COURSE_PROFILES == ("tiny", "cpu")

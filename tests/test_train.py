@@ -251,3 +251,15 @@ def test_cpu_bf16_weight_gradients_are_exact_on_maps_smaller_than_the_kernel():
         grads.append(conv.weight.grad.clone())
     assert all(torch.isfinite(g).all() for g in grads)
     assert all(torch.equal(g, grads[0]) for g in grads)
+
+
+@pytest.mark.slow
+def test_pretrain_in_an_empty_folder_makes_the_synthetic_data_on_first_use(tmp_path):
+    env = {**os.environ, "CMMC_DATA_ROOT": str(tmp_path / "data")}
+    proc = subprocess.run([sys.executable, "-m", "cmmc_lib.cli", "pretrain", "--preset", "tiny", "--json",
+                           "--run-dir", str(tmp_path / "run"), "run.max_steps=2", "knn_every=0"],
+                          capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "generating the tiny set (72 videos, seed 0) on first use" in proc.stderr
+    assert (tmp_path / "data" / "synthetic" / "tiny" / "meta.json").is_file()
+    assert json.loads(proc.stdout)["steps"] == 2
