@@ -147,15 +147,21 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 
 
 def epoch_order(n: int, batch: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
-    """The batches of one epoch for one rank: a seeded shuffle, full batches only."""
+    """This rank's share of the batches of one epoch: a seeded shuffle, full batches only.
+
+    ``batch`` is the *global* batch (``optim.batch_size``, METHOD.md's 64 whatever the number
+    of processes): each step, rank r takes the r-th of ``world`` equal slices of it.
+    """
+    if batch % world:
+        raise ValueError(f"optim.batch_size={batch} is the global batch: it must divide evenly over "
+                         f"{world} processes")
     g = torch.Generator().manual_seed(seed * 10_007 + epoch)
     order = torch.randperm(n, generator=g).tolist()
-    per_step = batch * world
-    steps = n // per_step
+    per_rank, steps = batch // world, n // batch
     if steps == 0:
-        raise ValueError(f"the training set has {n} videos, fewer than one batch of {per_step}: "
+        raise ValueError(f"the training set has {n} videos, fewer than one batch of {batch}: "
                          f"lower optim.batch_size")
-    return [order[s * per_step + rank * batch: s * per_step + (rank + 1) * batch] for s in range(steps)]
+    return [order[s * batch + rank * per_rank: s * batch + (rank + 1) * per_rank] for s in range(steps)]
 
 
 @dataclass
@@ -399,7 +405,7 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
     resumed_from = pos.step if ckpt else None
     model = method if env.world == 1 else torch.nn.parallel.DistributedDataParallel(
         method, device_ids=[env.device.index] if env.device.type == "cuda" else None)
-    steps_per_epoch = len(train_ds) // (cfg.optim.batch_size * env.world)
+    steps_per_epoch = len(train_ds) // cfg.optim.batch_size
     started, last_loss, last_knn, stop = time.perf_counter(), math.nan, None, False
 
     with GracefulInterrupt(enabled=env.world == 1) as interrupt:

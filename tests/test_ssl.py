@@ -278,3 +278,35 @@ def test_contrast_gathers_keys_across_two_ranks(tmp_path):
         assert torch.allclose(own, (r[i]["q"] * r[i]["k"]).sum(1) / 0.5, atol=1e-6)
         assert torch.equal(r[i]["queue"][:4], keys)        # both ranks' keys, same queue everywhere
         assert r[i]["ptr"] == 4
+
+
+def _keys_on_rank(rank_, world, init_file, out_dir):
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank_, world_size=world)
+    try:
+        moco = tiny_moco().train()                                  # same seed: same networks on both ranks
+        x = clip_batch(b=4, seed=10 + rank_)["rgb"][:, 0]           # this rank's 4 key clips
+        torch.manual_seed(7)                                        # rank 0's draw is the shared permutation
+        keys = moco.keys(x)
+        torch.save({"x": x, "keys": keys}, f"{out_dir}/keys{rank_}.pt")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_shuffle_bn_across_two_ranks_uses_other_ranks_statistics_and_restores_the_order(tmp_path):
+    torch.multiprocessing.spawn(_keys_on_rank, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True)
+    got = [torch.load(tmp_path / f"keys{r}.pt") for r in range(2)]
+    x_all = torch.cat([g["x"] for g in got])
+    encoder_k = tiny_moco().train().encoder_k
+    torch.manual_seed(7)
+    order = torch.randperm(8)
+    with torch.no_grad():                  # each rank normalised the 4 clips the shared permutation gave it
+        shuffled = torch.cat([encoder_k(x_all[order[r * 4:(r + 1) * 4]]) for r in range(2)])
+        expected = shuffled[torch.argsort(order)]
+        plain = torch.cat([encoder_k(g["x"]) for g in got])                 # no shuffle: own-rank statistics
+    keys = torch.cat([g["keys"] for g in got])
+    assert torch.allclose(keys, expected, atol=1e-5)                       # ... in the original order
+    assert not torch.allclose(keys, plain, atol=1e-3)                      # the statistics did change
+    with torch.no_grad():                                                   # without batch statistics the
+        encoder_k.eval()                                                    # shuffle changes nothing
+        assert torch.allclose(encoder_k(x_all[order])[torch.argsort(order)], encoder_k(x_all), atol=1e-5)

@@ -57,8 +57,12 @@ def patch_step_loss(monkeypatch, after_loss):
 def test_epoch_order_is_seeded_and_splits_ranks():
     a = epoch_order(20, 4, seed=0, epoch=0)
     assert a == epoch_order(20, 4, seed=0, epoch=0) and a != epoch_order(20, 4, seed=0, epoch=1)
+    # the batch is global: two ranks each take half of every batch of 4, so an epoch has 5 steps
     r0, r1 = epoch_order(20, 4, 0, 0, rank=0, world=2), epoch_order(20, 4, 0, 0, rank=1, world=2)
-    assert len(r0) == len(r1) == 2 and not set(sum(r0, [])) & set(sum(r1, []))
+    assert len(r0) == len(r1) == 5 and all(len(b) == 2 for b in r0 + r1)
+    assert [sorted(b0 + b1) for b0, b1 in zip(r0, r1)] == [sorted(b) for b in a]
+    with pytest.raises(ValueError, match="divide evenly over 3 processes"):
+        epoch_order(20, 4, 0, 0, rank=0, world=3)
     with pytest.raises(ValueError, match="fewer than one batch"):
         epoch_order(3, 4, 0, 0)
 
@@ -226,8 +230,8 @@ def test_torchrun_two_processes_on_cpu_gather_keys_from_both_ranks(tiny_root, tm
     assert proc.returncode == 0, proc.stderr[-3000:]
     ckpt = runs.load_checkpoint(run_dir)
     batch = ckpt["config"]["optim"]["batch_size"]
-    # each step enqueues the keys of BOTH ranks: the pointer moved 2 * B per step
-    assert int(ckpt["method"]["moco.queue_ptr"][0]) == 3 * 2 * batch
+    # each step enqueues the keys of BOTH ranks, B/2 each: the pointer moved the global B per step
+    assert int(ckpt["method"]["moco.queue_ptr"][0]) == 3 * batch
 
 
 def test_cpu_bf16_weight_gradients_are_exact_on_maps_smaller_than_the_kernel():

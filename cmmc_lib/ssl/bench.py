@@ -11,7 +11,7 @@ import time
 
 import torch
 
-from ..models.heads import build_encoder
+from ..models import build_encoder
 from .moco import MoCo
 from .methods import MoCoStep
 

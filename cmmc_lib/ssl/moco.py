@@ -20,7 +20,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.heads import Encoder
-from .distributed import concat_all_gather, rank
+from .distributed import concat_all_gather, rank, shuffle_across_ranks, unshuffle_across_ranks
 
 
 class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -117,9 +117,8 @@ class MoCo(nn.Module):
             :class:`SplitBatchNorm` with G groups, and the key batch is randomly shuffled
             before the forward pass (and unshuffled after), so each key is normalised with a
             random sub-batch of B / G other keys. ``split_bn=1`` is plain BatchNorm (no
-            shuffle). Under DDP each rank computes its keys with its own batch statistics (split
-            into G groups when ``split_bn > 1``) and keys are gathered across ranks for the
-            contrast; use ``split_bn=1`` there to get plain per-rank BatchNorm.
+            shuffle on one device). Under DDP the key batch is always shuffled across ranks
+            first (real shuffle-BN), then inside each rank's groups when ``split_bn > 1``.
 
     Buffers: ``queue`` (Q, dim), L2-normalised random vectors at first; ``queue_ptr`` (1,),
     the row the next key is written to.
@@ -161,14 +160,20 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def keys(self, x: Tensor) -> Tensor:
-        """Key embeddings (B, dim) of ``x``, no gradient; the key encoder runs in the same
-        train/eval mode as ``encoder_q`` (with split-BN: on a shuffled batch, see the class doc)."""
+        """Key embeddings (B, dim) of ``x``, no gradient. The key encoder runs in the mode of
+        ``encoder_q``; in training its BatchNorm never sees a key beside its own query's batch:
+        under DDP the batch is shuffled across ranks (MoCo / CoCLR's ``_batch_shuffle_ddp``),
+        and with ``split_bn > 1`` it is shuffled inside this rank's split-BN groups too."""
         self.encoder_k.train(self.encoder_q.training)
-        if self.split_bn == 1 or not self.encoder_k.training:
+        if not self.encoder_k.training:
             return self.encoder_k(x)
-        order = torch.randperm(x.shape[0], device=x.device)
-        k = self.encoder_k(x[order])
-        return k[torch.argsort(order)]
+        x, unshuffle = shuffle_across_ranks(x)
+        if self.split_bn > 1:
+            order = torch.randperm(x.shape[0], device=x.device)
+            k = self.encoder_k(x[order])[torch.argsort(order)]
+        else:
+            k = self.encoder_k(x)
+        return unshuffle_across_ranks(k, unshuffle)
 
     def contrast(self, q: Tensor, k_local: Tensor, return_keys: bool = False) -> tuple:
         """Logits of queries against ``[all batch keys ; queue]``.
