@@ -63,13 +63,15 @@ class SSLConfig:
     temperature: float = 0.07
     split_bn: int = 1                   # >1: split-BN groups in the key encoder (shuffle-BN stand-in)
     alpha: float = 1.0                  # Beta(alpha, alpha) for lam0
-    layer_k: int = 2                    # block index where modality 1 is cut (features after k blocks)
-    layer_l: int | None = None          # block of modality 2 (None: same as layer_k)
+    layer_k: tuple[int, ...] = (2,)     # block(s) where modality 1 is cut (features after k blocks);
+                                        # several: one drawn per step [choice]
+    layer_l: tuple[int, ...] | None = None   # block(s) of modality 2 (None: the step's k)
     cut_dims: str = "cthw"              # dimensions the tesseract cuts [choice]
     cut_centre: str = "uniform"         # uniform (paper: centre anywhere, box clipped) | inside
     partner: str = "perm"               # perm (another video) | same (same video, unmixed labels)
     resample: bool = True               # resample the source map when shapes differ (k != l)
     source_run: str | None = None       # run folder of the frozen other-modality network
+    init_run: str | None = None         # start from this run's query encoder (stage 2 continues stage 1)
     input_cut_dims: str = "thw"         # input cutmix: thw | hw | t
 
 
@@ -157,7 +159,7 @@ def _paper() -> Config:
         data=DataConfig(dataset="ucf101", clip_len=32, stride=1, short_side=128, size=128,
                         crop_scale=(0.3, 1.0), eval_windows=10, cache=False, num_workers=8),
         model=ModelConfig(backbone="s3d", proj_hidden=1024, proj_dim=128),
-        ssl=SSLConfig(queue_size=2048, momentum=0.999, temperature=0.07, layer_k=3),
+        ssl=SSLConfig(queue_size=2048, momentum=0.999, temperature=0.07, layer_k=(3,)),
         optim=OptimConfig(batch_size=64, epochs=300, lr=1e-3, weight_decay=1e-5,
                           milestones=(250, 280)),
         run=RunConfig(ckpt_every=500, knn_every=10),
@@ -287,10 +289,17 @@ def _validate_mixing(cfg: Config) -> None:
     for key, dims, allowed in (("ssl.cut_dims", s.cut_dims, letters), ("ssl.input_cut_dims", s.input_cut_dims, "thw")):
         if not dims or set(dims) - set(allowed) or len(set(dims)) != len(dims):
             raise ValueError(f"{key}={dims!r} must be distinct letters from {allowed!r}")
-    for key, k in (("ssl.layer_k", s.layer_k), ("ssl.layer_l", s.layer_l)):
-        if k is not None and not 1 <= k < backbone.num_blocks:
-            raise ValueError(f"{key}={k} is not a block boundary to cut at: {backbone.name} has "
-                             f"{backbone.num_blocks} blocks, so choose 1..{backbone.num_blocks - 1}")
+    for key, layers in (("ssl.layer_k", s.layer_k), ("ssl.layer_l", s.layer_l)):
+        if layers is not None and not layers:
+            raise ValueError(f"{key} is empty: give one block or a list to draw from")
+        for k in layers or ():
+            if not 1 <= k < backbone.num_blocks:
+                raise ValueError(f"{key}={k} is not a block boundary to cut at: {backbone.name} has "
+                                 f"{backbone.num_blocks} blocks, so choose 1..{backbone.num_blocks - 1}")
+    if METHODS[s.method].cross_modal and not s.source_run and cfg.preset != "tiny":
+        raise ValueError(f"method {s.method!r} needs the frozen {s.other_modality} network: set "
+                         f"ssl.source_run=RUN_DIR (a finished {s.other_modality} run; `cmmc pipeline` sets "
+                         f"it for you). Only the tiny preset may use a random one, for lessons on mechanics")
 
 
 def _sections(cfg: Config) -> list[str]:
@@ -331,6 +340,8 @@ def _coerce(value: Any, typ: Any, name: str) -> Any:
     if origin is tuple:
         if isinstance(value, str):
             value = [v for v in value.strip("()[] ").split(",") if v.strip()]
+        elif not isinstance(value, (list, tuple)):                 # one value: a tuple of one
+            value = [value]
         elem = args[0] if args else str
         return tuple(_coerce(v, elem, name) for v in value)
     try:

@@ -288,6 +288,26 @@ def load_source(cfg: Config):
     return source
 
 
+def init_from_run(method, cfg: Config) -> None:
+    """Start from ``ssl.init_run``: its query encoder (backbone and projection head) becomes this
+    run's query encoder and, copied, its key encoder; the queue stays fresh (METHOD.md section 4:
+    stage 2 continues stage 1)."""
+    run = RunFolder(cfg.ssl.init_run)
+    src = run.read_config()
+    mine = (cfg.ssl.modality, cfg.model.backbone, cfg.model.width, cfg.model.proj_hidden, cfg.model.proj_dim)
+    theirs = (src.ssl.modality, src.model.backbone, src.model.width, src.model.proj_hidden, src.model.proj_dim)
+    if mine != theirs:
+        raise ValueError(f"ssl.init_run {run.path} trained (modality, backbone, width, proj_hidden, proj_dim) = "
+                         f"{theirs}, but this run is {mine}")
+    if not run.is_finished():
+        log.warning("ssl.init_run %s has not finished its schedule: starting from its last checkpoint", run.path)
+    prefix = "moco.encoder_q."
+    state = {k[len(prefix):]: v for k, v in run.load_checkpoint(needs=("method",))["method"].items()
+             if k.startswith(prefix)}
+    method.moco.encoder_q.load_state_dict(state)
+    method.moco.encoder_k.load_state_dict(state)
+
+
 def knn_monitor(backbone, gallery_ds, query_ds, modality: str, device, batch_size: int) -> float:
     """R@1 of test clips (queries) against train clips (gallery), backbone features, centred."""
     from .evaluate.features import extract_features
@@ -401,6 +421,8 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
     method = build_method(cfg, source_backbone=load_source(cfg)).to(env.device)
     optimizer = torch.optim.Adam([p for p in method.parameters() if p.requires_grad],
                                  lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    if ckpt is None and cfg.ssl.init_run:
+        init_from_run(method, cfg)
     pos = restore(ckpt, method, optimizer, run) if ckpt else Position()
     resumed_from = pos.step if ckpt else None
     model = method if env.world == 1 else torch.nn.parallel.DistributedDataParallel(

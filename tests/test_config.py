@@ -17,7 +17,8 @@ def test_overrides_by_leaf_or_dotted_name_with_types():
     cfg = preset("tiny", ["lr=0.01", "ssl.method=cmmc", "milestones=5,8", "cache=false", "layer_l=none",
                           "ssl.layer_k=3"])
     assert cfg.optim.lr == 0.01 and cfg.ssl.method == "cmmc" and cfg.optim.milestones == (5, 8)
-    assert cfg.data.cache is False and cfg.ssl.layer_l is None and cfg.ssl.layer_k == 3
+    assert cfg.data.cache is False and cfg.ssl.layer_l is None and cfg.ssl.layer_k == (3,)
+    assert preset("tiny", ["ssl.layer_k=1,3", "ssl.layer_l=2"]).ssl.layer_k == (1, 3)   # one drawn per step
 
 
 @pytest.mark.parametrize("override, message", [
@@ -40,7 +41,7 @@ def test_bad_overrides_fail_with_one_clear_line(override, message):
 
 
 def test_round_trip_through_json():
-    cfg = preset("cpu", ["ssl.method=cmmc", "milestones=3"])
+    cfg = preset("cpu", ["ssl.method=cmmc", "milestones=3", "ssl.source_run=runs/flow", "layer_k=1,2"])
     import json
     back = Config.from_dict(json.loads(cfg.to_json()))
     assert back == cfg
@@ -56,6 +57,18 @@ def test_unknown_preset():
 def test_planned_methods_are_known_but_refused_until_they_exist(method):
     with pytest.raises(ValueError, match=f"method '{method}' is not available yet"):
         preset("tiny", [f"ssl.method={method}"])
+
+
+def test_cross_modal_methods_need_a_source_network_outside_the_tiny_preset():
+    with pytest.raises(ValueError, match="needs the frozen flow network: set ssl.source_run"):
+        preset("cpu", ["ssl.method=cmmc"])
+    assert preset("tiny", ["ssl.method=cmmc"]).ssl.source_run is None          # lessons on mechanics
+
+
+def test_a_config_json_written_before_layer_lists_still_loads():
+    old = preset("tiny").to_dict()
+    old["ssl"]["layer_k"] = 2                                                  # an int, as saved before
+    assert Config.from_dict(old).ssl.layer_k == (2,)
 
 
 def test_cross_modal_methods_need_two_modalities():

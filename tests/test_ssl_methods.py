@@ -9,7 +9,8 @@ from cmmc_lib.config import preset
 from cmmc_lib.ssl.factory import build_method
 from cmmc_lib.ssl.methods import CrossModalMixStep
 
-METHODS = ["moco", "mixup", "cutmix", "manifold-mixup", "manifold-cutmix", "cm-mixup", "cmmc"]
+from cmmc_lib.registry import METHODS, available
+from cmmc_lib.ssl.methods import draw_layer
 
 
 def batch(b=4, seed=0):
@@ -17,7 +18,7 @@ def batch(b=4, seed=0):
     return {"rgb": torch.randn(b, 2, 3, 8, 32, 32, generator=g), "flow": torch.randn(b, 2, 2, 8, 32, 32, generator=g)}
 
 
-@pytest.mark.parametrize("method", METHODS)
+@pytest.mark.parametrize("method", available(METHODS))
 def test_every_method_trains_the_query_encoder_only(method):
     torch.manual_seed(0)
     step = build_method(preset("tiny", [f"ssl.method={method}"])).train()
@@ -86,3 +87,16 @@ def test_cross_modal_step_needs_the_other_modality_in_the_batch():
     step = build_method(preset("tiny", ["ssl.method=cm-mixup"]))
     with pytest.raises(ValueError, match="'flow' modality"):
         step({"rgb": batch()["rgb"]}, generator=torch.Generator())
+
+
+def test_a_list_of_layers_is_drawn_per_step_from_the_steps_generator(monkeypatch):
+    step = build_method(preset("tiny", ["ssl.method=cmmc", "ssl.layer_k=1,2,3"])).eval()
+    cuts = []
+    real = step.moco.encoder_q.forward_until
+    monkeypatch.setattr(step.moco.encoder_q, "forward_until", lambda x, k: cuts.append(k) or real(x, k))
+    for seed in range(24):
+        step.loss(batch(), generator=torch.Generator().manual_seed(seed))
+    # the layer is the step generator's first draw: the same seed cuts at the same block
+    assert cuts == [draw_layer((1, 2, 3), torch.Generator().manual_seed(s)) for s in range(24)]
+    assert set(cuts) == {1, 2, 3}
+    assert draw_layer((2,), None) == 2                    # one layer: nothing drawn

@@ -267,3 +267,19 @@ def test_pretrain_in_an_empty_folder_makes_the_synthetic_data_on_first_use(tmp_p
     assert "generating the tiny set (72 videos, seed 0) on first use" in proc.stderr
     assert (tmp_path / "data" / "synthetic" / "tiny" / "meta.json").is_file()
     assert json.loads(proc.stdout)["steps"] == 2
+
+
+def test_init_run_starts_from_the_runs_query_encoder_with_a_fresh_queue(tiny_root, tmp_path):
+    pretrain(tiny_cfg(tiny_root, "optim.epochs=1"), tmp_path / "stage1")
+    stage1 = runs.RunFolder(tmp_path / "stage1").load_checkpoint()["method"]
+    pretrain(tiny_cfg(tiny_root, "ssl.method=cmmc", f"ssl.init_run={tmp_path / 'stage1'}", "run.max_steps=0"),
+             tmp_path / "stage2")
+    stage2 = runs.RunFolder(tmp_path / "stage2").load_checkpoint()["method"]
+    encoder = [k for k in stage1 if k.startswith("moco.encoder_q.")]
+    assert len(encoder) > 20
+    for k in encoder:                                   # query and key encoder: exactly stage 1's query encoder
+        assert torch.equal(stage2[k], stage1[k])
+        assert torch.equal(stage2[k.replace("encoder_q", "encoder_k")], stage1[k])
+    assert int(stage2["moco.queue_ptr"]) == 0 and not torch.equal(stage2["moco.queue"], stage1["moco.queue"])
+    with pytest.raises(ValueError, match="init_run .* trained .*'rgb'.* but this run is .*'flow'"):
+        pretrain(tiny_cfg(tiny_root, "ssl.modality=flow", f"ssl.init_run={tmp_path / 'stage1'}"), tmp_path / "bad")

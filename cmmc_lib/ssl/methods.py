@@ -17,6 +17,8 @@ other modality. ``generator`` drives every random draw of the mixing (lam, box, 
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import Tensor, nn
 
@@ -104,22 +106,23 @@ class InputMixStep(MoCoStep):
 class ManifoldMixStep(MoCoStep):
     """Same-modality mixing of the feature map after block ``k`` (manifold mixup / cutmix)."""
 
-    def __init__(self, moco: MoCo, modality: str, kind: str, layer: int, alpha: float = 1.0,
+    def __init__(self, moco: MoCo, modality: str, kind: str, layer: int | Sequence[int], alpha: float = 1.0,
                  dims: str = "cthw", centre: str = "uniform"):
         super().__init__(moco, modality)
         if kind not in ("mixup", "cutmix"):
             raise ValueError(f"manifold mixing is 'mixup' or 'cutmix', got {kind!r}")
-        _check_layer(moco.encoder_q.backbone, layer, "ssl.layer_k")
-        self.kind, self.layer, self.alpha, self.dims, self.centre = kind, layer, alpha, dims, centre
+        self.layers = _check_layers(moco.encoder_q.backbone, layer, "ssl.layer_k")
+        self.kind, self.alpha, self.dims, self.centre = kind, alpha, dims, centre
 
     def query(self, batch, x, generator):
         enc = self.moco.encoder_q
-        h = enc.forward_until(x, self.layer)
+        k = draw_layer(self.layers, generator)
+        h = enc.forward_until(x, k)
         if self.kind == "mixup":
             mix = mixing.manifold_mixup(h, self.alpha, generator=generator)
         else:
             mix = mixing.manifold_cutmix(h, self.alpha, self.dims, generator=generator, centre=self.centre)
-        return enc.forward_from(mix.mixed, self.layer), mix.lam, mix.perm
+        return enc.forward_from(mix.mixed, k), mix.lam, mix.perm
 
 
 class CrossModalMixStep(MoCoStep):
@@ -130,18 +133,20 @@ class CrossModalMixStep(MoCoStep):
     """
 
     def __init__(self, moco: MoCo, modality: str, other: str, source: Backbone, kind: str,
-                 layer_k: int, layer_l: int | None = None, alpha: float = 1.0, dims: str = "cthw",
+                 layer_k: int | Sequence[int], layer_l: int | Sequence[int] | None = None,
+                 alpha: float = 1.0, dims: str = "cthw",
                  partner: str = "perm", resample: bool = True, centre: str = "uniform"):
         super().__init__(moco, modality)
         if kind not in ("mixup", "cutmix"):
             raise ValueError(f"cross-modal mixing is 'mixup' or 'cutmix', got {kind!r}")
         if partner not in ("perm", "same"):
             raise ValueError(f"partner must be 'perm' or 'same', got {partner!r}")
-        layer_l = layer_k if layer_l is None else layer_l
-        _check_layer(moco.encoder_q.backbone, layer_k, "ssl.layer_k")
-        _check_layer(source, layer_l, "ssl.layer_l")
+        self.layers_k = _check_layers(moco.encoder_q.backbone, layer_k, "ssl.layer_k")
+        self.layers_l = None if layer_l is None else _check_layers(source, layer_l, "ssl.layer_l")
+        if self.layers_l is None:                  # l = the step's k: k must be a block of the source too
+            _check_layers(source, layer_k, "ssl.layer_k")
         self.other, self.source, self.kind = other, source, kind
-        self.layer_k, self.layer_l, self.alpha, self.dims = layer_k, layer_l, alpha, dims
+        self.alpha, self.dims = alpha, dims
         self.partner, self.resample, self.centre = partner, resample, centre
         for p in self.source.parameters():
             p.requires_grad_(False)
@@ -156,19 +161,34 @@ class CrossModalMixStep(MoCoStep):
         if self.other not in batch:
             raise ValueError(f"cross-modal mixing needs the {self.other!r} modality in the batch")
         enc = self.moco.encoder_q
-        h1 = enc.forward_until(x, self.layer_k)
+        k = draw_layer(self.layers_k, generator)
+        l = k if self.layers_l is None else draw_layer(self.layers_l, generator)
+        h1 = enc.forward_until(x, k)
         with torch.no_grad():
-            h2 = self.source.forward_until(batch[self.other][:, 0], self.layer_l)
+            h2 = self.source.forward_until(batch[self.other][:, 0], l)
         perm = torch.arange(x.shape[0], device=x.device) if self.partner == "same" else None
         if self.kind == "cutmix":
             mix = mixing.cross_modal_cutmix(h1, h2, self.alpha, self.dims, perm, generator, self.resample,
                                             self.centre)
         else:
             mix = mixing.cross_modal_mixup(h1, h2, self.alpha, perm, generator, self.resample)
-        return enc.forward_from(mix.mixed, self.layer_k), mix.lam, mix.perm
+        return enc.forward_from(mix.mixed, k), mix.lam, mix.perm
 
 
-def _check_layer(backbone: Backbone, k: int, name: str) -> None:
-    if not 1 <= k < backbone.num_blocks:
-        raise ValueError(f"{name}={k} is not a block boundary to cut at: choose 1..{backbone.num_blocks - 1} "
-                         f"({type(backbone).__name__} has {backbone.num_blocks} blocks)")
+def draw_layer(layers: tuple[int, ...], generator: torch.Generator | None) -> int:
+    """The block to cut at this step: the only one, or one drawn uniformly from ``generator``
+    (a single layer draws nothing, so a one-layer run consumes the same random numbers)."""
+    if len(layers) == 1:
+        return layers[0]
+    return layers[int(torch.randint(len(layers), (1,), generator=generator))]
+
+
+def _check_layers(backbone: Backbone, layers: int | Sequence[int], name: str) -> tuple[int, ...]:
+    layers = (layers,) if isinstance(layers, int) else tuple(layers)
+    if not layers:
+        raise ValueError(f"{name} is empty: give one block or a list to draw from")
+    for k in layers:
+        if not 1 <= k < backbone.num_blocks:
+            raise ValueError(f"{name}={k} is not a block boundary to cut at: choose 1..{backbone.num_blocks - 1} "
+                             f"({type(backbone).__name__} has {backbone.num_blocks} blocks)")
+    return layers
