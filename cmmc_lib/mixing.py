@@ -13,7 +13,9 @@ fraction of the first input that is kept.  Randomness comes only from ``generato
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from fractions import Fraction
 from typing import NamedTuple, Sequence
 
 import numpy as np
@@ -27,6 +29,7 @@ __all__ = [
 ]
 
 _LETTERS = {3: "ctv", 4: "cthw"}          # per-sample rank -> dimension letters
+_MAX_SIZE = 2**53                         # box sides are computed in float64: exact up to here
 
 
 class Tesseract(NamedTuple):
@@ -39,7 +42,8 @@ class Tesseract(NamedTuple):
     lam: float
 
     def volume(self) -> int:
-        return int(np.prod([s.stop - s.start for s in self.box]))
+        """Number of elements in the box (an exact Python int: no overflow for huge maps)."""
+        return math.prod(s.stop - s.start for s in self.box)
 
     def mask(self, shape: Sequence[int], device=None) -> torch.Tensor:
         """Bool mask of ``shape`` (per-sample), True where the first input is kept (outside the box)."""
@@ -96,6 +100,7 @@ def sample_tesseract(shape: Sequence[int], lam: float, dims: str = "cthw",
     """
     shape = tuple(int(s) for s in shape)
     letters = dim_letters(len(shape))
+    _check_sizes(shape)
     cut = _check_dims(dims, letters)
     if not 0.0 <= lam <= 1.0:
         raise ValueError(f"lam must be in [0, 1], got {lam}")
@@ -115,8 +120,14 @@ def sample_tesseract(shape: Sequence[int], lam: float, dims: str = "cthw",
         lo = c - side // 2
         box.append(slice(max(lo, 0), min(lo + side, size)))
     box = tuple(box)
-    volume = int(np.prod([s.stop - s.start for s in box]))
-    return Tesseract(box, 1.0 - volume / float(np.prod(shape)))
+    return Tesseract(box, _kept_fraction(box, shape))
+
+
+def _kept_fraction(box: Sequence[slice], shape: Sequence[int]) -> float:
+    """``1 - box volume / map volume``, from exact integer volumes (so always in [0, 1])."""
+    total = math.prod(int(s) for s in shape)
+    volume = math.prod(s.stop - s.start for s in box)
+    return float(Fraction(total - volume, total))
 
 
 def resample_like(src: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
@@ -218,8 +229,7 @@ def describe_tesseract(shape: Sequence[int], alpha: float = 1.0, dims: str = "ct
     "box_volume"}``.
     """
     shape = tuple(int(s) for s in shape)
-    if any(s <= 0 for s in shape):
-        raise ValueError(f"shape sizes must be positive, got {shape}")
+    _check_sizes(shape)
     g = torch.Generator().manual_seed(seed)
     lam0 = sample_lam(alpha, g)
     tess = sample_tesseract(shape, lam0, dims, g)
@@ -270,6 +280,14 @@ def _check_map(x: torch.Tensor, name: str = "h1") -> None:
     if not isinstance(x, torch.Tensor) or x.dim() not in (4, 5):
         got = tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__
         raise ValueError(f"{name} must be (B, C, T, H, W) or (B, C, T, V), got {got}")
+
+
+def _check_sizes(shape: tuple[int, ...]) -> None:
+    if any(s <= 0 for s in shape):
+        raise ValueError(f"shape sizes must be positive, got {shape}")
+    if any(s > _MAX_SIZE for s in shape):
+        raise ValueError(f"shape sizes must be at most 2**53 = {_MAX_SIZE} (box sides are computed "
+                         f"in float64), got {shape}")
 
 
 def _check_alpha(alpha: float) -> None:

@@ -2,6 +2,7 @@
 import json
 import shutil
 
+import av
 import pytest
 
 from _data_fixtures import corrupt_copy, write_ucf_like_root
@@ -43,6 +44,18 @@ def test_missing_and_unreadable_videos_are_counted_and_named(root, tmp_path):
     assert full["subsets"]["test"]["unreadable_examples"][0].startswith(
         "HandstandPushups/v_HandStandPushups_g01_c02.avi")
     assert full["subsets"]["train"]["unreadable"] == 0
+
+
+def test_a_truncated_video_counts_as_unreadable(root, tmp_path):
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("flow"))
+    video = copy / "videos" / "Alpha" / "v_Alpha_g02_c01.avi"
+    with av.open(str(video)) as c:
+        third_frame_at = [p.pos for p in c.demux(video=0) if p.size][2]
+    video.write_bytes(video.read_bytes()[:third_frame_at])      # a copy that stopped midway
+    report = check_dataset("ucf101", copy, decode=True)
+    assert report["ok"] is False and report["subsets"]["train"]["unreadable"] == 1
+    assert "decoding ended early" in report["subsets"]["train"]["unreadable_examples"][0]
 
 
 def test_unusable_roots_raise_file_not_found(tmp_path, root):

@@ -3,13 +3,16 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import signal
 
 import cv2
 import numpy as np
 import pytest
 
-from cmmc_lib.data.flow import (COMPLETE_MARKER, FLOW_METHODS, compute_flow, dequantize_flow,
-                                extract_flow, flow_pair_count, is_flow_complete,
+from cmmc_lib.data import flow as flow_module
+from cmmc_lib.data.flow import (COMPLETE_MARKER, FLOW_METHODS, ExtractionInterrupted, compute_flow,
+                                dequantize_flow, extract_flow, flow_pair_count, is_flow_complete,
                                 measure_flow_fps, quantize_flow)
 from tests._gen_fixtures import decode, require_realdata, textured_frames, write_video
 
@@ -117,15 +120,85 @@ def test_finished_flow_of_another_method_is_kept_with_a_warning(tmp_path, caplog
     assert "another method" in caplog.text and "overwrite=True" in caplog.text
 
 
-def test_folder_from_another_tool_with_complete_pairs_counts_as_finished(tmp_path):
-    folder = tmp_path / "v_x"
-    folder.mkdir()
-    for t in (1, 2):
+def _write_pairs(folder, n):
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in range(1, n + 1):
         for a in "xy":
             cv2.imwrite(str(folder / f"{a}_{t:05d}.jpg"), np.full((4, 4), 128, np.uint8))
-    assert is_flow_complete(folder)
-    (folder / "y_00002.jpg").unlink()
+
+
+def test_a_folder_without_our_marker_is_judged_against_the_videos_frame_count(tmp_path):
+    folder = tmp_path / "v_x"
+    _write_pairs(folder, 3)
+    assert is_flow_complete(folder, video_frames=3)        # frame-aligned, as we write it
+    assert is_flow_complete(folder, video_frames=4)        # one field per frame pair (denseflow)
+    assert not is_flow_complete(folder, video_frames=24)   # 3 of 24 fields: interrupted
+    assert not is_flow_complete(folder)                    # video unknown: cannot tell
+    (folder / "y_00003.jpg").unlink()
+    assert not is_flow_complete(folder, video_frames=3)    # an x without its y
+
+
+def test_our_marker_is_trusted_only_when_its_pairs_are_there(tmp_path):
+    (video,) = _make_videos(tmp_path, n=1)
+    extract_flow(video, tmp_path / "flow", method="dis", progress=False)
+    folder = tmp_path / "flow" / "v_0"
+    assert is_flow_complete(folder) and is_flow_complete(folder, video_frames=7)
+    assert not is_flow_complete(folder, video_frames=8)    # the video changed since
+    (folder / "x_00007.jpg").unlink()
     assert not is_flow_complete(folder)
+
+
+def test_resume_redoes_a_partial_folder_and_keeps_a_finished_one_of_another_tool(tmp_path):
+    videos = tmp_path / "videos"
+    write_video(videos / "v_partial.avi", textured_frames(n=24, seed=1))
+    write_video(videos / "v_denseflow.avi", textured_frames(n=5, seed=2))
+    flow_dir = tmp_path / "flow"
+    _write_pairs(flow_dir / "v_partial", 3)                # 3 of 24 fields, no marker
+    _write_pairs(flow_dir / "v_denseflow", 4)              # N - 1 fields: what denseflow writes
+    summary = extract_flow(videos, flow_dir, method="farneback", progress=False)
+    assert summary["done"] == 1 and summary["skipped_existing"] == 1
+    assert flow_pair_count(flow_dir / "v_partial") == 24
+    assert (flow_dir / "v_partial" / COMPLETE_MARKER).is_file()
+    assert flow_pair_count(flow_dir / "v_denseflow") == 4  # left as it was
+    assert not (flow_dir / "v_denseflow" / COMPLETE_MARKER).exists()
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"bound": 0}, "bound must be"), ({"bound": -20.0}, "bound must be"),
+    ({"bound": float("nan")}, "bound must be"), ({"bound": float("inf")}, "bound must be"),
+    ({"short_side": 0}, "short_side must be >= 1"), ({"short_side": -64}, "short_side must be >= 1"),
+])
+def test_impossible_settings_are_refused_before_any_video_is_read(tmp_path, setting, message):
+    (video,) = _make_videos(tmp_path, n=1, frames=2)
+    with pytest.raises(ValueError, match=message):
+        extract_flow(video, tmp_path / "flow", method="dis", progress=False, **setting)
+    assert not (tmp_path / "flow").exists()
+
+
+def test_ctrl_c_stops_a_serial_extraction_keeping_the_finished_videos(tmp_path, monkeypatch):
+    _make_videos(tmp_path, n=3, frames=4)
+    real_compute, calls = flow_module.compute_flow, []
+
+    def ctrl_c_during_the_second_video(frames, method):
+        calls.append(method)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)            # the user presses Ctrl-C
+        return real_compute(frames, method)
+    monkeypatch.setattr(flow_module, "compute_flow", ctrl_c_during_the_second_video)
+    flow_dir = tmp_path / "flow"
+    try:
+        extract_flow(tmp_path / "videos", flow_dir, method="dis", progress=False)
+        pytest.fail("Ctrl-C went unnoticed")
+    except ExtractionInterrupted as stop:                  # still a KeyboardInterrupt for callers
+        summary = stop.summary
+    except KeyboardInterrupt:
+        pytest.fail("Ctrl-C escaped extract_flow without its report")
+    assert summary["interrupted"] is True
+    assert (summary["done"], summary["remaining"], summary["frames"]) == (1, 2, 4)
+    assert sorted(p.name for p in flow_dir.iterdir()) == ["v_0"]   # no partial or temp folder
+    monkeypatch.setattr(flow_module, "compute_flow", real_compute)
+    resumed = extract_flow(tmp_path / "videos", flow_dir, method="dis", progress=False)
+    assert (resumed["done"], resumed["skipped_existing"], resumed["interrupted"]) == (2, 1, False)
 
 
 def test_parallel_extraction_equals_serial(tmp_path):

@@ -66,6 +66,54 @@ def test_corrupt_files_are_reported_not_raised(avi, tmp_path, mode):
         decode_video(bad)
 
 
+def truncated_copy(src, dst, keep=0.5):
+    """The first ``keep`` of the bytes of ``src``: a download or copy that stopped midway."""
+    data = src.read_bytes()
+    dst.write_bytes(data[: int(len(data) * keep)])
+    return dst
+
+
+def damaged_copy(src, dst, packets=range(20, 24)):
+    """``src`` with the middle half of the payload of the given video packets overwritten by
+    random bytes (the container's structure intact): bit rot in the middle of a file."""
+    data = bytearray(src.read_bytes())
+    with av.open(str(src)) as c:
+        spans = [(p.pos, p.size) for p in c.demux(video=0) if p.size]
+    rng = np.random.default_rng(0)
+    for pos, size in (spans[i] for i in packets):
+        lo, hi = pos + 8 + size // 4, pos + 8 + 3 * size // 4       # past the 8-byte AVI chunk header
+        data[lo:hi] = rng.integers(0, 256, hi - lo, dtype=np.uint8).tobytes()
+    dst.write_bytes(bytes(data))
+    return dst
+
+
+@pytest.fixture(scope="module")
+def long_avi(tmp_path_factory):
+    return write_video(tmp_path_factory.mktemp("long") / "clip.avi", moving_square_frames(60))
+
+
+def test_probe_reports_a_file_that_ends_before_the_frames_its_container_promises(long_avi, tmp_path):
+    info = probe_video(truncated_copy(long_avi, tmp_path / "half.avi"))
+    assert 0 < info["frames"] < 60 and info["expected_frames"] == 60
+    assert any(f"decoding ended early: {info['frames']} frames of the 60" in e for e in info["errors"])
+    assert probe_video(long_avi)["errors"] == [] and probe_video(long_avi)["expected_frames"] == 60
+
+
+def test_probe_reports_damage_the_decoder_only_logs(long_avi, tmp_path):
+    info = probe_video(damaged_copy(long_avi, tmp_path / "damaged.avi"))
+    assert info["frames"] == 60                          # every frame decodes, concealed
+    assert len(info["errors"]) == 1 and info["errors"][0].startswith("the decoder logged")
+    assert av.logging.get_level() is None                # PyAV's log is off again afterwards
+
+
+def test_a_raw_stream_has_no_promise_and_a_missing_frame_or_two_is_tolerated(tmp_path):
+    raw = probe_video(write_video(tmp_path / "raw.m4v", moving_square_frames(18), fmt="m4v"))
+    assert raw["expected_frames"] is None and raw["errors"] == []
+    from cmmc_lib.data.video import _ended_early
+    assert not _ended_early(72, 73) and not _ended_early(98, 100)   # HMDB51's AVIs: 73 promised, 72 held
+    assert _ended_early(49, 108) and _ended_early(97, 100)
+
+
 def test_probe_videos_mixes_good_bad_and_missing(avi, tmp_path):
     infos = probe_videos([avi, tmp_path / "nope.avi"], progress=False)
     assert infos[0]["frames"] == 20 and infos[0]["errors"] == []

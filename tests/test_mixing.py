@@ -1,8 +1,11 @@
 """The mixing maths: properties that a wrong implementation would break."""
+import math
+from fractions import Fraction
+
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from cmmc_lib import mixing
@@ -41,6 +44,28 @@ def test_box_lies_inside_the_map_and_lam_is_the_exact_kept_fraction(sd, lam0, se
             assert (s.start, s.stop) == (0, size)          # uncut dimensions are taken whole
     kept = tess.mask(shape).sum().item()
     assert tess.lam == pytest.approx(kept / np.prod(shape), abs=1e-12)
+
+
+huge_sizes = st.integers(1, 2**53)                 # 2**53: the largest size sample_tesseract accepts
+huge_shapes = st.one_of(st.tuples(*[huge_sizes] * 4), st.tuples(*[huge_sizes] * 3))
+
+
+@PROPS
+@given(huge_shapes, alphas, seeds)
+@example((100_000,) * 4, 1.0, 0)                    # 10**20 elements: beyond int64
+def test_lam_stays_the_exact_kept_fraction_in_0_1_for_huge_maps(shape, alpha, seed):
+    d = mixing.describe_tesseract(shape, alpha, mixing.dim_letters(len(shape)), seed)
+    volume = math.prod(stop - start for start, stop in d["box"].values())
+    total = math.prod(shape)
+    assert d["box_volume"] == volume
+    assert 0.0 <= d["lam"] <= 1.0 and d["lam"] == float(Fraction(total - volume, total))
+
+
+def test_sizes_beyond_float_precision_are_refused():
+    with pytest.raises(ValueError, match=r"at most 2\*\*53"):
+        sample_tesseract((1, 1, 1, 2**53 + 1), 0.5)
+    with pytest.raises(ValueError, match="positive"):
+        sample_tesseract((1, 0, 1, 1), 0.5)
 
 
 @PROPS

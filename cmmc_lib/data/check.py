@@ -9,8 +9,11 @@ that reads well when printed::
                  "test": {...}},
      "notes": ["..."]}
 
-``unreadable`` is None unless ``decode=True`` (every found video is then decoded fully, or
-for NTU-60 every skeleton file parsed; NTU-60 then also counts ``no_bodies`` per subset).
+``unreadable`` is None unless ``decode=True`` (every found video is then decoded fully: one
+that cannot be opened, whose decoder fails or reports errors, or that ends before the frames
+its container promises is unreadable, see ``video.probe_video``; for NTU-60 every skeleton
+file is parsed, and ``no_bodies`` counted per subset). ``ok`` is False when any expected video
+is missing or unreadable (``cmmc data check`` then exits with status 1).
 A root or split folder that cannot be used raises FileNotFoundError with a one-line message;
 malformed split lines raise ValueError.
 """
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..registry import DATASETS, lookup
 from .splits import VideoIndex, load_split, ntu60_split, parse_ntu_name
 from .video import probe_videos
 
@@ -31,14 +35,12 @@ OFFICIAL_COUNTS = {
 #: and the samples with bodies in them (302 have none; what ST-GCN / SkeletonCLR train and test on).
 NTU60_COUNTS = {"xsub": (40320, 16560), "xview": (37920, 18960)}
 NTU60_COUNTS_WITH_SKELETON = {"xsub": (40091, 16487), "xview": (37646, 18932)}
-DATASETS = ("ucf101", "hmdb51", "ntu60", "synthetic")
 
 
 def check_dataset(dataset: str, root: Path | str, split: int = 1, decode: bool = False,
                   progress: bool = False) -> dict:
     """Counts of expected / found / missing (/ unreadable) videos per subset of a root."""
-    if dataset not in DATASETS:
-        raise ValueError(f"unknown dataset {dataset!r}; choose one of {', '.join(DATASETS)}")
+    lookup(DATASETS, dataset, "dataset")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist (see data/README.md)")

@@ -1,4 +1,4 @@
-"""Video decoding with PyAV, and clip sampling by frame index.
+"""Video IO with PyAV: decoding, probing, clip sampling by frame index, and encoding.
 
 What a container says is not trusted: the frame count is what a full decode returns, the
 frame rate comes from the decoded timestamps (container rates can be guesses: raw MPEG-4
@@ -16,7 +16,10 @@ clip always has ``clip_len`` frames.
 """
 from __future__ import annotations
 
+import contextlib
 import logging
+import math
+import threading
 import time
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -86,23 +89,96 @@ def _fps_from(pts: list[int], time_base, stream) -> float | None:
 
 
 # ----------------------------------------------------------------------------- probing
-def probe_video(path: Path | str, threads: int = 0) -> dict:
+class _FFmpegErrorLogging:
+    """While at least one block holds it, PyAV passes on every FFmpeg message of level ERROR
+    (PyAV drops FFmpeg's log by default, and merges repeated lines); the previous settings come
+    back when the last block ends. Thread-safe."""
+
+    def __init__(self):
+        self._lock = threading.Lock()
+        self._users = 0
+        self._saved: tuple = (None, True)
+
+    def __enter__(self):
+        with self._lock:
+            if self._users == 0:
+                level = av.logging.get_level()
+                self._saved = (level, av.logging.get_skip_repeated())
+                if level is None or level < av.logging.ERROR:
+                    av.logging.set_level(av.logging.ERROR)
+                av.logging.set_skip_repeated(False)
+            self._users += 1
+        return self
+
+    def __exit__(self, *exc):
+        with self._lock:
+            self._users -= 1
+            if self._users == 0:
+                av.logging.set_level(self._saved[0])
+                av.logging.set_skip_repeated(self._saved[1])
+        return False
+
+
+_FFMPEG_ERRORS = _FFmpegErrorLogging()
+
+
+@contextlib.contextmanager
+def _decoder_errors_logged():
+    """A list that receives the FFmpeg messages of level ERROR (or worse) logged on this thread
+    while the block runs: what a decoder reports when it conceals damage instead of failing."""
+    errors: list[str] = []
+    with _FFMPEG_ERRORS, av.logging.Capture(local=True) as logs:
+        try:
+            yield errors
+        finally:
+            errors.extend(m.strip() for level, _, m in logs if level <= av.logging.ERROR)
+
+
+def _promised_frames(container, stream) -> tuple[int | None, str]:
+    """(frames the container announces for ``stream``, where that figure comes from): its frame
+    count, else its duration x average frame rate; (None, "") when it says neither (raw MPEG-4
+    elementary streams)."""
+    if stream.frames:
+        return int(stream.frames), "frame count"
+    rate = stream.average_rate
+    if stream.duration and stream.time_base and rate:
+        return round(float(stream.duration * stream.time_base * rate)), "duration x frame rate"
+    if container.duration and rate:                 # microseconds (AV_TIME_BASE)
+        return round(container.duration / 1e6 * float(rate)), "duration x frame rate"
+    return None, ""
+
+
+def _ended_early(decoded: int, promised: int | None) -> bool:
+    """More frames missing than a sound file may lack: containers often promise a frame or two
+    that never decodes (HMDB51's AVIs promise 73 and hold 72), and duration x rate is an
+    estimate, so up to max(2, 2 %) of the promise may be missing."""
+    return promised is not None and promised - decoded > max(2, math.ceil(0.02 * promised))
+
+
+def probe_video(path: Path | str, threads: int = 1) -> dict:
     """Decode ``path`` fully and report what it really holds; never raises for a bad file.
 
-    Returns ``{"path", "frames", "width", "height", "fps", "duration", "errors"}``: frames
-    decoded (int), size of the first frame (px, None if none), fps (float or None), duration
-    (s = frames / fps, or None), errors (list of strings; empty for a good file; a file that
-    decodes zero frames always has one).
+    Returns ``{"path", "frames", "expected_frames", "width", "height", "fps", "duration",
+    "errors"}``: frames decoded (int); frames the container promises (its frame count, else
+    duration x frame rate; None when it says neither); size of the first frame (px, None if
+    none); fps (float or None); duration (s = frames / fps, or None); errors (list of strings,
+    empty for a good file). A file has errors when it cannot be opened, decodes no frame, the
+    decoder raises, the decoder *logs* errors (FFmpeg conceals damaged frames and only says so
+    in its log), or decoding ends early (fewer frames than promised: see :func:`_ended_early`).
+
+    threads: decoder threads. With 1 (the default) FFmpeg logs on this thread, where its
+    messages are captured; with more, errors logged by FFmpeg's own threads may go unseen.
     """
-    info = {"path": str(path), "frames": 0, "width": None, "height": None, "fps": None,
-            "duration": None, "errors": []}
+    info = {"path": str(path), "frames": 0, "expected_frames": None, "width": None,
+            "height": None, "fps": None, "duration": None, "errors": []}
     try:
         container, stream = open_video(path, threads)
     except VideoReadError as e:
         info["errors"].append(str(e))
         return info
     pts: list[int] = []
-    with container:
+    with container, _decoder_errors_logged() as logged:
+        info["expected_frames"], promise = _promised_frames(container, stream)
         try:
             for frame in container.decode(stream):
                 if info["width"] is None:
@@ -112,6 +188,12 @@ def probe_video(path: Path | str, threads: int = 0) -> dict:
             info["errors"].append(f"decode error after {len(pts)} frames: {e}")
         info["frames"] = len(pts)
         info["fps"] = _fps_from(pts, stream.time_base, stream)
+    if logged:
+        info["errors"].append(f"the decoder logged {len(logged)} error message(s), the first: "
+                              f"{logged[0]}")
+    if _ended_early(info["frames"], info["expected_frames"]):
+        info["errors"].append(f"decoding ended early: {info['frames']} frames of the "
+                              f"{info['expected_frames']} promised by the container's {promise}")
     if info["frames"] == 0 and not info["errors"]:
         info["errors"].append("no video frames decoded")
     if info["fps"] and info["frames"]:
@@ -120,7 +202,7 @@ def probe_video(path: Path | str, threads: int = 0) -> dict:
 
 
 def probe_videos(paths: Iterable[Path | str], progress: bool = True,
-                 threads: int = 0) -> list[dict]:
+                 threads: int = 1) -> list[dict]:
     """:func:`probe_video` for each path (a tqdm bar when ``progress``); never raises."""
     paths = list(paths)
     if progress:
@@ -265,3 +347,71 @@ def decode_throughput(paths: Sequence[Path | str], clip_len: int = 32, stride: i
     return {"clips_per_s": round(clips / dt, 2), "frames_per_s": round(clips * clip_len / dt, 1),
             "clips": clips, "clip_len": clip_len, "short_side": short_side,
             "videos": len(usable)}
+
+
+# ----------------------------------------------------------------------------- encoding
+def video_codec() -> tuple[str, str]:
+    """(codec, file extension) to write videos with: ``("libx264", ".mp4")`` when PyAV's FFmpeg
+    can use it, else ``("mpeg4", ".avi")``. Each is tried on two blank frames, since a build
+    may list a codec it cannot use. RuntimeError when neither works."""
+    import io
+
+    for codec, ext in (("libx264", ".mp4"), ("mpeg4", ".avi")):
+        if codec not in av.codecs_available:
+            continue
+        try:
+            encode_video(io.BytesIO(), np.zeros((2, 16, 16, 3), np.uint8), codec, container_format=ext[1:])
+            return codec, ext
+        except Exception as exc:                     # listed, but not usable in this build
+            log.debug("codec %s unusable: %s", codec, exc)
+    raise RuntimeError("PyAV can encode neither libx264 nor mpeg4 video")
+
+
+def rgb_to_yuv420p(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (H, W, 3), even H and W -> the planar I420 buffer (Y, then U, then V) shaped
+    (3H/2, W) as PyAV's ``yuv420p`` frames take it: BT.601 limited range (what decoders assume
+    for untagged SD video), chroma averaged over 2x2 blocks. Done here, exactly, so the encoder
+    input does not depend on the FFmpeg build's swscale."""
+    h, w = rgb.shape[:2]
+    if h % 2 or w % 2:
+        raise ValueError(f"yuv420p needs an even frame size, got {w}x{h}")
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    y = 16 + (65.481 * r + 128.553 * g + 24.966 * b) / 255
+    cb = 128 + (-37.797 * r - 74.203 * g + 112.0 * b) / 255
+    cr = 128 + (112.0 * r - 93.786 * g - 18.214 * b) / 255
+
+    def plane(c, sub):
+        if sub:
+            c = c.reshape(h // 2, 2, w // 2, 2).mean(axis=(1, 3))
+        return np.clip(np.rint(c), 0, 255).astype(np.uint8)
+
+    planes = (plane(y, False), plane(cb, True), plane(cr, True))
+    return np.concatenate([p.ravel() for p in planes]).reshape(h * 3 // 2, w)
+
+
+def encode_video(path, frames: np.ndarray, codec: str, fps: int = 25,
+                 container_format: str | None = None) -> None:
+    """Write uint8 RGB frames (T, H, W, 3), H and W even, as a video of ``fps`` frames per
+    second to ``path`` (a file path, or a writable binary file object such as ``io.BytesIO``
+    together with ``container_format``, e.g. ``"mp4"``). ``codec``: see :func:`video_codec`.
+
+    libx264 is run **lossless** (qp 0) on our own yuv420p conversion (:func:`rgb_to_yuv420p`):
+    the decoded frames are then the same whatever x264 build wrote them (only the 4:2:0 chroma
+    is lost, as in every consumer video). mpeg4 (the fallback) is lossy (qscale 2). One encoder
+    thread, so the output does not depend on the machine. Not atomic: write to a temporary
+    file (``cmmc_lib.runs.atomic_write``) when a reader may look.
+    """
+    target = str(path) if isinstance(path, (str, Path)) else path
+    with av.open(target, "w", format=container_format) as container:
+        stream = container.add_stream(codec, rate=fps)
+        stream.height, stream.width = frames.shape[1:3]
+        stream.pix_fmt = "yuv420p"
+        stream.codec_context.thread_count = 1
+        stream.options = {"qp": "0", "preset": "medium"} if codec == "libx264" else {"qscale": "2"}
+        for t, f in enumerate(frames):
+            frame = av.VideoFrame.from_ndarray(rgb_to_yuv420p(f), format="yuv420p")
+            frame.pts = t
+            for packet in stream.encode(frame):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
