@@ -1,5 +1,5 @@
-"""The synthetic dataset: layout, split files, determinism, resumability, and that the class
-lives in the motion while the appearance is a nuisance."""
+"""The synthetic dataset: layout, split files, determinism, resumability, that the class lives
+in the motion while the appearance is a nuisance (the renderer), and the video encoding it uses."""
 from __future__ import annotations
 
 import json
@@ -12,9 +12,10 @@ import numpy as np
 import pytest
 
 from cmmc_lib.data.flow import dequantize_flow, flow_pair_count
-from cmmc_lib.data.synthetic import (BONES, CLASS_NAMES, JOINT_NAMES, SYNTHETIC_SIZES,
-                                     dataset_items, read_meta, render_clip, render_dataset_clip,
-                                     rgb_to_yuv420p, video_id, write_synthetic_dataset)
+from cmmc_lib.data.render import BONES, CLASS_NAMES, JOINT_NAMES, render_clip, render_dataset_clip
+from cmmc_lib.data.synthetic import (FPS, SYNTHETIC_SIZES, dataset_items, read_meta, video_id,
+                                     write_synthetic_dataset)
+from cmmc_lib.data.video import encode_video, probe_video, rgb_to_yuv420p, video_codec
 from tests._gen_fixtures import decode
 
 TINY = SYNTHETIC_SIZES["tiny"]
@@ -250,3 +251,16 @@ def test_yuv_conversion_is_what_the_decoder_inverts(tmp_path):
     assert np.abs(back - rgb[0]).mean() < 8                                  # 4:2:0 loss only
     with pytest.raises(ValueError, match="even"):
         rgb_to_yuv420p(np.zeros((5, 6, 3), np.uint8))
+
+
+def test_encode_video_writes_what_the_decoder_reads_back(tmp_path):
+    codec, ext = video_codec()
+    rgb, _ = render_clip("Kick", seed=4, frames=6)
+    path = tmp_path / f"kick{ext}"
+    encode_video(path, rgb, codec, fps=FPS)
+    info = probe_video(path)
+    assert info["frames"] == 6 and (info["height"], info["width"]) == rgb.shape[1:3] and info["fps"] == FPS
+    assert np.abs(decode(path).astype(int) - rgb).mean() < 8                 # 4:2:0 loss only
+    again = tmp_path / f"again{ext}"
+    encode_video(again, rgb, codec, fps=FPS)
+    np.testing.assert_array_equal(decode(again), decode(path))              # deterministic

@@ -14,6 +14,7 @@ from cmmc_lib.data.synthetic import write_synthetic_dataset  # noqa: E402
 from cmmc_lib.evaluate import evaluate_run, extract_features, format_result, retrieval_hit_rate  # noqa: E402
 from cmmc_lib.evaluate import features as features_module  # noqa: E402
 from cmmc_lib.models import build_backbone  # noqa: E402
+from cmmc_lib.registry import MODALITIES  # noqa: E402
 
 
 @pytest.fixture(scope="module")
@@ -28,10 +29,11 @@ def make_run(run_dir, data_root, modality, seed=0, extra=()):
     other = "flow" if modality == "rgb" else "rgb"
     cfg = preset("tiny", [f"data.root={data_root}", f"ssl.modality={modality}",
                           f"ssl.other_modality={other}", *extra])
-    runs.save_config(run_dir, cfg)
+    run = runs.RunFolder(run_dir)
+    run.write_config(cfg)
     torch.manual_seed(seed)
-    backbone = build_backbone(cfg.model.backbone, runs.in_channels(modality), width=cfg.model.width)
-    runs.save_checkpoint({"backbone": backbone.state_dict()}, runs.checkpoint_path(run_dir))
+    backbone = build_backbone(cfg.model.backbone, MODALITIES[modality].channels, width=cfg.model.width)
+    run.save_checkpoint({"config": cfg.to_dict(), "backbone": backbone.state_dict()})
     return run_dir
 
 

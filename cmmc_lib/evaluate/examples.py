@@ -64,17 +64,3 @@ def neighbour_agreement(feats: Tensor, labels, groups) -> dict[str, float]:
             "same_group": float(same_group.float().mean()),
             "same_class_other_group": float((same_class & ~same_group).float().mean())}
 
-
-def split_features(backbone, data_cfg, modality: str, subset: str, eval_windows: int | None = None,
-                   batch_size: int = 8, device: str = "cpu", progress: bool = False):
-    """Evaluation dataset of one split and the backbone's features on it: ``(dataset, Features)``.
-
-    Deterministic eval transforms; ``eval_windows`` (default: the config's) windows per video,
-    features averaged over them.
-    """
-    from ..data.datasets import build_dataset
-    from .features import extract_features
-
-    over = {} if eval_windows is None else {"eval_windows": eval_windows}
-    ds = build_dataset(data_cfg, subset, False, (modality,), **over)
-    return ds, extract_features(backbone, ds, modality, batch_size=batch_size, device=device, progress=progress)

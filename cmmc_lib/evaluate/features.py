@@ -1,17 +1,27 @@
 """Backbone features of a dataset split, cached on disk.
 
-A dataset item holds ``item[modality]`` of shape (W, C, T, H, W): W clip windows of one video
-(1 for the train split, ``eval_windows`` evenly spaced ones for the test split). The feature
-of a video is the backbone's pooled output (not the projection head) averaged over its
-windows: (W, D) -> (D,).
+A dataset item holds ``item[modality]`` of shape (W, C, T, H, W): W clip windows of one video.
+The feature of a video is the backbone's pooled output (not the projection head) averaged over
+its windows: (W, D) -> (D,).
+
+:func:`split_features` is the one way the package gets the features of a trained backbone on
+a split: it builds the split's evaluation dataset from a ``DataConfig`` (deterministic
+transforms, ``eval_windows`` windows per video) and runs the backbone over it
+(:func:`extract_features`). ``cmmc eval`` (the runner), the lessons and the training loop's
+kNN monitor all call it.
 
 Caching: features depend on the checkpoint and on how clips are cut, so the cache file name is
-a hash of both (:func:`feature_cache_key`). A second evaluation of the same checkpoint loads the
-file instead of running the backbone again. Files are written atomically (a killed run never
-leaves a half-written cache).
+a hash of both (:func:`feature_cache_key`), derived inside :func:`split_features` from a
+:class:`FeatureCache` (the checkpoint file and the cache folder). A second evaluation of the
+same checkpoint loads the file instead of running the backbone again. Files are written
+atomically (a killed run never leaves a half-written cache) and read with
+``weights_only=True``: a cache file holding pickled Python objects is refused with
+:class:`cmmc_lib.runs.UnsafeFileError`, never executed; an unreadable or stale one is
+recomputed with a warning.
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import logging
@@ -24,6 +34,8 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..data.datasets import worker_options
+from ..runs import UnsafeFileError, load_state, save_state
+from .common import collate_list, item_clips
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +63,14 @@ class Features:
         return cls(d["feats"], d["labels"], list(d["videos"]))
 
 
+@dataclass(frozen=True)
+class FeatureCache:
+    """Where :func:`split_features` keeps features: ``folder/<key>.pt``, the key derived from the
+    content of ``checkpoint`` (the file the backbone was loaded from) and the data config."""
+    checkpoint: Path
+    folder: Path
+
+
 def file_digest(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
     """SHA-1 of a file's bytes (hex)."""
     h = hashlib.sha1()
@@ -58,6 +78,21 @@ def file_digest(path: str | Path, chunk_bytes: int = 1 << 20) -> str:
         while block := f.read(chunk_bytes):
             h.update(block)
     return h.hexdigest()
+
+
+def data_key(data_cfg, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What decides the clips of an evaluation dataset, for :func:`feature_cache_key`: the
+    DataConfig with ``overrides`` applied and the root resolved (fields that only change speed
+    left out)."""
+    from ..config import data_root
+
+    cfg = dataclasses.replace(data_cfg, **(overrides or {}))
+    d = dataclasses.asdict(cfg)
+    d["root"] = str(data_root(cfg).expanduser().resolve())
+    d["train"] = False              # evaluation transforms (kept: earlier cache keys stay valid)
+    for speed_only in ("cache", "num_workers"):
+        d.pop(speed_only, None)
+    return d
 
 
 def feature_cache_key(checkpoint_path: str | Path, data_cfg_dict: dict[str, Any], subset: str,
@@ -74,21 +109,6 @@ def feature_cache_key(checkpoint_path: str | Path, data_cfg_dict: dict[str, Any]
                           "modality": modality, "version": FEATURE_VERSION},
                          sort_keys=True, default=str)
     return f"{subset}-{modality}-{hashlib.sha1(payload.encode()).hexdigest()[:16]}"
-
-
-def collate_list(batch: list[dict]) -> list[dict]:
-    return batch
-
-
-def item_clips(item: dict, modality: str) -> Tensor:
-    if modality not in item:
-        raise ValueError(f"dataset items have no {modality!r} entry (keys: {', '.join(map(str, item))})")
-    x = item[modality]
-    if x.ndim == 4:                                   # a single clip (C, T, H, W)
-        x = x[None]
-    if x.ndim != 5:
-        raise ValueError(f"item[{modality!r}] must be (W, C, T, H, W), got shape {tuple(x.shape)}")
-    return x
 
 
 @torch.no_grad()
@@ -118,7 +138,7 @@ def compute_features(backbone: nn.Module, dataset, modality: str, batch_size: in
                 raise ValueError(f"backbone returned shape {tuple(out.shape)} for {sum(counts)} clips; "
                                  "expected pooled features (clips, D)")
             feats += [f.mean(dim=0) for f in out.float().cpu().split(counts)]
-            for i, item in enumerate(items):
+            for item in items:
                 labels.append(int(item["label"]))
                 videos.append(str(item.get("video", item.get("index", len(videos)))))
     finally:
@@ -133,6 +153,9 @@ def extract_features(backbone: nn.Module, dataset, modality: str, batch_size: in
     """Features of ``dataset`` (see :func:`compute_features`), loaded from
     ``<cache_dir>/<cache_key>.pt`` when that file exists and matches the dataset, else computed
     and saved there. Without ``cache_dir`` nothing is cached. The backbone is moved to ``device``.
+
+    Raises :class:`cmmc_lib.runs.UnsafeFileError` (naming the file) when the cache file holds
+    pickled Python objects: it is never executed, and never silently overwritten.
     """
     if cache_dir is None:
         return compute_features(backbone, dataset, modality, batch_size, device, num_workers, progress)
@@ -144,19 +167,71 @@ def extract_features(backbone: nn.Module, dataset, modality: str, batch_size: in
         log.info("loaded cached features %s", path)
         return cached
     features = compute_features(backbone, dataset, modality, batch_size, device, num_workers, progress)
-    from ..runs import save_checkpoint                 # an atomic torch.save
-    save_checkpoint(features.to_dict(), path)
+    save_state(features.to_dict(), path)
     return features
 
 
+def split_features(backbone: nn.Module, data_cfg, modality: str, subset: str, *,
+                   eval_windows: int | None = None, batch_size: int = 8,
+                   device: str | torch.device = "cpu", cache: FeatureCache | None = None,
+                   progress: bool = False, num_workers: int = 0, dataset=None) -> tuple[Any, Features]:
+    """The features of ``backbone`` on one split: ``(dataset, Features)``.
+
+    ``data_cfg``: the :class:`~cmmc_lib.config.DataConfig` of the data; ``subset``: ``"train"``
+    or ``"test"`` of its split; ``modality``: the backbone's input (``rgb`` / ``flow``). The
+    dataset has deterministic evaluation transforms (centre crop) and ``eval_windows`` evenly
+    spaced windows per video (default: the config's); a video's feature (D,) is the mean over
+    its windows, so ``Features.feats`` is float32 (N, D) in dataset order. ``batch_size`` counts
+    videos per forward pass; the backbone runs in eval mode on ``device`` (its mode is restored).
+
+    ``cache``: keep the features in ``cache.folder/<key>.pt``, the key derived from the content
+    of ``cache.checkpoint``, this data config (overrides applied, root resolved), ``subset`` and
+    ``modality``; a later call with the same checkpoint and clips loads the file.
+    ``dataset``: the dataset an earlier call returned for the same arguments, used instead of
+    building it again (it keeps its decoded videos in memory: what a monitor that runs every
+    epoch wants).
+    """
+    from ..data.datasets import build_dataset
+
+    overrides = {} if eval_windows is None else {"eval_windows": eval_windows}
+    if dataset is None:
+        dataset = build_dataset(data_cfg, subset, False, (modality,), **overrides)
+    else:
+        _check_reused(dataset, modality, eval_windows or data_cfg.eval_windows)
+    cache_dir = cache_key = None
+    if cache is not None:
+        cache_dir = cache.folder
+        cache_key = feature_cache_key(cache.checkpoint, data_key(data_cfg, overrides), subset, modality)
+    return dataset, extract_features(backbone, dataset, modality, batch_size=batch_size, device=device,
+                                     cache_dir=cache_dir, cache_key=cache_key, progress=progress,
+                                     num_workers=num_workers)
+
+
+def _check_reused(dataset, modality: str, windows: int) -> None:
+    """ValueError when a dataset passed to :func:`split_features` was built otherwise."""
+    train = getattr(dataset, "train", False)
+    modalities = getattr(dataset, "modalities", (modality,))
+    views = getattr(dataset, "num_views", windows)
+    if train or modality not in modalities or views != windows:
+        raise ValueError(f"the dataset passed in was built for other arguments (train={train}, "
+                         f"modalities={tuple(modalities)}, {views} windows per video); expected "
+                         f"evaluation clips of {modality!r} with {windows} windows")
+
+
 def _load_cached(path: Path, dataset) -> Features | None:
+    """The cached features in ``path`` if it exists and matches ``dataset``; None (with a
+    warning) for an unreadable, foreign or stale file; UnsafeFileError for pickled objects."""
     if not path.is_file():
         return None
     try:
-        d = torch.load(path, map_location="cpu", weights_only=False)
+        d = load_state(path)
         features = Features.from_dict(d)
-    except Exception as exc:           # unreadable or foreign file: recompute rather than fail
-        log.warning("ignoring unreadable feature cache %s (%s)", path, exc)
+        if not isinstance(features.feats, Tensor) or features.feats.ndim != 2:
+            raise ValueError("feats is not an (N, D) tensor")
+    except UnsafeFileError as exc:
+        raise UnsafeFileError(f"{exc}; delete the file to compute the features again") from None
+    except (ValueError, KeyError, TypeError) as exc:   # unreadable or foreign: recompute
+        log.warning("ignoring unreadable feature cache %s (%s); recomputing", path, exc)
         return None
     if d.get("version") != FEATURE_VERSION or len(features) != len(dataset):
         log.warning("feature cache %s does not match the dataset (%d cached, %d items); recomputing",

@@ -22,9 +22,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..data.datasets import worker_options
-
-from .features import collate_list, item_clips
-from .linear import check_class_labels, classification_summary, step_lr
+from .common import check_class_labels, classification_summary, collate_list, item_clips, step_lr
 
 log = logging.getLogger(__name__)
 

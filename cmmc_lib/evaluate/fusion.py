@@ -11,7 +11,8 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
-from .retrieval import DEFAULT_KS, as_labels, chunked_hit_rate, prepare_pair, snap_similarity
+from .common import as_labels
+from .retrieval import DEFAULT_KS, chunked_hit_rate, prepare_pair, snap_similarity
 
 
 def fuse_probabilities(p1, p2) -> Tensor:

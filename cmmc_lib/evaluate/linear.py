@@ -17,37 +17,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from .retrieval import as_features, as_labels
+from .common import (as_features, as_labels, check_class_labels, classification_summary, step_lr,
+                     topk_accuracy)
 
 log = logging.getLogger(__name__)
-
-
-# ----------------------------------------------------------------------------- metrics
-def topk_accuracy(scores: Tensor, labels: Tensor, k: int = 1) -> float:
-    """Fraction of rows of ``scores`` (N, K) whose true label is among the k highest
-    (k is capped at K). Ties: ``torch.topk``'s order."""
-    k = min(k, scores.shape[1])
-    top = scores.topk(k, dim=1).indices
-    return float((top == labels[:, None]).any(dim=1).double().mean())
-
-
-def confusion_matrix(predictions: Tensor, labels: Tensor, num_classes: int) -> Tensor:
-    """(K, K) int64 counts: row = true class, column = predicted class."""
-    flat = labels.long() * num_classes + predictions.long()
-    return torch.bincount(flat, minlength=num_classes * num_classes).view(num_classes, num_classes)
-
-
-def classification_summary(probs: Tensor, labels: Tensor, num_classes: int) -> dict:
-    """top1, top5 (top-min(5, K)) and the confusion matrix of class probabilities (N, K)."""
-    labels = labels.to(probs.device)
-    return {"top1": topk_accuracy(probs, labels, 1), "top5": topk_accuracy(probs, labels, 5),
-            "confusion": confusion_matrix(probs.argmax(dim=1), labels, num_classes).cpu()}
-
-
-def check_class_labels(labels: Tensor, num_classes: int, name: str) -> None:
-    if len(labels) and (labels.min() < 0 or labels.max() >= num_classes):
-        raise ValueError(f"{name} must lie in [0, {num_classes}), got [{int(labels.min())}, "
-                         f"{int(labels.max())}]")
 
 
 # ----------------------------------------------------------------------------- the probe
@@ -64,11 +37,6 @@ class LinearProbe(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.bn(x))
-
-
-def step_lr(base_lr: float, epoch: int, milestones: Sequence[int], gamma: float = 0.1) -> float:
-    """The learning rate in ``epoch`` (0-based): ``base_lr * gamma ** #{m <= epoch}``."""
-    return base_lr * gamma ** sum(epoch >= m for m in milestones)
 
 
 def linear_probe(train_feats, train_labels, test_feats, test_labels, num_classes: int,

@@ -34,6 +34,8 @@ from collections.abc import Callable, Iterable, Sequence
 import torch
 from torch import Tensor
 
+from .common import as_features, as_labels
+
 log = logging.getLogger(__name__)
 
 DEFAULT_KS = (1, 5, 10, 20)
@@ -46,27 +48,6 @@ def snap_similarity(sim: Tensor) -> Tensor:
 
 
 # ----------------------------------------------------------------------------- input checks
-def as_features(feats, name: str = "features") -> Tensor:
-    """``feats`` as a finite float32 (N, D) tensor; ValueError naming ``name`` otherwise."""
-    x = torch.as_tensor(feats)
-    if x.ndim != 2:
-        raise ValueError(f"{name} must be 2-D (N, D), got shape {tuple(x.shape)}")
-    x = x.float()
-    if not torch.isfinite(x).all():
-        raise ValueError(f"{name} contain NaN or infinite values")
-    return x
-
-
-def as_labels(labels, n: int, name: str = "labels", device=None) -> Tensor:
-    """``labels`` as an int64 (n,) tensor; ValueError when the length is not ``n``."""
-    y = torch.as_tensor(labels, device=device)
-    if y.ndim != 1 or y.shape[0] != n:
-        raise ValueError(f"{name} must have shape ({n},) to match the features, got {tuple(y.shape)}")
-    if y.is_floating_point() and not torch.equal(y, y.round()):
-        raise ValueError(f"{name} must be integers")
-    return y.long()
-
-
 def check_ks(ks: Iterable[int], gallery_size: int) -> tuple[int, ...]:
     """Validate the cut-offs: positive integers no larger than the gallery."""
     ks = tuple(ks)

@@ -14,7 +14,6 @@ dict, also appended to ``<run>/eval.jsonl``.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -25,16 +24,17 @@ from typing import Any
 import torch
 from torch import nn
 
-from .features import Features, extract_features, feature_cache_key
+from ..runs import RunFolder
+from .common import classification_summary
+from .features import FeatureCache, Features, split_features
 from .finetune import finetune
 from .fusion import fuse_probabilities, two_stream_retrieval
-from .linear import classification_summary, linear_probe
+from .linear import linear_probe
 from .retrieval import retrieval_hit_rate
 
 log = logging.getLogger(__name__)
 
 PROTOCOLS = ("retrieval", "linear", "finetune")
-FEATURES_DIR = "features"
 
 # Options each protocol accepts besides the named arguments of evaluate_run.
 _COMMON_OPTS = {"feature_batch_size", "num_workers", "other_which", "append", "seed"}
@@ -74,41 +74,19 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
 
 
 def load_stream(run_dir: str | Path, which: str = "last") -> Stream:
-    from ..runs import checkpoint_path, load_backbone
-
-    run_dir = Path(run_dir)
-    backbone, cfg = load_backbone(run_dir, which)
-    return Stream(run_dir, cfg, backbone, checkpoint_path(run_dir, which))
+    run = RunFolder(run_dir)
+    backbone, cfg = run.load_backbone(which)
+    return Stream(run.path, cfg, backbone, run.checkpoint_path(which))
 
 
-def data_key(data_cfg, overrides: dict[str, Any], train: bool) -> dict[str, Any]:
-    """What decides the clips of a dataset, for the feature cache key: the DataConfig with the
-    overrides applied and the root resolved (fields that only change speed left out)."""
-    from ..config import data_root
-
-    cfg = dataclasses.replace(data_cfg, **overrides)
-    d = dataclasses.asdict(cfg)
-    d["root"] = str(data_root(cfg).expanduser().resolve())
-    d["train"] = train
-    for speed_only in ("cache", "num_workers"):
-        d.pop(speed_only, None)
-    return d
-
-
-def stream_features(stream: Stream, subset: str, device: torch.device, batch_size: int = 8,
-                    num_workers: int = 0, progress: bool = True) -> tuple[Features, list[str]]:
-    """Features of ``subset`` for ``stream`` (train: one window per video; test: the config's
-    ``eval_windows``), cached in ``<run>/features``; and the class names."""
-    from ..data.datasets import build_dataset
-
-    overrides = {"eval_windows": 1} if subset == "train" else {}
-    dataset = build_dataset(stream.cfg.data, subset, False, (stream.modality,), **overrides)
-    key = feature_cache_key(stream.checkpoint, data_key(stream.cfg.data, overrides, False), subset,
-                            stream.modality)
-    feats = extract_features(stream.backbone, dataset, stream.modality, batch_size=batch_size,
-                             device=device, cache_dir=stream.run_dir / FEATURES_DIR, cache_key=key,
-                             progress=progress, num_workers=num_workers)
-    return feats, list(dataset.classes)
+def _stream_split(stream: Stream, subset: str, device: torch.device, batch_size: int = 8,
+                  num_workers: int = 0, progress: bool = True):
+    """``(dataset, Features)`` of ``subset`` for ``stream`` as the protocols cut it (train: one
+    window per video; test: the config's ``eval_windows``), cached in ``<run>/features``."""
+    cache = FeatureCache(stream.checkpoint, RunFolder(stream.run_dir).features_dir)
+    return split_features(stream.backbone, stream.cfg.data, stream.modality, subset,
+                          eval_windows=1 if subset == "train" else None, batch_size=batch_size,
+                          device=device, cache=cache, progress=progress, num_workers=num_workers)
 
 
 def _same_videos(a: Features, b: Features, what: str) -> None:
@@ -127,8 +105,8 @@ def _json_summary(summary: dict) -> dict:
 def _retrieval(streams: list[Stream], ks, device, feature_batch, num_workers, progress, opts) -> dict:
     center = opts.get("center", True)
     chunk_size = opts.get("chunk_size", 1024)
-    sets = [(stream_features(s, "test", device, feature_batch, num_workers, progress)[0],
-             stream_features(s, "train", device, feature_batch, num_workers, progress)[0]) for s in streams]
+    sets = [(_stream_split(s, "test", device, feature_batch, num_workers, progress)[1],
+             _stream_split(s, "train", device, feature_batch, num_workers, progress)[1]) for s in streams]
     queries, gallery = sets[0]
     kept = tuple(k for k in ks if k <= len(gallery))
     skipped = [k for k in ks if k > len(gallery)]
@@ -163,8 +141,9 @@ def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, pro
     milestones = tuple(opts.get("milestones") or sorted({round(0.6 * epochs), round(0.8 * epochs)}))
     per_stream, probs, test_sets = [], [], []
     for s in streams:
-        train, classes = stream_features(s, "train", device, feature_batch, num_workers, progress)
-        test, _ = stream_features(s, "test", device, feature_batch, num_workers, progress)
+        train_ds, train = _stream_split(s, "train", device, feature_batch, num_workers, progress)
+        _, test = _stream_split(s, "test", device, feature_batch, num_workers, progress)
+        classes = list(train_ds.classes)
         res = linear_probe(train.feats, train.labels, test.feats, test.labels, len(classes),
                            epochs=epochs, lr=opts.get("lr", 1.0), milestones=milestones,
                            batch_size=batch_size or 1024, weight_decay=opts.get("weight_decay", 1e-3),
@@ -243,8 +222,6 @@ def evaluate_run(run_dir: str | Path, protocol: str, other_run: str | Path | Non
     ``modality`` and the metrics: ``R@k`` or ``top1``/``top5``/``confusion``...), ``fused``
     (the two-stream metrics, or None) and protocol-specific sizes.
     """
-    from ..runs import append_eval
-
     if protocol not in PROTOCOLS:
         raise ValueError(f"unknown protocol {protocol!r}; choose one of {', '.join(PROTOCOLS)}")
     unknown = sorted(set(opts) - PROTOCOL_OPTS[protocol])
@@ -273,7 +250,7 @@ def evaluate_run(run_dir: str | Path, protocol: str, other_run: str | Path | Non
               "device": str(device), "dataset": streams[0].cfg.data.dataset, **body,
               "seconds": time.perf_counter() - started}
     if opts.get("append", True):
-        append_eval(run_dir, result)
+        RunFolder(run_dir).append_eval(result)
     return result
 
 
