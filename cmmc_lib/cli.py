@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import math
+import numbers
 import os
 import sys
 from pathlib import Path
@@ -61,9 +63,9 @@ def cmd_data_check(a) -> dict:
     from .data.check import check_dataset
     result = check_dataset(a.dataset, Path(a.root), split=a.split, decode=a.decode)
     empty = [name for name, c in result["subsets"].items() if not c["found"]]
-    if empty:                                        # exit 1: a subset has no usable video at all
-        result["failed_run"] = True
+    if empty:
         result.setdefault("notes", []).append(f"no video found for: {', '.join(empty)}")
+    result["failed_run"] = not result["ok"]          # exit 1: videos missing or unreadable
     return result
 
 
@@ -80,7 +82,20 @@ def fmt_check(r: dict) -> str:
         for ex in c.get("unreadable_examples", [])[:3]:
             lines.append(f"    unreadable: {ex}")
     lines += [f"note: {n}" for n in r.get("notes", [])]
+    if not r["ok"]:
+        lines.append(f"INCOMPLETE (exit status 1): {_check_problems(r)}")
     return "\n".join(lines)
+
+
+def _check_problems(r: dict) -> str:
+    """'train 7 missing; test 1 missing, 2 unreadable': the subsets of a check report that
+    have problems."""
+    problems = []
+    for name, c in r["subsets"].items():
+        counts = [f"{c[k]} {k}" for k in ("missing", "unreadable") if c.get(k)]
+        if counts:
+            problems.append(f"{name} {', '.join(counts)}")
+    return "; ".join(problems)
 
 
 def cmd_data_synth(a) -> dict:
@@ -98,11 +113,14 @@ def fmt_synth(r: dict) -> str:
 
 
 def cmd_flow_extract(a) -> dict:
-    from .data.flow import extract_flow
+    from .data.flow import ExtractionInterrupted, extract_flow
     if not Path(a.input).exists():
         raise CLIError(f"no such video or folder: {a.input}")
-    result = extract_flow(Path(a.input), Path(a.out), method=a.method, workers=a.workers,
-                          bound=a.bound, short_side=a.short_side, overwrite=a.overwrite, progress=not a.json)
+    try:
+        result = extract_flow(Path(a.input), Path(a.out), method=a.method, workers=a.workers, bound=a.bound,
+                              short_side=a.short_side, overwrite=a.overwrite, progress=not a.json)
+    except ExtractionInterrupted as stop:               # Ctrl-C: report what was done, exit status 130
+        result = stop.summary
     result["failed_run"] = bool(result["failed"])      # exit status 1: some videos could not be read
     return result
 
@@ -111,6 +129,9 @@ def fmt_flow(r: dict) -> str:
     lines = [f"{r['method']} flow -> {r['out_dir']}: {r['done']} videos done, {r['skipped_existing']} already "
              f"there, {len(r['failed'])} failed ({r['frames']} frames in {r['seconds']:.1f} s)"]
     lines += [f"failed: {path}: {err}" for path, err in r["failed"]]
+    if r.get("interrupted"):
+        lines.append(f"interrupted: {r['remaining']} videos left undone; run the same command "
+                     f"again to resume")
     return "\n".join(lines)
 
 
@@ -122,19 +143,15 @@ def cmd_pretrain(a) -> dict:
         overrides.append(f"ssl.method={a.method}")
     if a.modality:
         overrides.append(f"ssl.modality={a.modality}")
-    if a.resume:
-        if not a.run_dir:
-            raise CLIError("--resume needs --run-dir, the run folder to continue")
-        if (Path(a.run_dir) / "config.json").is_file():      # the run's own settings, plus what was typed
-            cfg = resume_config(a.run_dir, overrides)
-        else:
-            cfg = preset(a.preset, overrides)
+    if a.resume and not a.run_dir:
+        raise CLIError("--resume needs --run-dir, the run folder to continue")
+    if a.resume and (Path(a.run_dir) / "config.json").is_file():
+        cfg = resume_config(a.run_dir, overrides)          # the run's own settings, plus what was typed
     else:
         cfg = preset(a.preset, overrides)
     if a.json:
         cfg.run.progress = False
-    result = pretrain(cfg, run_dir=a.run_dir, resume=a.resume)
-    return result
+    return pretrain(cfg, run_dir=a.run_dir, resume=a.resume)
 
 
 def fmt_pretrain(r: dict) -> str:
@@ -205,6 +222,10 @@ def _fmt_generic(r: dict) -> str:
 
 # ----------------------------------------------------------------------------- parser
 def build_parser() -> argparse.ArgumentParser:
+    from .config import COURSE_PROFILES, PRESETS
+    from .data.flow import FLOW_METHODS
+    from .data.synthetic import SYNTHETIC_SIZES
+    from .registry import DATASETS, METHODS, MODALITIES, available
     p = argparse.ArgumentParser(prog="cmmc", description=__doc__.splitlines()[0])
     p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     sub = p.add_subparsers(dest="verb", required=True)
@@ -225,32 +246,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp = verb(data, "probe", cmd_data_probe, fmt_probe, help="decode videos fully: frames, size, fps, errors")
     sp.add_argument("paths", nargs="+")
     sp = verb(data, "check", cmd_data_check, fmt_check, help="what a prepared root holds against the official split")
-    sp.add_argument("--dataset", required=True, choices=["ucf101", "hmdb51", "ntu60", "synthetic"])
+    sp.add_argument("--dataset", required=True, choices=list(DATASETS))
     sp.add_argument("--root", required=True)
     sp.add_argument("--split", type=int, default=1)
     sp.add_argument("--decode", action="store_true", help="also decode every video to find unreadable ones")
     sp = verb(data, "synth", cmd_data_synth, fmt_synth, help="write the synthetic dataset")
     sp.add_argument("--out", default=None, help="default: data/synthetic/<size>")
-    sp.add_argument("--size", default="tiny", choices=["tiny", "cpu"])
+    sp.add_argument("--size", default="tiny", choices=list(SYNTHETIC_SIZES))
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--videos", type=int, default=None, help="override the number of videos")
-    sp.add_argument("--flow-method", default="dis", choices=["tvl1", "dis", "farneback"])
+    sp.add_argument("--flow-method", default="dis", choices=list(FLOW_METHODS))
     sp.add_argument("--workers", type=int, default=1)
 
     flow = sub.add_parser("flow", help="optical flow").add_subparsers(dest="what", required=True)
     sp = verb(flow, "extract", cmd_flow_extract, fmt_flow, help="extract flow to the rawframes layout (resumable)")
     sp.add_argument("input", help="a video or a folder of videos")
     sp.add_argument("--out", required=True)
-    sp.add_argument("--method", default="tvl1", choices=["tvl1", "dis", "farneback"])
+    sp.add_argument("--method", default="tvl1", choices=list(FLOW_METHODS))
     sp.add_argument("--workers", type=int, default=1)
     sp.add_argument("--bound", type=float, default=20.0)
     sp.add_argument("--short-side", type=int, default=None)
     sp.add_argument("--overwrite", action="store_true")
 
     sp = verb(sub, "pretrain", cmd_pretrain, fmt_pretrain, help="self-supervised pre-training; writes a run folder")
-    sp.add_argument("--preset", default="tiny", choices=["tiny", "cpu", "paper"])
-    sp.add_argument("--method", default=None)
-    sp.add_argument("--modality", default=None, choices=["rgb", "flow"])
+    sp.add_argument("--preset", default="tiny", choices=list(PRESETS))
+    sp.add_argument("--method", default=None, choices=available(METHODS))
+    sp.add_argument("--modality", default=None, choices=available(MODALITIES))
     sp.add_argument("--run-dir", default=None, help="default: <run.out_root>/<preset>-<method>-<modality>-s<seed>")
     sp.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     sp.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. lr=3e-4 ssl.layer_k=3")
@@ -282,7 +303,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--methods", nargs="*", default=["tvl1", "dis", "farneback"])
 
     sp = verb(sub, "course", cmd_course, fmt_course, help="execute every notebook with papermill")
-    sp.add_argument("--profile", default="tiny", choices=["tiny", "cpu"])
+    sp.add_argument("--profile", default="tiny", choices=list(COURSE_PROFILES))
     sp.add_argument("--out", default="outputs/course")
     sp.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 01 02")
     sp.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
@@ -311,18 +332,60 @@ def main(argv: list[str] | None = None) -> int:
         print(f"cmmc: error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
               f" (run with -v for the traceback)", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:                       # a verb that does not stop gracefully itself
         print("cmmc: interrupted", file=sys.stderr)
+        if args.json:
+            write_stdout(strict_json({"interrupted": True}))
         return 130
     if os.environ.get("RANK", "0") != "0":          # under torchrun only rank 0 reports
         return 0
-    if args.json:
-        print(json.dumps(result, default=str))
-    else:
-        print(args.fmt(result))
+    if not write_stdout(strict_json(result) if args.json else args.fmt(result)):
+        return 1                                    # nobody reads stdout any more
     if isinstance(result, dict) and result.get("interrupted"):
         return 130
     return 0 if not (isinstance(result, dict) and result.get("failed_run")) else 1
+
+
+# ----------------------------------------------------------------------------- output
+def strict_json(value: Any) -> str:
+    """``value`` as one line of strict JSON (RFC 8259): NaN and +-Infinity, which Python's json
+    would write as bare words that other parsers reject, become null; numpy scalars become
+    numbers; anything else json cannot write becomes its str()."""
+    return json.dumps(_finite_or_none(value), allow_nan=False, default=str)
+
+
+def _finite_or_none(value: Any) -> Any:
+    """A copy of ``value`` (dicts, lists, tuples, scalars) with non-finite floats as None."""
+    if isinstance(value, dict):
+        return {k: _finite_or_none(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite_or_none(v) for v in value]
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def write_stdout(text: str) -> bool:
+    """Print ``text`` and flush. False when stdout is closed or its reader has gone (e.g.
+    ``cmmc ... | head -c 10``): then, as the Python docs advise for BrokenPipeError (signal
+    module, "Note on SIGPIPE"), stdout is pointed at /dev/null so that the flush at exit
+    cannot fail again, and the caller exits non-zero without a traceback."""
+    if sys.stdout is None:                          # started with stdout closed (>&-)
+        print("cmmc: error: stdout is closed: the result cannot be printed", file=sys.stderr)
+        return False
+    try:
+        sys.stdout.write(text + "\n")             # one write: whole lines even unbuffered
+        sys.stdout.flush()
+        return True
+    except BrokenPipeError:
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        except (AttributeError, OSError, ValueError):  # not a real file (in-process capture)
+            pass
+        return False
 
 
 if __name__ == "__main__":

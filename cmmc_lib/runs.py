@@ -23,12 +23,13 @@ import os
 import re
 import uuid
 from pathlib import Path
-from typing import Any, Callable
-
-import torch
+from typing import TYPE_CHECKING, Any, Callable
 
 from .config import Config
 from .registry import MODALITIES, lookup
+
+if TYPE_CHECKING:                      # torch is imported on use: dataset writers' workers need none
+    import torch
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -69,6 +70,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
 def save_state(state: dict[str, Any], path: str | Path) -> Path:
     """``torch.save`` atomically. ``state`` must hold only tensors, numbers, strings, bools,
     None, lists, tuples and dicts: what :func:`load_state` accepts."""
+    import torch
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -78,6 +80,7 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
     plain data) or ValueError (not a torch file), each with one line naming the file."""
     import pickle
 
+    import torch
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")
@@ -336,23 +339,3 @@ def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """Rows of a run's ``metrics.csv`` with numbers parsed (empty cells -> None)."""
     return RunFolder(run_dir).metrics.read()
 
-
-# TODO(house): transitional names still used by evaluate/ and its tests; removed once they use RunFolder.
-def checkpoint_path(run_dir: str | Path, which: str | int = "last") -> Path:
-    return RunFolder(run_dir).checkpoint_path(which)
-
-
-def save_config(run_dir: str | Path, cfg: Config) -> Path:
-    return RunFolder(run_dir).write_config(cfg)
-
-
-def save_checkpoint(state: dict[str, Any], path: str | Path) -> Path:
-    return save_state(state, path)
-
-
-def load_checkpoint(run_dir: str | Path, which: str | int = "last", map_location: str = "cpu") -> dict[str, Any]:
-    return RunFolder(run_dir).load_checkpoint(which, map_location, needs=())
-
-
-def append_eval(run_dir: str | Path, result: dict[str, Any]) -> None:
-    RunFolder(run_dir).append_eval(result)

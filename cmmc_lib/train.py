@@ -34,7 +34,6 @@ from .config import Config, OptimConfig, apply_overrides, validate
 from .data.datasets import worker_options
 from .registry import METHODS
 from .runs import METRIC_FIELDS, RunFolder
-from .runs import read_metrics  # noqa: F401  TODO(house): notebooks still import it from here
 
 log = logging.getLogger(__name__)
 
@@ -260,16 +259,13 @@ def default_run_name(cfg: Config) -> str:
     return cfg.run.name or f"{cfg.preset}-{cfg.ssl.method}-{cfg.ssl.modality}-s{cfg.run.seed}"
 
 
-def build_training_data(cfg: Config):
-    """The training set (every modality the method reads) and, when the kNN monitor is on,
-    its (gallery, queries) pair: train and test split, one window per video."""
+def build_training_data(cfg: Config, env: Env):
+    """The training set (every modality the method reads) and the kNN monitor (None when
+    ``run.knn_every`` is 0, and on ranks other than 0)."""
     from .data.datasets import build_dataset
 
     train = build_dataset(cfg.data, "train", True, modalities_for(cfg), seed=cfg.run.seed)
-    if cfg.run.knn_every <= 0:
-        return train, None
-    monitor = tuple(build_dataset(cfg.data, s, False, (cfg.ssl.modality,), eval_windows=1)
-                    for s in ("train", "test"))
+    monitor = KNNMonitor(cfg, env.device) if cfg.run.knn_every > 0 and env.main else None
     return train, monitor
 
 
@@ -308,23 +304,30 @@ def init_from_run(method, cfg: Config) -> None:
     method.moco.encoder_k.load_state_dict(state)
 
 
-def knn_monitor(backbone, gallery_ds, query_ds, modality: str, device, batch_size: int) -> float:
-    """R@1 of test clips (queries) against train clips (gallery), backbone features, centred."""
-    from .evaluate.features import extract_features
-    from .evaluate.retrieval import retrieval_hit_rate
-    was_training = backbone.training
-    g = extract_features(backbone, gallery_ds, modality, batch_size=batch_size, device=device, progress=False)
-    q = extract_features(backbone, query_ds, modality, batch_size=batch_size, device=device, progress=False)
-    backbone.train(was_training)
-    return float(retrieval_hit_rate(q.feats, q.labels, g.feats, g.labels, ks=(1,))[1])
+class KNNMonitor:
+    """The per-epoch signal of a run: R@1 of the test split's videos (queries) against the train
+    split's (gallery), one window each, backbone features centred (the retrieval protocol's
+    ranking). The datasets are built on the first call and kept (with their decoded videos)."""
+
+    def __init__(self, cfg: Config, device: str | torch.device = "cpu"):
+        self.cfg, self.device = cfg, torch.device(device)
+        self.datasets: dict[str, Any] = {"train": None, "test": None}
+
+    def __call__(self, backbone) -> float:
+        from .evaluate.features import split_features
+        from .evaluate.retrieval import retrieval_hit_rate
+        feats = {}
+        for subset in ("train", "test"):
+            self.datasets[subset], feats[subset] = split_features(
+                backbone, self.cfg.data, self.cfg.ssl.modality, subset, eval_windows=1,
+                batch_size=self.cfg.optim.batch_size, device=self.device, dataset=self.datasets[subset])
+        q, g = feats["test"], feats["train"]
+        return float(retrieval_hit_rate(q.feats, q.labels, g.feats, g.labels, ks=(1,))[1])
 
 
 def knn_r1(backbone, cfg: Config, device: str | torch.device = "cpu") -> float:
     """The kNN monitor of :func:`pretrain` for any backbone (e.g. a random initialisation)."""
-    from .data.datasets import build_dataset
-    gallery = build_dataset(cfg.data, "train", False, (cfg.ssl.modality,), eval_windows=1)
-    query = build_dataset(cfg.data, "test", False, (cfg.ssl.modality,), eval_windows=1)
-    return knn_monitor(backbone, gallery, query, cfg.ssl.modality, torch.device(device), cfg.optim.batch_size)
+    return KNNMonitor(cfg, device)(backbone)
 
 
 def epoch_loader(train_ds, cfg: Config, pos: Position, env: Env) -> DataLoader:
@@ -417,7 +420,7 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
     run = RunFolder(run_dir or Path(cfg.run.out_root) / default_run_name(cfg))
     ckpt = open_run(run, cfg, resume, env)
     torch.manual_seed(cfg.run.seed)
-    train_ds, monitor = build_training_data(cfg)
+    train_ds, monitor = build_training_data(cfg, env)
     method = build_method(cfg, source_backbone=load_source(cfg)).to(env.device)
     optimizer = torch.optim.Adam([p for p in method.parameters() if p.requires_grad],
                                  lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
@@ -453,10 +456,9 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
                 epoch_log.close()
                 break
             knn = None
-            if monitor is not None and env.main and ((pos.epoch + 1) % cfg.run.knn_every == 0
-                                                     or pos.epoch + 1 == cfg.optim.epochs):
-                knn = last_knn = knn_monitor(method.query_backbone(), *monitor, cfg.ssl.modality,
-                                             env.device, cfg.optim.batch_size)
+            if monitor is not None and ((pos.epoch + 1) % cfg.run.knn_every == 0
+                                        or pos.epoch + 1 == cfg.optim.epochs):
+                knn = last_knn = monitor(method.query_backbone())
             epoch_log.end(pos, lr, knn)
             pos.epoch, pos.batch = pos.epoch + 1, 0
     save(run, cfg, method, optimizer, pos, env)

@@ -184,9 +184,12 @@ def test_build_dataset_rejects_bad_requests(cfg, tmp_path, monkeypatch):
         build_dataset(cfg, "val", True, ("rgb",))
     with pytest.raises(ValueError, match="ntu60"):
         build_dataset(cfg, "train", True, ("rgb",), dataset="ntu60")
-    monkeypatch.setenv("CMMC_DATA_ROOT", str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="cmmc data synth"):
-        build_dataset(DataConfig(dataset="synthetic"), "train", True, ("rgb",))
+    with pytest.raises(FileNotFoundError, match="does not exist: see data/README.md"):
+        build_dataset(DataConfig(dataset="ucf101", root=str(tmp_path / "nowhere")), "train", True, ("rgb",))
+    (tmp_path / "not-synthetic").mkdir()
+    (tmp_path / "not-synthetic" / "notes.txt").write_text("mine")      # never overwritten by the generator
+    with pytest.raises(ValueError, match="holds no synthetic dataset"):
+        build_dataset(DataConfig(dataset="synthetic", root=str(tmp_path / "not-synthetic")), "train", True)
 
 
 def test_hmdb51_root_and_short_videos(tmp_path):

@@ -89,7 +89,7 @@ def test_bf16_autocast_path_trains_with_float32_logits(tiny_root, tmp_path):
     pretrain(cfg, tmp_path / "again")
     assert out["steps"] == 3 and all(torch.isfinite(torch.tensor(l)) for _, l in step_losses(tmp_path / "bf16"))
     assert step_losses(tmp_path / "bf16") == step_losses(tmp_path / "again")
-    assert all(v.dtype == torch.float32 for v in runs.load_checkpoint(tmp_path / "bf16")["backbone"].values()
+    assert all(v.dtype == torch.float32 for v in runs.RunFolder(tmp_path / "bf16").load_checkpoint()["backbone"].values()
                if v.is_floating_point())
 
 
@@ -102,7 +102,8 @@ def test_interrupted_run_resumes_exactly(tiny_root, tmp_path):
     cut = tiny_cfg(tiny_root, "optim.epochs=2", "run.ckpt_every=3", "run.keep_ckpts=10", "ssl.method=cmmc",
                    f"run.max_steps={full['steps'] - 2}")
     pretrain(cut, tmp_path / "cut")
-    shutil.copy(runs.checkpoint_path(tmp_path / "cut", 3), runs.checkpoint_path(tmp_path / "cut", "last"))
+    cut = runs.RunFolder(tmp_path / "cut")
+    shutil.copy(cut.checkpoint_path(3), cut.checkpoint_path("last"))
     assert not is_finished(tmp_path / "cut")
     resumed = pretrain(resume_config(tmp_path / "cut"), tmp_path / "cut", resume=True)
     assert resumed["resumed_from"] == 3 and resumed["finished"]
@@ -110,8 +111,8 @@ def test_interrupted_run_resumes_exactly(tiny_root, tmp_path):
     epochs = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(d) if r["kind"] == "epoch"]
               for d in (tmp_path / "cut", tmp_path / "full")]
     assert epochs[0] == epochs[1] and len(epochs[0]) == 2
-    a = runs.load_checkpoint(tmp_path / "full")["backbone"]
-    b = runs.load_checkpoint(tmp_path / "cut")["backbone"]
+    a = runs.RunFolder(tmp_path / "full").load_checkpoint()["backbone"]
+    b = runs.RunFolder(tmp_path / "cut").load_checkpoint()["backbone"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
@@ -127,7 +128,7 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resumes_exactly(tiny_r
     real = patch_step_loss(monkeypatch, ctrl_c_at_step_4)
     stopped = pretrain(cfg, tmp_path / "cut")
     assert stopped["interrupted"] and not stopped["finished"] and stopped["steps"] == 4
-    assert runs.load_checkpoint(tmp_path / "cut")["step"] == 4          # nothing lost
+    assert runs.RunFolder(tmp_path / "cut").load_checkpoint()["step"] == 4          # nothing lost
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
     monkeypatch.setattr(factory, "build_method", real)
     pretrain(cfg, tmp_path / "cut", resume=True)
@@ -139,7 +140,7 @@ def test_resume_without_last_pt_continues_from_the_newest_step_checkpoint(tiny_r
     pretrain(cfg, tmp_path / "full")
     pretrain(tiny_cfg(tiny_root, "optim.epochs=2", "run.ckpt_every=3", "run.keep_ckpts=10", "run.max_steps=8"),
              tmp_path / "cut")
-    runs.checkpoint_path(tmp_path / "cut", "last").unlink()          # lost; step_0000006.pt is intact
+    runs.RunFolder(tmp_path / "cut").checkpoint_path("last").unlink()          # lost; step_0000006.pt is intact
     resumed = pretrain(resume_config(tmp_path / "cut"), tmp_path / "cut", resume=True)
     assert resumed["resumed_from"] == 6 and resumed["finished"]
     assert step_losses(tmp_path / "cut") == step_losses(tmp_path / "full")      # no row lost or doubled
@@ -168,7 +169,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp
     patch_step_loss(monkeypatch, lambda n, loss: loss * float("nan") if n == 5 else loss)
     with pytest.raises(NonFiniteLossError, match="step 4.*last good checkpoint"):
         pretrain(tiny_cfg(tiny_root, "run.ckpt_every=2"), tmp_path / "nan")
-    ckpt = runs.load_checkpoint(tmp_path / "nan")
+    ckpt = runs.RunFolder(tmp_path / "nan").load_checkpoint()
     assert ckpt["step"] == 4 and all(torch.isfinite(v).all() for v in ckpt["backbone"].values() if v.is_floating_point())
 
 
@@ -228,7 +229,7 @@ def test_torchrun_two_processes_on_cpu_gather_keys_from_both_ranks(tiny_root, tm
                            "ssl.queue_size=1000", "knn_every=0", "run.device=cpu"],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    ckpt = runs.load_checkpoint(run_dir)
+    ckpt = runs.RunFolder(run_dir).load_checkpoint()
     batch = ckpt["config"]["optim"]["batch_size"]
     # each step enqueues the keys of BOTH ranks, B/2 each: the pointer moved the global B per step
     assert int(ckpt["method"]["moco.queue_ptr"][0]) == 3 * batch
