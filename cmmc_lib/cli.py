@@ -170,8 +170,43 @@ def cmd_eval(a) -> dict:
     kw: dict[str, Any] = {}
     if a.epochs is not None:
         kw["epochs"] = a.epochs
+    data = {k: v for k, v in (("dataset", a.dataset), ("split", a.split), ("root", a.data_root),
+                              ("synthetic_seed", a.data_seed)) if v is not None}
+    if a.dataset and a.data_root is None:
+        data["root"] = None                             # another dataset: its default root
     return evaluate_run(Path(a.run), a.protocol, other_run=Path(a.other_run) if a.other_run else None,
-                        which=a.checkpoint, device=a.device, progress=not a.json, **kw)
+                        which=a.checkpoint, device=a.device, progress=not a.json, data=data or None,
+                        modality=a.modality, other_modality=a.other_modality, **kw)
+
+
+def cmd_pipeline(a) -> dict:
+    from .config import preset
+    from .pipeline import run_pipeline
+    overrides = list(a.overrides) + ([f"ssl.method={a.method}"] if a.method else [])
+    cfg = preset(a.preset, overrides)
+    if a.json:
+        cfg.run.progress = False
+    return run_pipeline(cfg, Path(a.run_dir or Path(cfg.run.out_root) / f"{a.preset}-{cfg.ssl.method}-pipeline"))
+
+
+def fmt_pipeline(r: dict) -> str:
+    lines = [f"{s['name']:<14} {'reused' if s['reused'] else 'trained'}  kNN R@1 "
+             f"{s['knn_r1'] if s['knn_r1'] is None else format(s['knn_r1'], '.3f')}  -> {s['run_dir']}"
+             for s in r["stages"]]
+    lines.append("final networks: " + ", ".join(f"{m} {d}" for m, d in r["final"].items()))
+    return "\n".join(lines)
+
+
+def cmd_ablate(a) -> dict:
+    from .ablation import ablate
+    out = Path(a.out or f"runs/ablation-{a.preset}")
+    return ablate(a.preset, a.seeds, out, a.overrides, curves=not a.no_curves, device=a.device,
+                  progress=not a.json)
+
+
+def fmt_ablate(r: dict) -> str:
+    return Path(r["files"]["markdown"]).read_text() + f"\n{len(r['seeds'])} seed(s) in {r['seconds'] / 60:.1f} min; " \
+        f"files: {', '.join(r['files'].values())}"
 
 
 def fmt_eval(r: dict) -> str:
@@ -280,9 +315,32 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("protocol", choices=["retrieval", "linear", "finetune"])
     sp.add_argument("--run", required=True)
     sp.add_argument("--other-run", default=None, help="second stream for two-stream fusion")
-    sp.add_argument("--checkpoint", default="last")
+    sp.add_argument("--checkpoint", default="last", help="last, a step number, or a checkpoint file")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--epochs", type=int, default=None)
+    sp.add_argument("--dataset", default=None, choices=list(DATASETS),
+                    help="evaluate on another dataset than the run's (transfer, e.g. hmdb51)")
+    sp.add_argument("--split", type=int, default=None, help="official split of the evaluation dataset")
+    sp.add_argument("--data-root", default=None, help="root of the evaluation dataset")
+    sp.add_argument("--data-seed", type=int, default=None, help="synthetic data: the generator seed (transfer set)")
+    sp.add_argument("--modality", default=None, help="which network of a run that trained two (joint)")
+    sp.add_argument("--other-modality", default=None, help="which network of --other-run")
+
+    sp = verb(sub, "pipeline", cmd_pipeline, fmt_pipeline,
+              help="the recipe: stage 1 (each modality alone), then alternate cycles of the method")
+    sp.add_argument("--preset", default="tiny", choices=list(PRESETS))
+    sp.add_argument("--method", default=None, choices=available(METHODS), help="the stage-2 method")
+    sp.add_argument("--run-dir", default=None, help="default: <run.out_root>/<preset>-<method>-pipeline")
+    sp.add_argument("overrides", nargs="*", help="key=value, e.g. schedule.cycles=2 schedule.alternate=false")
+
+    sp = verb(sub, "ablate", cmd_ablate, fmt_ablate,
+              help="the poster's ablation table: RGB, flow, two-stream x {MoCo, mixup, CM mixup, CMMC}")
+    sp.add_argument("--preset", default="tiny", choices=list(PRESETS))
+    sp.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1")
+    sp.add_argument("--out", default=None, help="default: runs/ablation-<preset>")
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--no-curves", action="store_true", help="skip CMMC w/o alternate training (the curves)")
+    sp.add_argument("overrides", nargs="*", help="key=value config overrides")
 
     sp = verb(sub, "bench", cmd_bench, help="throughput measurements")
     sp.add_argument("what", choices=["step", "loader", "flow", "retrieval"])

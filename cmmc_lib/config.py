@@ -22,8 +22,8 @@ class DataConfig:
     """Where clips come from and how they are cut.
 
     ``root=None`` means the default for the dataset: ``$CMMC_DATA_ROOT/<dataset>`` if set,
-    else ``data/<dataset>`` (for ``synthetic``: ``data/synthetic/<synthetic_size>``) relative
-    to the working directory.
+    else ``data/<dataset>`` (for ``synthetic``: ``data/synthetic/<synthetic_size>``, with
+    ``-seed<S>`` for a seed other than 0) relative to the working directory.
     """
     dataset: str = "synthetic"          # synthetic | ucf101 | hmdb51 | ntu60
     root: str | None = None
@@ -69,6 +69,8 @@ class SSLConfig:
     cut_dims: str = "cthw"              # dimensions the tesseract cuts [choice]
     cut_centre: str = "uniform"         # uniform (paper: centre anywhere, box clipped) | inside
     partner: str = "perm"               # perm (another video) | same (same video, unmixed labels)
+    joint: bool = False                 # train both modalities at once, each mixing in the other's
+                                        # current features (set by the schedule's alternate=False)
     resample: bool = True               # resample the source map when shapes differ (k != l)
     source_run: str | None = None       # run folder of the frozen other-modality network
     init_run: str | None = None         # start from this run's query encoder (stage 2 continues stage 1)
@@ -83,6 +85,27 @@ class OptimConfig:
     weight_decay: float = 1e-5
     milestones: tuple[int, ...] = ()    # epochs at which lr is multiplied by gamma
     gamma: float = 0.1
+
+
+@dataclass
+class ScheduleConfig:
+    """The recipe around the runs (METHOD.md section 4), driven by ``cmmc pipeline``.
+
+    Stage 1 trains each modality alone with ``stage1_method`` for ``optim.epochs`` epochs (lr x
+    ``optim.gamma`` at ``optim.milestones``): it *is* a plain ``cmmc pretrain`` run. Stage 2
+    runs ``cycles`` alternate cycles of ``ssl.method``: each network in turn, for
+    ``cycle_epochs`` epochs with lr ``optim.lr`` x gamma at ``cycle_milestones``, continuing from
+    its own latest weights (a fresh queue and optimiser, as CoCLR restarts each cycle) and mixing
+    in the other's latest, frozen. ``alternate=False`` trains both networks at once for
+    ``cycles * cycle_epochs`` epochs, each mixing in the other's current features (the poster's
+    "w/o alternate training").
+    """
+    stage1_method: str = "moco"         # moco, or input mixing first (STC-mix: mixup | cutmix)
+    cycles: int = 1
+    cycle_epochs: int = 1
+    cycle_milestones: tuple[int, ...] = ()
+    alternate: bool = True
+    modalities: tuple[str, ...] = ("rgb", "flow")   # the order of each cycle
 
 
 @dataclass
@@ -106,6 +129,7 @@ class Config:
     model: ModelConfig = field(default_factory=ModelConfig)
     ssl: SSLConfig = field(default_factory=SSLConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -117,7 +141,7 @@ class Config:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Config":
         cfg = cls()
-        for section in ("data", "model", "ssl", "optim", "run"):
+        for section in _sections(cfg):
             for k, v in d.get(section, {}).items():
                 _set_field(getattr(cfg, section), k, v)
         cfg.preset = d.get("preset", cfg.preset)
@@ -128,12 +152,14 @@ class Config:
 
 
 def data_root(d: DataConfig) -> Path:
-    """The directory a :class:`DataConfig` reads from (see its docstring)."""
+    """The directory a :class:`DataConfig` reads from (see its docstring). The synthetic data of
+    seed 0 lives in ``synthetic/<size>``, another seed's in ``synthetic/<size>-seed<seed>``."""
     if d.root:
         return Path(d.root).expanduser()
     base = Path(os.environ.get("CMMC_DATA_ROOT", "data"))
     if d.dataset == "synthetic":
-        return base / "synthetic" / d.synthetic_size
+        suffix = f"-seed{d.synthetic_seed}" if d.synthetic_seed else ""
+        return base / "synthetic" / f"{d.synthetic_size}{suffix}"
     return base / d.dataset
 
 
@@ -162,6 +188,7 @@ def _paper() -> Config:
         ssl=SSLConfig(queue_size=2048, momentum=0.999, temperature=0.07, layer_k=(3,)),
         optim=OptimConfig(batch_size=64, epochs=300, lr=1e-3, weight_decay=1e-5,
                           milestones=(250, 280)),
+        schedule=ScheduleConfig(cycles=2, cycle_epochs=100, cycle_milestones=(80,)),
         run=RunConfig(ckpt_every=500, knn_every=10),
     )
 
@@ -210,6 +237,7 @@ def validate(cfg: Config) -> None:
     """Raise ValueError with one clear line for settings that cannot work (or cannot run yet)."""
     _validate_names(cfg)
     _validate_numbers(cfg)
+    _validate_schedule(cfg)
     _validate_mixing(cfg)
 
 
@@ -282,6 +310,26 @@ def _validate_numbers(cfg: Config) -> None:
         raise ValueError(f"run.max_steps must be >= 0, got {cfg.run.max_steps}")
 
 
+def _validate_schedule(cfg: Config) -> None:
+    sc = cfg.schedule
+    method = lookup(METHODS, sc.stage1_method, "method")
+    if method.cross_modal or method.step == "manifold-mix":
+        raise ValueError(f"schedule.stage1_method={sc.stage1_method!r}: stage 1 trains each modality alone "
+                         f"(moco, mixup or cutmix)")
+    if sc.cycles < 1 or sc.cycle_epochs < 1:
+        raise ValueError(f"schedule.cycles and schedule.cycle_epochs must be >= 1, got {sc.cycles} and "
+                         f"{sc.cycle_epochs}")
+    if list(sc.cycle_milestones) != sorted(set(sc.cycle_milestones)) or any(m < 1 for m in sc.cycle_milestones):
+        raise ValueError(f"schedule.cycle_milestones must be increasing epochs >= 1, got {sc.cycle_milestones}")
+    if len(set(sc.modalities)) != 2:
+        raise ValueError(f"schedule.modalities must name two different modalities, got {sc.modalities}")
+    for m in sc.modalities:
+        lookup(MODALITIES, m, "modality")
+    if cfg.ssl.joint and METHODS[cfg.ssl.method].step != "cross-modal-mix":
+        raise ValueError(f"ssl.joint trains two networks that mix into each other: it needs a cross-modal "
+                         f"mixing method (cm-mixup, cmmc), not {cfg.ssl.method!r}")
+
+
 def _validate_mixing(cfg: Config) -> None:
     s = cfg.ssl
     backbone = BACKBONES[cfg.model.backbone]
@@ -296,7 +344,7 @@ def _validate_mixing(cfg: Config) -> None:
             if not 1 <= k < backbone.num_blocks:
                 raise ValueError(f"{key}={k} is not a block boundary to cut at: {backbone.name} has "
                                  f"{backbone.num_blocks} blocks, so choose 1..{backbone.num_blocks - 1}")
-    if METHODS[s.method].cross_modal and not s.source_run and cfg.preset != "tiny":
+    if METHODS[s.method].cross_modal and not s.source_run and cfg.preset != "tiny" and not s.joint:
         raise ValueError(f"method {s.method!r} needs the frozen {s.other_modality} network: set "
                          f"ssl.source_run=RUN_DIR (a finished {s.other_modality} run; `cmmc pipeline` sets "
                          f"it for you). Only the tiny preset may use a random one, for lessons on mechanics")

@@ -294,15 +294,27 @@ class RunFolder:
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return False
 
-    def load_backbone(self, which: str | int = "last", map_location: str | torch.device = "cpu"):
-        """The trained query backbone of the run and its config: ``(backbone in eval mode, Config)``."""
+    def load_backbone(self, which: str | int = "last", map_location: str | torch.device = "cpu",
+                      modality: str | None = None):
+        """A trained backbone of the run and the run's config: ``(backbone in eval mode, Config)``.
+
+        ``modality``: which network, for a run that trains two at once (joint training); the
+        returned config then names it as ``ssl.modality``. Default: the run's own modality.
+        """
         from .models import build_backbone
 
         cfg = self.read_config()
         ckpt = self.load_checkpoint(which, map_location)
+        weights = ckpt["backbone"]
+        if modality not in (None, cfg.ssl.modality):
+            if modality not in ckpt.get("backbones", {}):
+                raise ValueError(f"{self.path} trained no {modality!r} network (it has: "
+                                 f"{', '.join(ckpt.get('backbones', {cfg.ssl.modality: 0}))})")
+            weights = ckpt["backbones"][modality]
+            cfg.ssl.other_modality, cfg.ssl.modality = cfg.ssl.modality, modality
         backbone = build_backbone(cfg.model.backbone, in_channels(cfg.ssl.modality), width=cfg.model.width)
         try:
-            backbone.load_state_dict(ckpt["backbone"])
+            backbone.load_state_dict(weights)
         except (RuntimeError, TypeError, AttributeError) as exc:
             raise ValueError(f"{self.checkpoint_path(which)} does not fit the {cfg.model.backbone} of "
                              f"{self.config_path}: {_first_line(exc)}") from None

@@ -174,6 +174,7 @@ class Position:
 # --------------------------------------------------------------------------- resume
 RUNTIME_KEYS = {"run.max_steps", "run.progress", "run.device", "data.num_workers", "run.ckpt_every",
                 "run.keep_ckpts", "optim.epochs"}
+LOCATION_KEYS = {"data.root", "run.out_root", "run.name", "ssl.init_run", "ssl.source_run"}   # where, not what
 
 
 def config_changes(saved: Config, new: Config) -> list[str]:
@@ -245,6 +246,8 @@ def save(run: RunFolder, cfg: Config, method, optimizer, pos: Position, env: Env
     state = {"config": cfg.to_dict(), "step": pos.step, "epoch": pos.epoch, "batch": pos.batch,
              "method": method.state_dict(), "backbone": method.query_backbone().state_dict(),
              "optimizer": optimizer.state_dict()}
+    if hasattr(method, "backbones"):                 # joint training: every network it trains
+        state["backbones"] = {m: b.state_dict() for m, b in method.backbones().items()}
     run.save_checkpoint(state, step=pos.step if periodic else None, keep=cfg.run.keep_ckpts)
 
 
@@ -271,8 +274,8 @@ def build_training_data(cfg: Config, env: Env):
 
 def load_source(cfg: Config):
     """The frozen other-modality network of a cross-modal method (``ssl.source_run``), or None."""
-    if not (METHODS[cfg.ssl.method].cross_modal and cfg.ssl.source_run):
-        return None
+    if not (METHODS[cfg.ssl.method].cross_modal and cfg.ssl.source_run) or cfg.ssl.joint:
+        return None                                  # joint training starts the other network from it
     source, src_cfg = RunFolder(cfg.ssl.source_run).load_backbone()
     if src_cfg.ssl.modality != cfg.ssl.other_modality:
         raise ValueError(f"ssl.source_run {cfg.ssl.source_run} trained {src_cfg.ssl.modality!r}, but "
@@ -284,24 +287,36 @@ def load_source(cfg: Config):
     return source
 
 
-def init_from_run(method, cfg: Config) -> None:
-    """Start from ``ssl.init_run``: its query encoder (backbone and projection head) becomes this
-    run's query encoder and, copied, its key encoder; the queue stays fresh (METHOD.md section 4:
-    stage 2 continues stage 1)."""
-    run = RunFolder(cfg.ssl.init_run)
+def init_from_run(moco, run_dir: str | Path, cfg: Config, modality: str) -> None:
+    """Start ``moco`` from a run: that run's query encoder (backbone and projection head) becomes
+    the query encoder and, copied, the key encoder; the queue stays fresh (METHOD.md section 4:
+    stage 2 continues stage 1, and CoCLR restarts its queue every cycle)."""
+    run = RunFolder(run_dir)
     src = run.read_config()
-    mine = (cfg.ssl.modality, cfg.model.backbone, cfg.model.width, cfg.model.proj_hidden, cfg.model.proj_dim)
+    mine = (modality, cfg.model.backbone, cfg.model.width, cfg.model.proj_hidden, cfg.model.proj_dim)
     theirs = (src.ssl.modality, src.model.backbone, src.model.width, src.model.proj_hidden, src.model.proj_dim)
     if mine != theirs:
         raise ValueError(f"ssl.init_run {run.path} trained (modality, backbone, width, proj_hidden, proj_dim) = "
                          f"{theirs}, but this run is {mine}")
     if not run.is_finished():
-        log.warning("ssl.init_run %s has not finished its schedule: starting from its last checkpoint", run.path)
+        log.warning("%s has not finished its schedule: starting from its last checkpoint", run.path)
     prefix = "moco.encoder_q."
     state = {k[len(prefix):]: v for k, v in run.load_checkpoint(needs=("method",))["method"].items()
              if k.startswith(prefix)}
-    method.moco.encoder_q.load_state_dict(state)
-    method.moco.encoder_k.load_state_dict(state)
+    moco.encoder_q.load_state_dict(state)
+    moco.encoder_k.load_state_dict(state)
+
+
+def initialise(method, cfg: Config) -> None:
+    """A fresh run's starting weights: ``ssl.init_run`` for the trained network; in joint
+    training, ``ssl.source_run`` for the other one (which trains too)."""
+    if cfg.ssl.joint:
+        starts = {cfg.ssl.modality: cfg.ssl.init_run, cfg.ssl.other_modality: cfg.ssl.source_run}
+        for modality, run_dir in starts.items():
+            if run_dir:
+                init_from_run(method.steps[modality].moco, run_dir, cfg, modality)
+    elif cfg.ssl.init_run:
+        init_from_run(method.moco, cfg.ssl.init_run, cfg, cfg.ssl.modality)
 
 
 class KNNMonitor:
@@ -424,8 +439,8 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
     method = build_method(cfg, source_backbone=load_source(cfg)).to(env.device)
     optimizer = torch.optim.Adam([p for p in method.parameters() if p.requires_grad],
                                  lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-    if ckpt is None and cfg.ssl.init_run:
-        init_from_run(method, cfg)
+    if ckpt is None:
+        initialise(method, cfg)
     pos = restore(ckpt, method, optimizer, run) if ckpt else Position()
     resumed_from = pos.step if ckpt else None
     model = method if env.world == 1 else torch.nn.parallel.DistributedDataParallel(
@@ -481,8 +496,18 @@ def is_finished(run_dir: str | Path) -> bool:
 
 
 def train_or_load(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
-    """Reuse a finished run in ``run_dir``, continue an interrupted one, or train it."""
+    """Reuse a finished run in ``run_dir``, continue an interrupted one, or train it.
+
+    A folder holding a run of other settings is refused (only run-time settings and locations
+    may differ): a lesson or a pipeline never silently reuses a run it did not ask for.
+    """
     run = RunFolder(run_dir)
+    if run.exists():
+        ignored = (RUNTIME_KEYS - {"optim.epochs"}) | LOCATION_KEYS
+        changed = [c for c in config_changes(run.read_config(), cfg) if c.split(":")[0] not in ignored]
+        if changed:
+            raise ValueError(f"{run.path} holds a run with other settings ({'; '.join(changed[:3])}): delete "
+                             f"it or choose another folder")
     if run.is_finished():
         rows = run.metrics.read() if run.metrics.path.is_file() else []
         epochs = [r for r in rows if r["kind"] == "epoch"]

@@ -310,10 +310,15 @@ def ensure_synthetic(cfg: DataConfig) -> Path:
     """The synthetic dataset is the embedded default: when its root holds no finished dataset
     (no ``meta.json``) it is generated there on first use (``cfg.synthetic_size``,
     ``cfg.synthetic_seed``; an interrupted generation is finished), with a line saying so."""
+    from .synthetic import SYNTHETIC_SIZES, read_meta, write_synthetic_dataset
     root = data_root(cfg)
     if (root / "meta.json").is_file():
+        meta = read_meta(root)
+        if (meta.get("size"), meta.get("seed")) != (cfg.synthetic_size, cfg.synthetic_seed):
+            raise ValueError(f"{root} holds the synthetic {meta.get('size')} set of seed {meta.get('seed')}, but "
+                             f"the config asks for {cfg.synthetic_size} seed {cfg.synthetic_seed}: set data.root "
+                             f"to the right folder")
         return root
-    from .synthetic import SYNTHETIC_SIZES, write_synthetic_dataset
     size = SYNTHETIC_SIZES[cfg.synthetic_size]
     log.warning("no synthetic data at %s: generating the %s set (%d videos, seed %d) on first use",
                 root, cfg.synthetic_size, size.num_videos, cfg.synthetic_seed)

@@ -14,6 +14,7 @@ dict, also appended to ``<run>/eval.jsonl``.
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -73,9 +74,18 @@ def resolve_device(name: str | torch.device = "auto") -> torch.device:
     return torch.device("cpu")
 
 
-def load_stream(run_dir: str | Path, which: str = "last") -> Stream:
+def load_stream(run_dir: str | Path, which: str = "last", modality: str | None = None,
+                data: dict[str, Any] | None = None) -> Stream:
+    """The network of a run (``modality``: which one, for a joint run) with its config's data
+    replaced by ``data`` (DataConfig fields, e.g. ``{"dataset": "hmdb51"}``: a transfer set)."""
     run = RunFolder(run_dir)
-    backbone, cfg = run.load_backbone(which)
+    backbone, cfg = run.load_backbone(which, modality=modality)
+    if data:
+        known = {f.name for f in dataclasses.fields(cfg.data)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"unknown DataConfig field(s) for the evaluation data: {', '.join(unknown)}")
+        cfg.data = dataclasses.replace(cfg.data, **data)
     return Stream(run.path, cfg, backbone, run.checkpoint_path(which))
 
 
@@ -205,7 +215,8 @@ def _finetune(streams, epochs, batch_size, device, num_workers, progress, opts) 
 def evaluate_run(run_dir: str | Path, protocol: str, other_run: str | Path | None = None,
                  which: str = "last", device: str | torch.device = "auto",
                  ks=(1, 5, 10, 20, 50), epochs: int | None = None, batch_size: int | None = None,
-                 progress: bool = True, **opts) -> dict:
+                 progress: bool = True, data: dict[str, Any] | None = None,
+                 modality: str | None = None, other_modality: str | None = None, **opts) -> dict:
     """Evaluate the backbone of ``run_dir`` (and ``other_run`` for two-stream fusion).
 
     protocol: ``retrieval`` (R@k for ``ks``; k larger than the gallery is skipped with a
@@ -216,6 +227,10 @@ def evaluate_run(run_dir: str | Path, protocol: str, other_run: str | Path | Non
     ``chunk_size``; all: ``feature_batch_size`` (videos per forward, default 8),
     ``num_workers``, ``other_which`` (checkpoint of ``other_run``, default ``which``),
     ``append`` (default True: add the result to ``<run>/eval.jsonl``).
+    ``data``: DataConfig fields that replace the runs' own (evaluate on a transfer set, e.g.
+    ``{"dataset": "hmdb51", "root": None}``: its train split trains the probe / is the gallery,
+    its test split is tested / queried). ``modality`` / ``other_modality``: which network of a
+    run that trained two at once (joint training).
 
     Returns a JSON-serialisable dict: ``protocol``, ``run``, ``other_run``, ``which``,
     ``timestamp``, ``device``, ``seconds``, ``streams`` (one entry per run: ``run``,
@@ -231,9 +246,9 @@ def evaluate_run(run_dir: str | Path, protocol: str, other_run: str | Path | Non
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     started = time.perf_counter()
     device = resolve_device(device)
-    streams = [load_stream(run_dir, which)]
+    streams = [load_stream(run_dir, which, modality, data)]
     if other_run is not None:
-        streams.append(load_stream(other_run, opts.get("other_which", which)))
+        streams.append(load_stream(other_run, opts.get("other_which", which), other_modality, data))
     feature_batch = opts.get("feature_batch_size", 8)
     num_workers = opts.get("num_workers", 0)
 
@@ -247,7 +262,7 @@ def evaluate_run(run_dir: str | Path, protocol: str, other_run: str | Path | Non
     result = {"protocol": protocol, "run": str(run_dir),
               "other_run": None if other_run is None else str(other_run), "which": str(which),
               "timestamp": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-              "device": str(device), "dataset": streams[0].cfg.data.dataset, **body,
+              "device": str(device), "dataset": streams[0].cfg.data.dataset, "data": data or {}, **body,
               "seconds": time.perf_counter() - started}
     if opts.get("append", True):
         RunFolder(run_dir).append_eval(result)

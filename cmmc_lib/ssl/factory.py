@@ -10,7 +10,7 @@ import logging
 from ..config import Config
 from ..models import Backbone, build_backbone, build_encoder
 from ..registry import METHODS, MODALITIES, lookup
-from .methods import CrossModalMixStep, InputMixStep, ManifoldMixStep, MoCoStep
+from .methods import CrossModalMixStep, InputMixStep, JointCrossModalStep, ManifoldMixStep, MoCoStep
 from .moco import MoCo
 
 log = logging.getLogger(__name__)
@@ -30,8 +30,9 @@ def build_method(cfg: Config, source_backbone: Backbone | None = None) -> MoCoSt
     """
     s, m = cfg.ssl, cfg.model
     method = lookup(METHODS, s.method, "method")
-    encoder = build_encoder(m.backbone, channels(s.modality), m.width, m.proj_hidden, m.proj_dim)
-    moco = MoCo(encoder, s.queue_size, s.momentum, s.temperature, s.split_bn)
+    if method.step == "cross-modal-mix" and s.joint:
+        return build_joint(cfg)
+    moco = build_moco(cfg, s.modality)
     if method.step == "moco":
         return MoCoStep(moco, s.modality)
     if method.step == "input-mix":
@@ -46,3 +47,24 @@ def build_method(cfg: Config, source_backbone: Backbone | None = None) -> MoCoSt
         return CrossModalMixStep(moco, s.modality, s.other_modality, source_backbone, method.mix, s.layer_k,
                                  s.layer_l, s.alpha, s.cut_dims, s.partner, s.resample, s.cut_centre)
     raise ValueError(f"method {s.method!r} has no step class for {method.step!r}")
+
+
+def build_moco(cfg: Config, modality: str) -> MoCo:
+    """A MoCo (query encoder, key encoder, queue) for ``modality`` at the config's sizes."""
+    s, m = cfg.ssl, cfg.model
+    encoder = build_encoder(m.backbone, channels(modality), m.width, m.proj_hidden, m.proj_dim)
+    return MoCo(encoder, s.queue_size, s.momentum, s.temperature, s.split_bn)
+
+
+def build_joint(cfg: Config) -> JointCrossModalStep:
+    """``ssl.joint``: the modality's and the other modality's networks trained together, each the
+    other's (live) source."""
+    s = cfg.ssl
+    kind = METHODS[s.method].mix
+    mocos = {m: build_moco(cfg, m) for m in (s.modality, s.other_modality)}
+    steps = {}
+    for m, other in ((s.modality, s.other_modality), (s.other_modality, s.modality)):
+        steps[m] = CrossModalMixStep(mocos[m], m, other, mocos[other].encoder_q.backbone, kind, s.layer_k,
+                                     s.layer_l, s.alpha, s.cut_dims, s.partner, s.resample, s.cut_centre,
+                                     frozen_source=False)
+    return JointCrossModalStep(steps, s.modality)

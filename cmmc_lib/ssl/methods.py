@@ -129,13 +129,16 @@ class CrossModalMixStep(MoCoStep):
     """Cross-modal manifold mixing (METHOD.md section 2): ``cutmix`` is CMMC, ``mixup`` is CM mixup.
 
     ``source`` is the other modality's backbone: frozen, kept in eval mode, never trained here.
+    With ``frozen_source=False`` it is another step's live network (:class:`JointCrossModalStep`):
+    its features are still taken without gradient and in eval mode, but it is left trainable.
     ``partner='same'`` pastes from the same video (labels then stay unmixed): the control.
     """
 
     def __init__(self, moco: MoCo, modality: str, other: str, source: Backbone, kind: str,
                  layer_k: int | Sequence[int], layer_l: int | Sequence[int] | None = None,
                  alpha: float = 1.0, dims: str = "cthw",
-                 partner: str = "perm", resample: bool = True, centre: str = "uniform"):
+                 partner: str = "perm", resample: bool = True, centre: str = "uniform",
+                 frozen_source: bool = True):
         super().__init__(moco, modality)
         if kind not in ("mixup", "cutmix"):
             raise ValueError(f"cross-modal mixing is 'mixup' or 'cutmix', got {kind!r}")
@@ -148,14 +151,27 @@ class CrossModalMixStep(MoCoStep):
         self.other, self.source, self.kind = other, source, kind
         self.alpha, self.dims = alpha, dims
         self.partner, self.resample, self.centre = partner, resample, centre
-        for p in self.source.parameters():
-            p.requires_grad_(False)
-        self.source.eval()
+        self.frozen_source = frozen_source
+        if frozen_source:
+            for p in self.source.parameters():
+                p.requires_grad_(False)
+            self.source.eval()
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.source.eval()                         # the source network is frozen, BN included
+        if self.frozen_source:
+            self.source.eval()                     # the source network is frozen, BN included
         return self
+
+    @torch.no_grad()
+    def source_features(self, x: Tensor, layer: int) -> Tensor:
+        """The other modality's map after ``layer`` blocks: no gradient, eval-mode BatchNorm."""
+        was_training = self.source.training
+        self.source.eval()
+        try:
+            return self.source.forward_until(x, layer)
+        finally:
+            self.source.train(was_training)
 
     def query(self, batch, x, generator):
         if self.other not in batch:
@@ -164,8 +180,7 @@ class CrossModalMixStep(MoCoStep):
         k = draw_layer(self.layers_k, generator)
         l = k if self.layers_l is None else draw_layer(self.layers_l, generator)
         h1 = enc.forward_until(x, k)
-        with torch.no_grad():
-            h2 = self.source.forward_until(batch[self.other][:, 0], l)
+        h2 = self.source_features(batch[self.other][:, 0], l)
         perm = torch.arange(x.shape[0], device=x.device) if self.partner == "same" else None
         if self.kind == "cutmix":
             mix = mixing.cross_modal_cutmix(h1, h2, self.alpha, self.dims, perm, generator, self.resample,
@@ -173,6 +188,44 @@ class CrossModalMixStep(MoCoStep):
         else:
             mix = mixing.cross_modal_mixup(h1, h2, self.alpha, perm, generator, self.resample)
         return enc.forward_from(mix.mixed, k), mix.lam, mix.perm
+
+
+class JointCrossModalStep(nn.Module):
+    """Both networks trained at once, each mixing in the other's *current* features (detached):
+    the poster's "w/o alternate training". ``steps`` maps each modality to its
+    :class:`CrossModalMixStep`, whose source is the other step's live query backbone. The loss is
+    the sum of the two steps' losses; stats are the trained modality's (``modality``)."""
+
+    def __init__(self, steps: dict[str, CrossModalMixStep], modality: str):
+        super().__init__()
+        if set(steps) != {s.other for s in steps.values()} or len(steps) != 2 or modality not in steps:
+            raise ValueError(f"joint training needs two steps that mix into each other, got {list(steps)}")
+        self.steps = nn.ModuleDict(steps)
+        self.modality = modality
+
+    def query_backbone(self) -> Backbone:
+        return self.steps[self.modality].query_backbone()
+
+    def backbones(self) -> dict[str, Backbone]:
+        """Every trained network by modality (both are saved in a checkpoint)."""
+        return {m: step.query_backbone() for m, step in self.steps.items()}
+
+    def forward(self, batch: dict, generator: torch.Generator | None = None):
+        return self.loss(batch, generator)
+
+    def loss(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        total, stats = 0.0, {}
+        for m, step in self.steps.items():
+            loss, s = step.loss(batch, generator)
+            total = total + loss
+            if m == self.modality:
+                stats = dict(s)
+        stats["loss"] = float(total.detach())
+        return total, stats
+
+    def after_step(self) -> None:
+        for step in self.steps.values():
+            step.after_step()
 
 
 def draw_layer(layers: tuple[int, ...], generator: torch.Generator | None) -> int:

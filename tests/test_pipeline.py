@@ -1,0 +1,106 @@
+"""The recipe around the loop: stage 1, alternate cycles, joint training, and the ablation driver."""
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from cmmc_lib.config import preset
+from cmmc_lib.pipeline import final_networks, plan_pipeline, run_pipeline
+from cmmc_lib.runs import RunFolder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_root():
+    from cmmc_lib.data.synthetic import write_synthetic_dataset
+    root = REPO / "data" / "synthetic" / "tiny"
+    write_synthetic_dataset(root, size="tiny", seed=0, progress=False)
+    return root
+
+
+def tiny(root, *extra):
+    return preset("tiny", [f"data.root={root}", "run.progress=false", "knn_every=0", "optim.epochs=1", *extra])
+
+
+def test_the_plan_chains_each_network_to_its_own_latest_weights_and_the_others_latest(tmp_path):
+    cfg = preset("tiny", ["ssl.method=cmmc", "schedule.cycles=2", "schedule.cycle_epochs=3",
+                          "schedule.cycle_milestones=2", "optim.epochs=5"])
+    stages = plan_pipeline(cfg, tmp_path / "p", stage1_root=tmp_path / "shared")
+    assert [s.name for s in stages] == ["stage1-rgb", "stage1-flow", "cycle1-rgb", "cycle1-flow", "cycle2-rgb",
+                                        "cycle2-flow"]
+    by = {s.name: s for s in stages}
+    assert by["stage1-rgb"].run_dir == tmp_path / "shared" / "stage1-rgb"
+    assert by["stage1-rgb"].cfg.ssl.method == "moco" and by["stage1-rgb"].cfg.optim.epochs == 5
+    chain = {name: (Path(s.cfg.ssl.init_run).name, Path(s.cfg.ssl.source_run).name)
+             for name, s in by.items() if name.startswith("cycle")}
+    assert chain == {"cycle1-rgb": ("stage1-rgb", "stage1-flow"), "cycle1-flow": ("stage1-flow", "cycle1-rgb"),
+                     "cycle2-rgb": ("cycle1-rgb", "cycle1-flow"), "cycle2-flow": ("cycle1-flow", "cycle2-rgb")}
+    assert all(s.cfg.optim.epochs == 3 and s.cfg.optim.milestones == (2,) for n, s in by.items() if "cycle" in n)
+    assert {m: d.name for m, (d, _) in final_networks(stages).items()} == {"rgb": "cycle2-rgb",
+                                                                          "flow": "cycle2-flow"}
+    moco = plan_pipeline(preset("tiny", ["ssl.method=moco"]), tmp_path / "m")
+    assert all(s.cfg.ssl.source_run is None for s in moco)        # nothing to mix in: no source
+    cfg.schedule.alternate = False
+    joint = plan_pipeline(cfg, tmp_path / "j", stage1_root=tmp_path / "shared")
+    assert [s.name for s in joint] == ["stage1-rgb", "stage1-flow", "joint"]
+    assert joint[2].cfg.ssl.joint and joint[2].cfg.optim.epochs == 6
+    assert joint[0].cfg.to_dict() == stages[0].cfg.to_dict()       # stage 1 is shared by both schedules
+
+
+def test_alternate_training_swaps_roles_and_the_frozen_network_never_moves(tiny_root, tmp_path):
+    cfg = tiny(tiny_root, "ssl.method=cmmc", "schedule.cycles=2")
+    result = run_pipeline(cfg, tmp_path / "p")
+    assert [s["name"] for s in result["stages"]] == ["stage1-rgb", "stage1-flow", "cycle1-rgb", "cycle1-flow",
+                                                     "cycle2-rgb", "cycle2-flow"]
+    ckpt = {s["name"]: RunFolder(s["run_dir"]).load_checkpoint() for s in result["stages"]}
+    for name, source in [("cycle1-rgb", "stage1-flow"), ("cycle1-flow", "cycle1-rgb"),
+                         ("cycle2-rgb", "cycle1-flow"), ("cycle2-flow", "cycle2-rgb")]:
+        frozen = {k[len("source."):]: v for k, v in ckpt[name]["method"].items() if k.startswith("source.")}
+        # after a whole cycle of training beside it, the source holds exactly the other network's
+        # latest weights, BatchNorm statistics included
+        assert frozen.keys() == ckpt[source]["backbone"].keys()
+        assert all(torch.equal(frozen[k], ckpt[source]["backbone"][k]) for k in frozen), (name, source)
+        assert not all(torch.equal(ckpt[name]["backbone"][k], ckpt[source]["backbone"][k])
+                       for k in ckpt[name]["backbone"] if k in ckpt[source]["backbone"])
+    again = run_pipeline(cfg, tmp_path / "p")                     # a second call reuses every stage
+    assert all(s["reused"] for s in again["stages"])
+
+
+def test_joint_training_trains_both_networks_from_their_stage1_weights(tiny_root, tmp_path):
+    cfg = tiny(tiny_root, "ssl.method=cmmc", "schedule.alternate=false")
+    result = run_pipeline(cfg, tmp_path / "p")
+    assert result["final"] == {"rgb": str(tmp_path / "p" / "joint"), "flow": str(tmp_path / "p" / "joint")}
+    joint = RunFolder(tmp_path / "p" / "joint")
+    flow, flow_cfg = joint.load_backbone(modality="flow")
+    stage1, _ = RunFolder(tmp_path / "p" / "stage1-flow").load_backbone()
+    assert flow_cfg.ssl.modality == "flow" and flow.in_channels == 2
+    moved = [not torch.equal(a, b) for a, b in zip(flow.state_dict().values(), stage1.state_dict().values())
+             if a.is_floating_point()]
+    assert any(moved)                                                # the flow network trained too
+
+
+def test_a_folder_with_another_runs_settings_is_not_reused(tiny_root, tmp_path):
+    run_pipeline(tiny(tiny_root, "ssl.method=moco"), tmp_path / "p")
+    with pytest.raises(ValueError, match="holds a run with other settings .*ssl.temperature"):
+        run_pipeline(tiny(tiny_root, "ssl.method=moco", "ssl.temperature=0.2"), tmp_path / "p")
+
+
+@pytest.mark.slow
+def test_cmmc_ablate_tiny_writes_every_row(tiny_root, tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cmmc_lib.cli", "ablate", "--preset", "tiny", "--seeds", "1",
+                           "--out", str(tmp_path / "abl"), "--no-curves", "--json", f"data.root={tiny_root}",
+                           "optim.epochs=1", "knn_every=0"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout)
+    rows = {(r["stream"], r["method"]) for r in out["table"]}
+    assert rows == {(s, m) for s in ("rgb", "flow", "two-stream") for m in ("moco", "mixup", "cm-mixup", "cmmc")}
+    for row in out["table"]:
+        for cell in ("linear/pretrain", "linear/transfer", "R@1/pretrain", "R@1/transfer", "R@5/transfer"):
+            assert len(row[cell]) == 1 and 0 <= row[cell][0] <= 1
+    md = (tmp_path / "abl" / "ablation.md").read_text()
+    assert md.count("| rgb |") == 4 and "55.8 / 28.3" in md and "chance" in md
+    assert len((tmp_path / "abl" / "ablation.csv").read_text().splitlines()) == 1 + 4 * 2 * 2
