@@ -43,7 +43,7 @@ from torch.utils.data import Dataset
 from .. import registry
 from ..config import DataConfig, data_root
 from .rawframes import FrameReadError, count_frames, read_flow_frames
-from .splits import VideoEntry, VideoIndex, load_split
+from .splits import VideoEntry, VideoIndex, load_split, source_of
 from .transforms import ClipTransform
 from .video import (VideoReadError, decode_video, eval_windows, read_clip, resized_hw,
                     sample_train_windows, video_frame_size)
@@ -89,6 +89,9 @@ class MultiModalClips(Dataset):
         self.labels = [e.label for e in self.entries]
         self.videos = [e.video for e in self.entries]
         self.groups = [e.group for e in self.entries]
+        names = [source_of(e.video) for e in self.entries]         # CoCLR's "same source video"
+        ids = {n: i for i, n in enumerate(sorted(set(names)))}
+        self.sources = [ids[n] for n in names]
         self._skipped = torch.zeros(len(self.entries), dtype=torch.uint8).share_memory_()
         self._warned: set[int] = set()
         self._frames: dict[tuple[str, int], np.ndarray] = {}     # (modality, j) -> cached
@@ -199,7 +202,7 @@ class MultiModalClips(Dataset):
                 pose=clips["pose"][v] if "pose" in clips else None,
                 pose_frame_hw=self._pose_frame_hw(j) if "pose" in clips else None))
         item = {m: torch.stack([view[m] for view in views]) for m in self.modalities}
-        item.update(label=e.label, index=j, video=e.video, group=e.group)
+        item.update(label=e.label, index=j, video=e.video, group=e.group, source=self.sources[j])
         return item
 
     def _num_frames(self, j: int) -> int:

@@ -114,6 +114,14 @@ def parse_group(name: str) -> int:
     return int(m.group(1)) if m else -1
 
 
+def source_of(video: str) -> str:
+    """The source video a clip was cut from: a UCF101-style ``v_<Class>_gXX_cYY`` without its
+    ``_cYY`` (every clip of a group comes from one long video, as CoCLR counts them); any other
+    name is its own source."""
+    m = _GROUP_RE.search(video)
+    return video[:m.start()] + video[m.start():m.end()].rsplit("_", 1)[0] if m else video
+
+
 # ----------------------------------------------------------------------------- UCF101
 def read_ucf101_classes(path: Path | str) -> list[str]:
     """Class names from ``classInd.txt`` ("<1-based index> <name>"), index order."""
