@@ -74,6 +74,8 @@ class SSLConfig:
     resample: bool = True               # resample the source map when shapes differ (k != l)
     source_run: str | None = None       # run folder of the frozen other-modality network
     init_run: str | None = None         # start from this run's query encoder (stage 2 continues stage 1)
+    topk: int = 5                       # CoCLR: queue entries mined as positives by the other network
+    self_mask: float = 0.9              # CoCLR: chance per step that the own key leaves the positives
     input_cut_dims: str = "thw"         # input cutmix: thw | hw | t
 
 
@@ -269,6 +271,7 @@ def _validate_names(cfg: Config) -> None:
 def _validate_numbers(cfg: Config) -> None:
     d, o, s = cfg.data, cfg.optim, cfg.ssl
     floats = {"optim.lr": o.lr, "optim.weight_decay": o.weight_decay, "optim.gamma": o.gamma,
+              "ssl.self_mask": s.self_mask,
               "ssl.alpha": s.alpha, "ssl.momentum": s.momentum, "ssl.temperature": s.temperature,
               "data.color_jitter": d.color_jitter, "data.grayscale": d.grayscale}
     for key, value in floats.items():
@@ -281,7 +284,7 @@ def _validate_numbers(cfg: Config) -> None:
                 "model.proj_dim": (cfg.model.proj_dim, 1), "optim.epochs": (o.epochs, 1),
                 "optim.batch_size": (o.batch_size, 2), "run.ckpt_every": (cfg.run.ckpt_every, 1),
                 "run.keep_ckpts": (cfg.run.keep_ckpts, 0), "run.knn_every": (cfg.run.knn_every, 0),
-                "ssl.split_bn": (s.split_bn, 1), "ssl.queue_size": (s.queue_size, 0)}
+                "ssl.split_bn": (s.split_bn, 1), "ssl.queue_size": (s.queue_size, 0), "ssl.topk": (s.topk, 0)}
     for key, (value, low) in at_least.items():
         if value < low:
             why = {"optim.batch_size": " (contrastive learning needs negatives)",
@@ -291,7 +294,8 @@ def _validate_numbers(cfg: Config) -> None:
     for key, value in positive.items():
         if value <= 0:
             raise ValueError(f"{key} must be > 0, got {value}")
-    unit = {"ssl.momentum": s.momentum, "data.color_jitter": d.color_jitter, "data.grayscale": d.grayscale}
+    unit = {"ssl.momentum": s.momentum, "data.color_jitter": d.color_jitter, "data.grayscale": d.grayscale,
+            "ssl.self_mask": s.self_mask}
     for key, value in unit.items():
         if not 0 <= value <= 1:
             raise ValueError(f"{key} must lie in [0, 1], got {value}")

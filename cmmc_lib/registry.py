@@ -98,8 +98,8 @@ METHODS: dict[str, Method] = _table(
     Method("manifold-cutmix", "manifold-mix", "cutmix", "+ tesseract cutmix of block-k features (same modality)"),
     Method("cm-mixup", "cross-modal-mix", "mixup", "+ cross-modal mixup of block-k features"),
     Method("cmmc", "cross-modal-mix", "cutmix", "+ cross-modal manifold cutmix (CMMC)"),
-    Method("coclr", "coclr", None, "CoCLR: positives mined by the other modality", available=False),
-    Method("coclr-cmmc", "coclr", "cutmix", "CoCLR + CMMC", available=False),
+    Method("coclr", "coclr", None, "CoCLR: positives mined by the other modality's frozen network"),
+    Method("coclr-cmmc", "coclr", "cutmix", "CoCLR + CMMC: mined positives and a cross-modal tesseract"),
 )
 
 

@@ -320,6 +320,24 @@ class RunFolder:
                              f"{self.config_path}: {_first_line(exc)}") from None
         return backbone.eval(), cfg
 
+    def load_encoder(self, which: str | int = "last", map_location: str | torch.device = "cpu"):
+        """The run's query encoder, backbone *and* projection head (what CoCLR mines with):
+        ``(encoder in eval mode, Config)``."""
+        from .models import build_encoder
+
+        cfg = self.read_config()
+        state = self.load_checkpoint(which, map_location, needs=("config", "method"))["method"]
+        prefix = "moco.encoder_q."
+        weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
+        m = cfg.model
+        encoder = build_encoder(m.backbone, in_channels(cfg.ssl.modality), m.width, m.proj_hidden, m.proj_dim)
+        try:
+            encoder.load_state_dict(weights)
+        except (RuntimeError, TypeError) as exc:
+            raise ValueError(f"{self.checkpoint_path(which)} holds no encoder of the {m.backbone} of "
+                             f"{self.config_path}: {_first_line(exc)}") from None
+        return encoder.eval(), cfg
+
     # ------------------------------------------------------------------ evaluations
     def append_eval(self, result: dict[str, Any]) -> None:
         self.path.mkdir(parents=True, exist_ok=True)

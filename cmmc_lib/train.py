@@ -273,10 +273,13 @@ def build_training_data(cfg: Config, env: Env):
 
 
 def load_source(cfg: Config):
-    """The frozen other-modality network of a cross-modal method (``ssl.source_run``), or None."""
+    """The frozen other-modality network of a cross-modal method (``ssl.source_run``): its
+    backbone (CMMC's source), or for CoCLR its encoder (backbone and head: the miner); or None."""
     if not (METHODS[cfg.ssl.method].cross_modal and cfg.ssl.source_run) or cfg.ssl.joint:
         return None                                  # joint training starts the other network from it
-    source, src_cfg = RunFolder(cfg.ssl.source_run).load_backbone()
+    run = RunFolder(cfg.ssl.source_run)
+    coclr = METHODS[cfg.ssl.method].step == "coclr"   # CoCLR mines with the whole encoder
+    source, src_cfg = run.load_encoder() if coclr else run.load_backbone()
     if src_cfg.ssl.modality != cfg.ssl.other_modality:
         raise ValueError(f"ssl.source_run {cfg.ssl.source_run} trained {src_cfg.ssl.modality!r}, but "
                          f"ssl.other_modality is {cfg.ssl.other_modality!r}")

@@ -10,6 +10,7 @@ import logging
 from ..config import Config
 from ..models import Backbone, build_backbone, build_encoder
 from ..registry import METHODS, MODALITIES, lookup
+from .coclr import CoCLRStep
 from .methods import CrossModalMixStep, InputMixStep, JointCrossModalStep, ManifoldMixStep, MoCoStep
 from .moco import MoCo
 
@@ -24,9 +25,10 @@ def channels(modality: str) -> int:
 def build_method(cfg: Config, source_backbone: Backbone | None = None) -> MoCoStep:
     """The step object of ``cfg.ssl.method`` for ``cfg.ssl.modality``.
 
-    Cross-modal methods need the other modality's network: ``source_backbone`` (usually the
-    backbone of a stage-1 run, ``ssl.source_run``). Without one, a randomly initialised
-    network is used and a warning says so (fine for lessons on mechanics, not for results).
+    Cross-modal methods need the other modality's network: ``source_backbone`` (usually from a
+    stage-1 run, ``ssl.source_run``: its backbone for CMMC, its whole encoder for CoCLR, which
+    mines with the projected embeddings). Without one, a randomly initialised network is used and
+    a warning says so (fine for lessons on mechanics, not for results).
     """
     s, m = cfg.ssl, cfg.model
     method = lookup(METHODS, s.method, "method")
@@ -44,8 +46,17 @@ def build_method(cfg: Config, source_backbone: Backbone | None = None) -> MoCoSt
             log.warning("no ssl.source_run given: the %s source network is randomly initialised",
                         s.other_modality)
             source_backbone = build_backbone(m.backbone, channels(s.other_modality), m.width)
+        source_backbone = getattr(source_backbone, "backbone", source_backbone)     # an encoder's backbone
         return CrossModalMixStep(moco, s.modality, s.other_modality, source_backbone, method.mix, s.layer_k,
                                  s.layer_l, s.alpha, s.cut_dims, s.partner, s.resample, s.cut_centre)
+    if method.step == "coclr":
+        if source_backbone is None:
+            log.warning("no ssl.source_run given: the %s network that mines positives is randomly initialised",
+                        s.other_modality)
+            source_backbone = build_encoder(m.backbone, channels(s.other_modality), m.width, m.proj_hidden,
+                                            m.proj_dim)
+        return CoCLRStep(moco, s.modality, s.other_modality, source_backbone, s.topk, s.self_mask, method.mix,
+                         s.layer_k, s.layer_l, s.alpha, s.cut_dims, s.resample, s.cut_centre)
     raise ValueError(f"method {s.method!r} has no step class for {method.step!r}")
 
 

@@ -1,0 +1,195 @@
+"""CoCLR (Han, Xie and Zisserman, NeurIPS 2020) and CoCLR + CMMC (METHOD.md sections 3-4).
+
+CoCLR trains one modality with positives *mined by the other*: beside the queue of keys it keeps
+two aligned queues, the frozen other network's embedding of each key clip and the key's source
+video. For query i (its key clip's other-modality embedding ``kf_i``):
+
+    P_i = {own key} U {keys of the same source video, in the batch and the queue}
+              U top-K over the rest of the queue of  kf_i . queue_second_j
+
+    loss_i = -log( sum_{j in P'_i} exp z_ij / sum_j exp z_ij )          z = q . [keys ; queue] / tau
+
+where, with probability ``self_mask`` per step (CoCLR: 0.9), P'_i drops the own key from P_i
+when P_i holds something else (the own key always stays in the denominator). The top-K starts
+once the queue is full (before, a random queue has nothing to mine). The logits hold every key
+of the batch (the layout every method here shares, so that a mixed query has its partner's key):
+CoCLR's own logits hold only the own key and the queue, so a batch sibling is a positive here and
+absent there, and other batch keys are extra negatives.
+
+CoCLR + CMMC mixes the query as CMMC does (a tesseract of the frozen other network's block-l map
+of video perm[i] pasted into the query's block-k map) and spreads the target over both positive
+sets, as CoCLR spreads it over one:
+
+    loss_i = lam * -log sum_{P'_i} softmax(z_i) + (1 - lam) * -log sum_{P'_perm[i]} softmax(z_i)
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+
+from .. import mixing
+from ..models.heads import Encoder
+from .distributed import concat_all_gather
+from .losses import contrast_stats
+from .methods import MoCoStep, _check_layers, draw_layer, query_and_key_views
+from .moco import MoCo
+
+
+def mine_positives(kf: Tensor, queue_second: Tensor, queue_source: Tensor, source: Tensor, topk: int,
+                   mine: bool = True) -> Tensor:
+    """CoCLR's positive mask over the queue, (B, Q) bool.
+
+    Args:
+        kf: (B, D) L2-normalised embeddings of the key clips by the frozen other network.
+        queue_second: (Q, D) the same network's embeddings of the queued keys' clips.
+        queue_source: (Q,) source video of each queued key (-1: an empty slot).
+        source: (B,) source video of each query.
+        topk: K, the most similar entries (by ``kf . queue_second``) taken as positives, among
+            the entries of *other* sources.
+        mine: False until the queue is full: then only same-source entries are positives.
+    """
+    same = queue_source[None, :] == source[:, None]                   # sibling clips: positives
+    if not mine or topk <= 0 or queue_second.shape[0] == 0:
+        return same
+    sim = kf.float() @ queue_second.float().T
+    sim = sim.masked_fill(same, float("-inf"))
+    k = min(topk, queue_second.shape[0])
+    top = sim.topk(k, dim=1).indices
+    mined = torch.zeros_like(same).scatter_(1, top, True)
+    return same | (mined & torch.isfinite(sim))
+
+
+def multi_positive_nce(logits: Tensor, positives: Tensor, lam: float | Tensor = 1.0,
+                       partner_positives: Tensor | None = None) -> Tensor:
+    """Mean over rows of ``-log sum_{positives} softmax(logits)`` (CoCLR's multi-instance InfoNCE),
+    with mixing: ``lam`` times that for ``positives`` plus ``1 - lam`` times it for
+    ``partner_positives`` (each (B, N) bool; every row needs at least one positive)."""
+    if logits.shape != positives.shape:
+        raise ValueError(f"logits {tuple(logits.shape)} and positives {tuple(positives.shape)} differ in shape")
+    log_p = torch.log_softmax(logits.float(), dim=1)
+
+    def term(mask: Tensor) -> Tensor:
+        if not bool(mask.any(dim=1).all()):
+            raise ValueError("every row needs at least one positive")
+        return -torch.logsumexp(log_p.masked_fill(~mask, float("-inf")), dim=1)
+
+    loss = term(positives)
+    if partner_positives is not None:
+        lam_t = torch.as_tensor(lam, dtype=loss.dtype, device=loss.device)
+        loss = lam_t * loss + (1 - lam_t) * term(partner_positives)
+    return loss.mean()
+
+
+class CoCLRStep(MoCoStep):
+    """CoCLR for ``modality``, its positives mined by the frozen ``sampler`` (the other
+    modality's encoder, backbone and projection head); with ``mix="cutmix"``, CoCLR + CMMC.
+
+    Buffers beside MoCo's queue (written at the same pointer): ``queue_second`` (Q, D), the
+    sampler's embeddings of the queued keys' clips, ``queue_source`` (Q,) their source videos
+    (-1 while empty) and ``queue_filled``, the number of entries written so far (capped at Q).
+    """
+
+    def __init__(self, moco: MoCo, modality: str, other: str, sampler: Encoder, topk: int = 5,
+                 self_mask: float = 0.9, mix: str | None = None, layer_k=2, layer_l=None,
+                 alpha: float = 1.0, dims: str = "cthw", resample: bool = True, centre: str = "uniform"):
+        super().__init__(moco, modality)
+        if mix not in (None, "cutmix", "mixup"):
+            raise ValueError(f"CoCLR mixes with 'cutmix', 'mixup' or nothing, got {mix!r}")
+        if not 0 <= self_mask <= 1 or topk < 0:
+            raise ValueError(f"need 0 <= self_mask <= 1 and topk >= 0, got {self_mask} and {topk}")
+        self.other, self.sampler, self.topk, self.self_mask, self.mix = other, sampler, topk, self_mask, mix
+        for p in self.sampler.parameters():
+            p.requires_grad_(False)
+        self.sampler.eval()
+        if mix is not None:
+            self.layers_k = _check_layers(moco.encoder_q.backbone, layer_k, "ssl.layer_k")
+            self.layers_l = None if layer_l is None else _check_layers(sampler.backbone, layer_l, "ssl.layer_l")
+        self.alpha, self.dims, self.resample, self.centre = alpha, dims, resample, centre
+        q_len = moco.queue.shape[0]
+        self.register_buffer("queue_second", torch.zeros(q_len, sampler.dim))
+        self.register_buffer("queue_source", torch.full((q_len,), -1, dtype=torch.long))
+        self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.sampler.eval()                        # frozen, BatchNorm included
+        return self
+
+    @torch.no_grad()
+    def other_view(self, x: Tensor, blocks: int | None = None) -> Tensor:
+        """The sampler on the other modality: its block map (``blocks``) or its embedding."""
+        if blocks is None:
+            return self.sampler(x)
+        return self.sampler.forward_until(x, blocks)
+
+    def query(self, batch, x, generator):
+        if self.mix is None:
+            return self.moco.encoder_q(x), 1.0, None
+        enc = self.moco.encoder_q
+        k = draw_layer(self.layers_k, generator)
+        l = k if self.layers_l is None else draw_layer(self.layers_l, generator)
+        h1 = enc.forward_until(x, k)
+        h2 = self.other_view(batch[self.other][:, 0], l)
+        if self.mix == "cutmix":
+            mixed = mixing.cross_modal_cutmix(h1, h2, self.alpha, self.dims, None, generator, self.resample,
+                                              self.centre)
+        else:
+            mixed = mixing.cross_modal_mixup(h1, h2, self.alpha, None, generator, self.resample)
+        return enc.forward_from(mixed.mixed, k), mixed.lam, mixed.perm
+
+    def loss(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
+        """Scalar loss and stats (``loss``, ``lam``, ``acc``, ``pos_sim``, ``neg_sim``, and
+        ``positives``: the mean size of the positive sets)."""
+        for key in (self.other, "source"):
+            if key not in batch:
+                raise ValueError(f"CoCLR needs batch[{key!r}] (the other modality and each clip's source video)")
+        x_q, x_k = query_and_key_views(batch, self.modality)
+        source = torch.as_tensor(batch["source"], device=x_q.device).long()
+        q, lam, perm = self.query(batch, x_q, generator)
+        if self.training:
+            self.moco.momentum_update()
+        k = self.moco.keys(x_k)
+        kf = self.other_view(batch[self.other][:, 1])                 # the key clip's other modality
+        logits, offset, k_all = self.moco.contrast(q, k, return_keys=True)
+        full = int(self.queue_filled) >= self.queue_second.shape[0]
+        source_all = concat_all_gather(source)
+        others = torch.cat([source_all[None, :] == source[:, None],                  # siblings in the batch
+                            mine_positives(kf, self.queue_second, self.queue_source, source, self.topk, full)], 1)
+        drop_own = float(torch.rand((), generator=generator)) < self.self_mask
+        own = offset + torch.arange(len(q), device=q.device)
+        pos = self.positives(others, own, drop_own)
+        partner = None if perm is None else self.positives(others[perm], own[perm], drop_own)
+        loss = multi_positive_nce(logits, pos, lam, partner)
+        if self.training:
+            self.enqueue(k_all, concat_all_gather(kf), source_all)
+        stats = {"loss": float(loss.detach()), "lam": float(lam), "positives": float(pos.sum(1).float().mean())}
+        stats.update(contrast_stats(logits.detach(), offset, self.moco.temperature))
+        return loss, stats
+
+    @staticmethod
+    def positives(others: Tensor, own: Tensor, drop_own: bool) -> Tensor:
+        """The (B, B_all + Q) positive mask of a ``[batch keys ; queue]`` logit matrix: the own
+        key column ``own`` (B,) and ``others`` (B, B_all + Q): same-source keys of the batch and
+        of the queue, and the queue entries mined. With ``drop_own`` the own key leaves every row
+        that has another positive (it stays in the denominator)."""
+        rows = torch.arange(others.shape[0], device=others.device)
+        mask = others.clone()
+        mask[rows, own] = False
+        has_other = mask.any(dim=1)
+        mask[rows, own] = ~has_other if drop_own else True
+        return mask
+
+    @torch.no_grad()
+    def enqueue(self, k_all: Tensor, kf_all: Tensor, source_all: Tensor) -> None:
+        """Write keys, their other-modality embeddings and sources at the same queue rows."""
+        q_len, n = self.queue_second.shape[0], k_all.shape[0]
+        if q_len == 0:
+            return
+        ptr = int(self.moco.queue_ptr[0])
+        if n > q_len:                              # as MoCo.enqueue: only the last Q survive
+            ptr, kf_all, source_all = (ptr + n - q_len) % q_len, kf_all[-q_len:], source_all[-q_len:]
+        rows = (ptr + torch.arange(len(kf_all), device=kf_all.device)) % q_len
+        self.queue_second.index_copy_(0, rows, kf_all.to(self.queue_second.dtype))
+        self.queue_source.index_copy_(0, rows, source_all)
+        self.moco.enqueue(k_all)
+        self.queue_filled.fill_(min(int(self.queue_filled) + n, q_len))
