@@ -36,12 +36,17 @@ class DataConfig:
     size: int = 32                      # square crop side (px): clips are (C, T, size, size)
     crop_scale: tuple[float, float] = (0.3, 1.0)   # random resized crop area range
     views: int = 2                      # clips per video in training (query, key)
-    eval_windows: int = 4               # evenly spaced windows per test video
+    eval_windows: int = 4               # evenly spaced windows per test video (0: dense, half-
+                                        # overlapping windows, CoCLR's retrieval protocol)
     flip_flow: bool = True              # negate the horizontal flow component on flips
     color_jitter: float = 0.5           # probability of colour jitter (RGB only)
     grayscale: float = 0.2              # probability of grey (RGB only)
     cache: bool = True                  # keep decoded videos in memory (small datasets only)
     num_workers: int = 0
+    prefetch: int = 2                   # batches each loader worker prepares ahead
+    persistent_workers: bool = True     # keep loader workers (and what they learnt) across epochs
+    frame_cache: str = "auto"           # pre-decoded frames (`cmmc data cache`): auto (the root's
+                                        # frames_s<short_side>/ when built) | off | a folder
 
 
 @dataclass
@@ -90,6 +95,18 @@ class OptimConfig:
 
 
 @dataclass
+class EvalConfig:
+    """The downstream protocols' own schedules (METHOD.md section 6; CoCLR's scripts), not the
+    pre-training's: the linear probe (SGD, lr x0.1 at 60% and 80% of its epochs) and fine-tuning
+    (Adam, lr 1e-3 for the head, a tenth for the backbone, dropout 0.9, lr x0.1 at milestones)."""
+    probe_epochs: int = 100
+    finetune_epochs: int = 500
+    finetune_milestones: tuple[int, ...] = (400, 450)
+    finetune_lr: float = 1e-3
+    finetune_dropout: float = 0.9
+
+
+@dataclass
 class ScheduleConfig:
     """The recipe around the runs (METHOD.md section 4), driven by ``cmmc pipeline``.
 
@@ -122,6 +139,10 @@ class RunConfig:
     name: str | None = None             # run folder name (default: preset-method-modality-seed)
     max_steps: int | None = None        # stop after this many steps (tests, benches)
     progress: bool = True
+    log_every: int = 10                 # steps between fetches of the step stats from the device
+                                        # (metrics rows are still one per step, written in batches)
+    channels_last: str = "auto"         # channels-last 3-D memory format: auto (on CUDA) | on | off
+    compile: bool = False               # torch.compile each backbone block and head
 
 
 @dataclass
@@ -132,6 +153,7 @@ class Config:
     ssl: SSLConfig = field(default_factory=SSLConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,7 +188,7 @@ def data_root(d: DataConfig) -> Path:
 
 
 def _tiny() -> Config:
-    return Config(preset="tiny")
+    return Config(preset="tiny", eval=EvalConfig(probe_epochs=30, finetune_epochs=2, finetune_milestones=()))
 
 
 def _cpu() -> Config:
@@ -177,6 +199,7 @@ def _cpu() -> Config:
         model=ModelConfig(backbone="small3d", width=24, proj_hidden=256, proj_dim=128),
         ssl=SSLConfig(queue_size=64, momentum=0.99),
         optim=OptimConfig(batch_size=16, epochs=20, lr=1e-3, milestones=(16,)),
+        eval=EvalConfig(probe_epochs=100, finetune_epochs=30, finetune_milestones=(24, 27)),
         run=RunConfig(ckpt_every=100),
     )
 
@@ -185,13 +208,14 @@ def _paper() -> Config:
     return Config(
         preset="paper",
         data=DataConfig(dataset="ucf101", clip_len=32, stride=1, short_side=128, size=128,
-                        crop_scale=(0.3, 1.0), eval_windows=10, cache=False, num_workers=8),
+                        crop_scale=(0.3, 1.0), eval_windows=0, cache=False, num_workers=8,
+                        prefetch=4),
         model=ModelConfig(backbone="s3d", proj_hidden=1024, proj_dim=128),
         ssl=SSLConfig(queue_size=2048, momentum=0.999, temperature=0.07, layer_k=(3,)),
         optim=OptimConfig(batch_size=64, epochs=300, lr=1e-3, weight_decay=1e-5,
                           milestones=(250, 280)),
         schedule=ScheduleConfig(cycles=2, cycle_epochs=100, cycle_milestones=(80,)),
-        run=RunConfig(ckpt_every=500, knn_every=10),
+        run=RunConfig(ckpt_every=500, knn_every=10, log_every=50),
     )
 
 
@@ -278,7 +302,7 @@ def _validate_numbers(cfg: Config) -> None:
         if not math.isfinite(value):
             raise ValueError(f"{key} must be a finite number, got {value}")
     at_least = {"data.clip_len": (d.clip_len, 1), "data.stride": (d.stride, 1), "data.size": (d.size, 1),
-                "data.short_side": (d.short_side, 1), "data.eval_windows": (d.eval_windows, 1),
+                "data.short_side": (d.short_side, 1), "data.eval_windows": (d.eval_windows, 0),
                 "data.views": (d.views, 2), "data.num_workers": (d.num_workers, 0),
                 "model.width": (cfg.model.width, 1), "model.proj_hidden": (cfg.model.proj_hidden, 1),
                 "model.proj_dim": (cfg.model.proj_dim, 1), "optim.epochs": (o.epochs, 1),
@@ -308,6 +332,15 @@ def _validate_numbers(cfg: Config) -> None:
                          f"the crop must fit in the resized frame")
     if any(m < 1 for m in o.milestones) or list(o.milestones) != sorted(set(o.milestones)):
         raise ValueError(f"optim.milestones must be increasing epochs >= 1, got {o.milestones}")
+    ev = cfg.eval
+    if ev.probe_epochs < 1 or ev.finetune_epochs < 1:
+        raise ValueError(f"eval.probe_epochs and eval.finetune_epochs must be >= 1, got {ev.probe_epochs} and "
+                         f"{ev.finetune_epochs}")
+    if list(ev.finetune_milestones) != sorted(set(ev.finetune_milestones)) or any(m < 1 for m in ev.finetune_milestones):
+        raise ValueError(f"eval.finetune_milestones must be increasing epochs >= 1, got {ev.finetune_milestones}")
+    if not (math.isfinite(ev.finetune_lr) and ev.finetune_lr > 0) or not 0 <= ev.finetune_dropout < 1:
+        raise ValueError(f"eval.finetune_lr must be > 0 and eval.finetune_dropout in [0, 1), got {ev.finetune_lr} "
+                         f"and {ev.finetune_dropout}")
     if o.batch_size % s.split_bn:
         raise ValueError(f"optim.batch_size={o.batch_size} is not divisible by ssl.split_bn={s.split_bn}")
     if cfg.run.max_steps is not None and cfg.run.max_steps < 0:

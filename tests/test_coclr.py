@@ -111,3 +111,15 @@ def test_coclr_without_the_source_of_each_clip_is_refused():
     del b["source"]
     with pytest.raises(ValueError, match="source"):
         step(b, generator=torch.Generator())
+
+
+def test_mining_is_monitored_against_the_class_rate_chance_gives():
+    step = build_method(preset("tiny", ["ssl.method=coclr", "ssl.queue_size=6"]))
+    step.queue_source.copy_(torch.tensor([1, 2, 3, 4, 5, 6]))
+    step.queue_label.copy_(torch.tensor([0, 0, 1, 1, 2, 0]))
+    queue_pos = torch.tensor([[True, True, True, False, False, False]])    # entry 0 is the query's sibling
+    stats = step.mining_stats(queue_pos, source=torch.tensor([1]), labels=torch.tensor([0]), full=True)
+    # mined (other sources): entries 1 (class 0) and 2 (class 1): 1 of 2 share the class;
+    # chance: of the 5 other-source entries, 2 (entries 1, 5) are of class 0
+    assert stats == {"mined_same_class": 0.5, "queue_same_class": 0.4}
+    assert step.mining_stats(queue_pos, torch.tensor([1]), torch.tensor([0]), full=False) == {}

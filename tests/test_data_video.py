@@ -188,3 +188,11 @@ def test_bad_sampling_arguments():
         clip_span(0, 1)
     with pytest.raises(ValueError, match="views"):
         sample_train_windows(10, 2, 1, 0, np.random.default_rng(0))
+
+
+def test_dense_eval_windows_half_overlap_as_coclrs_test_protocol():
+    w = eval_windows(100, 32, 1, 0)                 # span 32: a window every 15 frames, as CoCLR
+    np.testing.assert_array_equal(w[:, 0], [0, 15, 30, 45, 60])
+    assert w.shape == (5, 32) and w[-1, -1] == 91
+    assert eval_windows(20, 32, 1, 0).shape == (1, 32)      # shorter than a clip: one padded window
+    np.testing.assert_array_equal(eval_windows(40, 8, 2, 0)[:, 0], [0, 7, 14, 21])   # span 15: every 7

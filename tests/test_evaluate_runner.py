@@ -103,6 +103,26 @@ def test_finetune_one_stream_with_ten_crop(rgb_and_flow_runs):
     assert torch.tensor(stream["confusion"]).sum() == r["num_test"] == 6
 
 
+def test_finetune_follows_its_own_schedule_not_the_pretraining_epochs(tmp_path, data_root):
+    run = make_run(tmp_path / "r", data_root, "rgb", extra=["optim.epochs=7", "eval.finetune_epochs=3",
+                                                           "eval.finetune_milestones=2", "eval.finetune_lr=0.01"])
+    stream = evaluate_run(run, "finetune", device="cpu", batch_size=6, progress=False, append=False)["streams"][0]
+    assert stream["epochs"] == 3 and stream["milestones"] == [2]          # not optim.epochs = 7
+    assert stream["lr_per_epoch"] == pytest.approx([0.01, 0.01, 0.001])
+    assert stream["lr_head"] == 0.01
+
+
+def test_a_transfer_dataset_replaces_the_runs_own(rgb_and_flow_runs, tmp_path):
+    rgb, _ = rgb_and_flow_runs
+    other = tmp_path / "transfer"
+    write_synthetic_dataset(other, "tiny", seed=5, videos=12, progress=False)
+    r = evaluate_run(rgb, "retrieval", device="cpu", ks=(1,), progress=False, append=False,
+                     data={"root": str(other), "synthetic_seed": 5})
+    assert r["num_queries"] == 6 and r["num_gallery"] == 6 and r["data"]["synthetic_seed"] == 5
+    with pytest.raises(ValueError, match="unknown DataConfig field"):
+        evaluate_run(rgb, "retrieval", device="cpu", progress=False, append=False, data={"nope": 1})
+
+
 def test_bad_requests_fail_with_one_clear_error(rgb_and_flow_runs, tmp_path, data_root):
     rgb, _ = rgb_and_flow_runs
     with pytest.raises(ValueError, match="unknown protocol"):

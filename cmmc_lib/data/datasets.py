@@ -9,7 +9,7 @@
 
 V = ``views`` random windows with random crops when ``train`` (every modality of one view
 shares its window, crop and flip), else ``eval_windows`` evenly spaced windows with the
-centre crop.
+centre crop (``eval_windows=0``: dense, half-overlapping windows, CoCLR's test protocol).
 
 **Reproducibility.** Item i in epoch e depends only on (seed, e, i): its random numbers come
 from ``numpy.random.default_rng([seed, e, i])``, never from global state or the worker id.
@@ -26,6 +26,11 @@ flow in memory, per process: for small data. Each DataLoader worker holds its ow
 outlives an epoch only with ``persistent_workers=True`` (or ``num_workers=0``).
 Without cache, frame counts are still remembered, and later visits decode only up to the
 last frame needed.
+
+**Frame cache.** A pre-decoded copy of the videos and flow on disk (``cmmc data cache``, see
+:mod:`cmmc_lib.data.frame_cache`): ``data.frame_cache=auto`` reads ``<root>/frames_s<short_side>``
+when it has been built, ``off`` never, a folder that one. Clips are then memory-mapped slices
+instead of decodes, and exactly the frames a decode gives; videos the cache lacks are decoded.
 """
 from __future__ import annotations
 
@@ -42,6 +47,7 @@ from torch.utils.data import Dataset
 
 from .. import registry
 from ..config import DataConfig, data_root
+from .frame_cache import open_frame_cache
 from .rawframes import FrameReadError, count_frames, read_flow_frames
 from .splits import VideoEntry, VideoIndex, load_split, source_of
 from .transforms import ClipTransform
@@ -78,8 +84,8 @@ class MultiModalClips(Dataset):
         # shared with DataLoader workers, so that persistent workers see set_epoch
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
         self.clip_len, self.stride, self.short_side = data.clip_len, data.stride, data.short_side
-        self.num_views = data.views if train else data.eval_windows
-        if self.num_views < 1:
+        self.num_views = data.views if train else data.eval_windows      # 0: dense windows (eval)
+        if self.num_views < (1 if train else 0):
             raise ValueError(f"need at least one view per item, got {self.num_views}")
         self.cache = data.cache
         self.classes = list(classes)
@@ -98,6 +104,10 @@ class MultiModalClips(Dataset):
         self._counts: dict[tuple[str, int], int] = {}            # (modality, j) -> frames
         self._pose_hw: dict[int, tuple[int, int]] = {}
         self._scratch: tuple[tuple[str, int], np.ndarray] | None = None
+        self.frame_cache = open_frame_cache(data.frame_cache, self.root, data.short_side)
+        self._on_disk: dict[tuple[str, int], bool] = {}          # (modality, j) -> in the frame cache
+        if self.frame_cache is not None:
+            log.info("reading pre-decoded frames from %s where present", self.frame_cache.path)
 
     # ------------------------------------------------------------------ construction
     def _locate(self, entries: list[VideoEntry]) -> tuple[list[VideoEntry], list[Path | None]]:
@@ -159,6 +169,20 @@ class MultiModalClips(Dataset):
         """Number of distinct unreadable videos met so far (in this process and its workers)."""
         return int(self._skipped.sum())
 
+    def frame_counts(self, indices: Sequence[int] | None = None) -> list[int]:
+        """Count (and remember) the frames of videos ``indices`` (default: all) now, e.g. before
+        DataLoader workers are spawned: they inherit the counts and never decode a whole video
+        just to count it. Unreadable videos count 0 (and are skipped as usual)."""
+        counts = []
+        for j in range(len(self)) if indices is None else indices:
+            try:
+                counts.append(self._num_frames(int(j)))
+            except _CORRUPT as e:
+                self._skip(int(j), e)
+                counts.append(0)
+        self._scratch = None                     # no decoded video travels to the workers
+        return counts
+
     def __getitem__(self, i: int) -> dict:
         n = len(self)
         if not -n <= i < n:
@@ -194,7 +218,7 @@ class MultiModalClips(Dataset):
         frame_hw = (ref.shape[2:4] if ref is not None       # (H, W) at short_side
                     else resized_hw(*self._pose_frame_hw(j), self.short_side))
         views = []
-        for v in range(self.num_views):
+        for v in range(len(windows)):
             params = self.transform.sample(rng, frame_hw)
             views.append(self.transform(
                 params, rgb=clips["rgb"][v] if "rgb" in clips else None,
@@ -212,9 +236,22 @@ class MultiModalClips(Dataset):
                 return self._count(m, j)
         raise AssertionError("unreachable")
 
+    def _cache_id(self, m: str, j: int) -> str:
+        """The key of video j in the frame cache: the file's stem (RGB), the flow folder (flow)."""
+        return self.paths[j].stem if m == "rgb" else self.entries[j].video
+
+    def _in_frame_cache(self, m: str, j: int) -> bool:
+        if self.frame_cache is None or m == "pose":
+            return False
+        if (m, j) not in self._on_disk:
+            self._on_disk[m, j] = self.frame_cache.has(m, self._cache_id(m, j))
+        return self._on_disk[m, j]
+
     def _count(self, m: str, j: int) -> int:
         if (m, j) not in self._counts:
-            if m == "rgb":
+            if self._in_frame_cache(m, j):
+                self._counts[m, j] = self.frame_cache.count(m, self._cache_id(m, j))
+            elif m == "rgb":
                 self._load_all(m, j)              # one full decode gives the true count
             elif m == "flow":
                 n = count_frames(self.root / "flow" / self.entries[j].video, "flow")
@@ -253,6 +290,8 @@ class MultiModalClips(Dataset):
             return pose[np.minimum(windows, len(pose) - 1)]
         n = self._count(m, j)
         idx = np.minimum(windows, n - 1)
+        if self._in_frame_cache(m, j):
+            return self.frame_cache.read(m, self._cache_id(m, j), idx)
         full_at_hand = (m, j) in self._frames or (
             self._scratch is not None and self._scratch[0] == (m, j))
         if self.cache or full_at_hand:
@@ -340,13 +379,22 @@ def seed_worker(worker_id: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)   # Ctrl-C is the main process's: it stops cleanly
 
 
-def worker_options(num_workers: int) -> dict:
+def worker_options(num_workers: int, prefetch: int | None = None, persistent: bool = False) -> dict:
     """DataLoader keyword arguments for ``num_workers`` workers.
 
     Workers are *spawned*, not forked: a fork copies OpenCV's and FFmpeg's thread pools in
     whatever state the parent left them, and a worker can then hang forever on their locks.
     Items depend only on (seed, epoch, index), so the batches are the same either way.
+    ``prefetch``: batches each worker prepares ahead (PyTorch's default 2 when None);
+    ``persistent``: keep the workers between iterations of the loader (spawning costs seconds
+    per worker, and a persistent worker keeps the frame counts it has learnt).
     """
     if num_workers <= 0:
         return {"num_workers": 0}
-    return {"num_workers": num_workers, "worker_init_fn": seed_worker, "multiprocessing_context": "spawn"}
+    if prefetch is not None and prefetch < 1:
+        raise ValueError(f"data.prefetch must be >= 1, got {prefetch}")
+    opts = {"num_workers": num_workers, "worker_init_fn": seed_worker, "multiprocessing_context": "spawn",
+            "persistent_workers": bool(persistent)}
+    if prefetch is not None:
+        opts["prefetch_factor"] = int(prefetch)
+    return opts

@@ -315,12 +315,17 @@ def sample_train_windows(num_frames: int, clip_len: int, stride: int, views: int
 
 def eval_windows(num_frames: int, clip_len: int, stride: int, n: int) -> np.ndarray:
     """int64 (n, clip_len): ``n`` evenly spaced windows, the first at frame 0 and the last
-    ending on the last frame (n = 1: the centre window). Deterministic."""
+    ending on the last frame (n = 1: the centre window). ``n = 0``: dense, half-overlapping
+    windows, one starting every ``(span - 1) // 2`` frames (CoCLR's test protocol: every 15
+    frames for 32-frame clips), at least one. Deterministic."""
     span = clip_span(clip_len, stride)
-    if n < 1:
-        raise ValueError(f"number of windows must be >= 1, got {n}")
+    if n < 0:
+        raise ValueError(f"number of windows must be >= 1 (or 0: dense), got {n}")
     room = max(num_frames - span, 0)
-    starts = [room // 2] if n == 1 else np.round(np.linspace(0, room, n)).astype(np.int64)
+    if n == 0:
+        starts = np.arange(0, room + 1, max((span - 1) // 2, 1))
+    else:
+        starts = [room // 2] if n == 1 else np.round(np.linspace(0, room, n)).astype(np.int64)
     return np.stack([window_indices(int(s), num_frames, clip_len, stride) for s in starts])
 
 

@@ -197,7 +197,7 @@ def split_features(backbone: nn.Module, data_cfg, modality: str, subset: str, *,
     if dataset is None:
         dataset = build_dataset(data_cfg, subset, False, (modality,), **overrides)
     else:
-        _check_reused(dataset, modality, eval_windows or data_cfg.eval_windows)
+        _check_reused(dataset, modality, data_cfg.eval_windows if eval_windows is None else eval_windows)
     cache_dir = cache_key = None
     if cache is not None:
         cache_dir = cache.folder

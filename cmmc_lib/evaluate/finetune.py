@@ -119,7 +119,8 @@ def finetune(backbone: nn.Module, train_ds, test_ds, modality: str, num_classes:
 
     Returns ``top1``, ``top5``, ``confusion`` (K, K), ``test_probs`` (N, K), ``train_loss`` and
     ``train_top1`` (per epoch, on the augmented training views with dropout on), ``model``
-    (the trained :class:`ClipClassifier`), ``lr_head``, ``lr_backbone``.
+    (the trained :class:`ClipClassifier`), ``lr_head``, ``lr_backbone``, ``milestones`` and
+    ``lr_per_epoch`` (the head's learning rate in each epoch).
     """
     from tqdm.auto import trange
 
@@ -171,4 +172,5 @@ def finetune(backbone: nn.Module, train_ds, test_ds, modality: str, num_classes:
     check_class_labels(labels, num_classes, "test labels")
     return {**classification_summary(probs, labels, num_classes), "test_probs": probs,
             "train_loss": losses, "train_top1": accuracies, "model": model,
-            "lr_head": lr, "lr_backbone": lr / head_lr_ratio}
+            "lr_head": lr, "lr_backbone": lr / head_lr_ratio, "milestones": tuple(milestones),
+            "lr_per_epoch": [step_lr(lr, e, milestones) for e in range(epochs)]}

@@ -144,7 +144,7 @@ def _retrieval(streams: list[Stream], ks, device, feature_batch, num_workers, pr
 
 
 def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, progress, opts) -> dict:
-    epochs = 100 if epochs is None else epochs
+    epochs = streams[0].cfg.eval.probe_epochs if epochs is None else epochs
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     # METHOD.md: lr x0.1 at epochs 60 and 80 of 100; other lengths keep the same fractions
@@ -189,17 +189,21 @@ def _finetune(streams, epochs, batch_size, device, num_workers, progress, opts) 
                          "the same dataset and split")
     per_stream, probs = [], []
     for s, (train_ds, test_ds) in zip(streams, splits):
+        ev = s.cfg.eval                 # the protocol's own schedule, not the pre-training's
         res = finetune(s.backbone, train_ds, test_ds, s.modality, len(train_ds.classes),
-                       epochs=epochs or s.cfg.optim.epochs, lr=opts.get("lr", 1e-3),
-                       head_lr_ratio=opts.get("head_lr_ratio", 10.0), dropout=opts.get("dropout", 0.9),
+                       epochs=epochs or ev.finetune_epochs, lr=opts.get("lr", ev.finetune_lr),
+                       head_lr_ratio=opts.get("head_lr_ratio", 10.0), dropout=opts.get("dropout", ev.finetune_dropout),
                        ten_crop=ten_crop, crop_size=s.cfg.data.size,
                        batch_size=batch_size or s.cfg.optim.batch_size,
-                       weight_decay=opts.get("weight_decay", 1e-3), milestones=opts.get("milestones", ()),
+                       weight_decay=opts.get("weight_decay", 1e-3),
+                       milestones=opts.get("milestones", ev.finetune_milestones if epochs is None else ()),
                        device=device, seed=opts.get("seed", s.cfg.run.seed), num_workers=num_workers,
                        progress=progress)
         per_stream.append({"run": str(s.run_dir), "modality": s.modality, **_json_summary(res),
                            "train_top1": res["train_top1"], "train_loss": res["train_loss"],
-                           "epochs": len(res["train_loss"]), "lr_head": res["lr_head"],
+                           "epochs": len(res["train_loss"]), "milestones": list(res["milestones"]),
+                           "lr_per_epoch": res["lr_per_epoch"],
+                           "lr_head": res["lr_head"],
                            "lr_backbone": res["lr_backbone"]})
         probs.append(res["test_probs"])
     train_ds, test_ds = splits[0]
@@ -220,9 +224,10 @@ def evaluate_run(run_dir: str | Path, protocol: str, other_run: str | Path | Non
     """Evaluate the backbone of ``run_dir`` (and ``other_run`` for two-stream fusion).
 
     protocol: ``retrieval`` (R@k for ``ks``; k larger than the gallery is skipped with a
-    warning), ``linear`` (linear probe: ``epochs`` default 100, lr x0.1 at 60% and 80% of them,
-    ``batch_size`` default 1024) or ``finetune`` (``epochs`` / ``batch_size`` default to the
-    run's optim config). ``opts``: ``lr``, ``milestones``, ``weight_decay``, ``seed``;
+    warning), ``linear`` (linear probe: ``epochs`` default ``eval.probe_epochs``, lr x0.1 at 60%
+    and 80% of them, ``batch_size`` default 1024) or ``finetune`` (``epochs`` and milestones
+    default to the run's ``eval.finetune_*`` schedule, CoCLR's 500 epochs with decay at 400 and
+    450 at the paper preset; ``batch_size`` to the run's). ``opts``: ``lr``, ``milestones``, ``weight_decay``, ``seed``;
     fine-tune: ``head_lr_ratio``, ``dropout``, ``ten_crop``; retrieval: ``center``,
     ``chunk_size``; all: ``feature_batch_size`` (videos per forward, default 8),
     ``num_workers``, ``other_which`` (checkpoint of ``other_run``, default ``which``),

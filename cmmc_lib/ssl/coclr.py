@@ -109,6 +109,7 @@ class CoCLRStep(MoCoStep):
         self.register_buffer("queue_second", torch.zeros(q_len, sampler.dim))
         self.register_buffer("queue_source", torch.full((q_len,), -1, dtype=torch.long))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
+        self.register_buffer("queue_label", torch.full((q_len,), -1, dtype=torch.long))   # monitoring only
 
     def train(self, mode: bool = True):
         super().train(mode)
@@ -153,16 +154,18 @@ class CoCLRStep(MoCoStep):
         logits, offset, k_all = self.moco.contrast(q, k, return_keys=True)
         full = int(self.queue_filled) >= self.queue_second.shape[0]
         source_all = concat_all_gather(source)
-        others = torch.cat([source_all[None, :] == source[:, None],                  # siblings in the batch
-                            mine_positives(kf, self.queue_second, self.queue_source, source, self.topk, full)], 1)
+        queue_pos = mine_positives(kf, self.queue_second, self.queue_source, source, self.topk, full)
+        others = torch.cat([source_all[None, :] == source[:, None], queue_pos], 1)       # + siblings in the batch
         drop_own = float(torch.rand((), generator=generator)) < self.self_mask
         own = offset + torch.arange(len(q), device=q.device)
         pos = self.positives(others, own, drop_own)
         partner = None if perm is None else self.positives(others[perm], own[perm], drop_own)
         loss = multi_positive_nce(logits, pos, lam, partner)
+        labels = torch.as_tensor(batch.get("label", torch.full_like(source, -1)), device=source.device).long()
+        stats = {"loss": float(loss.detach()), "lam": float(lam), "positives": float(pos.sum(1).float().mean()),
+                 **self.mining_stats(queue_pos, source, labels, full)}
         if self.training:
-            self.enqueue(k_all, concat_all_gather(kf), source_all)
-        stats = {"loss": float(loss.detach()), "lam": float(lam), "positives": float(pos.sum(1).float().mean())}
+            self.enqueue(k_all, concat_all_gather(kf), source_all, concat_all_gather(labels))
         stats.update(contrast_stats(logits.detach(), offset, self.moco.temperature))
         return loss, stats
 
@@ -180,16 +183,32 @@ class CoCLRStep(MoCoStep):
         return mask
 
     @torch.no_grad()
-    def enqueue(self, k_all: Tensor, kf_all: Tensor, source_all: Tensor) -> None:
-        """Write keys, their other-modality embeddings and sources at the same queue rows."""
+    def mining_stats(self, queue_pos: Tensor, source: Tensor, labels: Tensor, full: bool) -> dict[str, float]:
+        """How often the mined positives (not the same-source ones) share the query's class,
+        and the rate chance would give: the share of the queue's other-source entries of that
+        class. Labels are only read here, to monitor mining; they never reach the loss."""
+        if not full or labels.lt(0).any():
+            return {}
+        other_source = self.queue_source[None, :] != source[:, None]
+        mined = queue_pos & other_source
+        same_class = self.queue_label[None, :] == labels[:, None]
+        return {"mined_same_class": float((mined & same_class).sum() / mined.sum().clamp(min=1)),
+                "queue_same_class": float((other_source & same_class).sum() / other_source.sum().clamp(min=1))}
+
+    @torch.no_grad()
+    def enqueue(self, k_all: Tensor, kf_all: Tensor, source_all: Tensor, label_all: Tensor) -> None:
+        """Write keys, their other-modality embeddings, sources (and labels, for monitoring) at the
+        same queue rows."""
         q_len, n = self.queue_second.shape[0], k_all.shape[0]
         if q_len == 0:
             return
         ptr = int(self.moco.queue_ptr[0])
         if n > q_len:                              # as MoCo.enqueue: only the last Q survive
-            ptr, kf_all, source_all = (ptr + n - q_len) % q_len, kf_all[-q_len:], source_all[-q_len:]
+            ptr = (ptr + n - q_len) % q_len
+            kf_all, source_all, label_all = kf_all[-q_len:], source_all[-q_len:], label_all[-q_len:]
         rows = (ptr + torch.arange(len(kf_all), device=kf_all.device)) % q_len
         self.queue_second.index_copy_(0, rows, kf_all.to(self.queue_second.dtype))
         self.queue_source.index_copy_(0, rows, source_all)
+        self.queue_label.index_copy_(0, rows, label_all)
         self.moco.enqueue(k_all)
         self.queue_filled.fill_(min(int(self.queue_filled) + n, q_len))
