@@ -121,5 +121,5 @@ def test_mining_is_monitored_against_the_class_rate_chance_gives():
     stats = step.mining_stats(queue_pos, source=torch.tensor([1]), labels=torch.tensor([0]), full=True)
     # mined (other sources): entries 1 (class 0) and 2 (class 1): 1 of 2 share the class;
     # chance: of the 5 other-source entries, 2 (entries 1, 5) are of class 0
-    assert stats == {"mined_same_class": 0.5, "queue_same_class": 0.4}
+    assert stats == pytest.approx({"mined_same_class": 0.5, "queue_same_class": 0.4})
     assert step.mining_stats(queue_pos, torch.tensor([1]), torch.tensor([0]), full=False) == {}
