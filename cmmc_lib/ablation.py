@@ -1,18 +1,21 @@
-"""The poster's ablation table as one command: ``cmmc ablate --preset P --seeds N``.
+"""The poster's tables as one command: ``cmmc ablate --preset P --seeds N [--table ablation|comparison]``.
 
-For each training seed, stage 1 (RGB and flow MoCo) is trained once and shared by four stage-2
-pipelines (:mod:`cmmc_lib.pipeline`), one per row of the poster's table "Impact of different
-strategies": MoCo (stage 2 continues MoCo: the same budget), + mixup (input mixup, same
-modality), + CM mixup, + CM cutmix (CMMC). Each row's final RGB network, flow network and their
-two-stream fusion are evaluated with the linear probe (top-1) and retrieval (R@1, R@5) on the
-pre-training dataset and on a transfer dataset (the paper: UCF101 -> HMDB51; the synthetic
-data: the same generator with another seed, so new groups and looks of the same classes).
-A fifth pipeline trains CMMC without alternate training, for the accuracy-vs-epochs curves.
+For each training seed, stage 1 (RGB and flow MoCo) is trained once and shared by every stage-2
+pipeline (:mod:`cmmc_lib.pipeline`) of the table:
 
-Everything is resumable: runs are reused or resumed (:func:`cmmc_lib.train.train_or_load`) and
-each evaluation is appended to ``<out>/results.jsonl`` as it finishes, so an interrupted ablation
-continues where it stopped. Outputs: ``results.jsonl``, ``ablation.csv`` (every seed),
-``ablation.md`` (mean +- std beside the poster's numbers) and the figures.
+* ``ablation`` ("Impact of different strategies"): MoCo (stage 2 continues MoCo: the same
+  budget), + mixup (input mixup, same modality), + CM mixup, + CM cutmix (CMMC); RGB, flow and
+  two-stream; linear probe top-1 and retrieval R@1 / R@5. A fifth pipeline trains CMMC without
+  alternate training, for the accuracy-vs-epochs curves.
+* ``comparison`` (the state-of-the-art comparison): MoCo, CMMC, CoCLR and CoCLR + CMMC, RGB and
+  two-stream; linear probe, fine-tune and R@1.
+
+Each is evaluated on the pre-training dataset and on a transfer dataset (the paper: UCF101 ->
+HMDB51; the synthetic data: the same generator with another seed, so new groups and looks of
+the same classes). Everything is resumable: runs are reused or resumed
+(:func:`cmmc_lib.train.train_or_load`) and each evaluation is appended to
+``<out>/results.jsonl`` as it finishes. Outputs per table: ``<table>.csv`` (every seed),
+``<table>.md`` (mean ± std beside the poster's numbers, with chance levels and test-set sizes).
 """
 from __future__ import annotations
 
@@ -32,21 +35,48 @@ from .pipeline import final_networks, plan_pipeline
 
 log = logging.getLogger(__name__)
 
-METHODS = ("moco", "mixup", "cm-mixup", "cmmc")
-ROW_NAMES = {"moco": "MoCo (baseline)", "mixup": "+ mixup", "cm-mixup": "+ CM mixup", "cmmc": "+ CM cutmix"}
-STREAMS = ("rgb", "flow", "two-stream")
 DATASETS = ("pretrain", "transfer")
-METRICS = ("linear", "R@1", "R@5")
-#: The poster's table: (stream, method) -> (linear UCF, linear HMDB, R@1 UCF, R@1 HMDB), in %.
-POSTER = {
-    ("rgb", "moco"): (46.8, 23.1, 33.1, 15.2), ("rgb", "mixup"): (52.8, 24.4, 37.6, 17.6),
-    ("rgb", "cm-mixup"): (53.9, 25.1, 40.3, 17.6), ("rgb", "cmmc"): (55.8, 28.3, 42.8, 19.1),
-    ("flow", "moco"): (66.8, 30.3, 45.2, 20.8), ("flow", "mixup"): (68.6, 33.1, 48.7, 19.5),
-    ("flow", "cm-mixup"): (70.4, 33.1, 51.2, 21.0), ("flow", "cmmc"): (72.4, 34.9, 53.9, 23.1),
-    ("two-stream", "moco"): (68.1, 33.1, 49.8, 21.9), ("two-stream", "mixup"): (71.3, 36.3, 53.8, 24.5),
-    ("two-stream", "cm-mixup"): (72.2, 35.9, 56.1, 25.3), ("two-stream", "cmmc"): (74.0, 38.1, 58.1, 27.1),
-}
-#: The accuracy-vs-epochs curves: curve name -> (pipeline variant, the poster's label).
+STREAMS = ("rgb", "flow", "two-stream")
+#: metric -> the protocol that measures it and the key in its result
+METRICS = {"linear": ("linear", "top1"), "finetune": ("finetune", "top1"), "R@1": ("retrieval", "R@1"),
+           "R@5": ("retrieval", "R@5")}
+NAMES = {"moco": "MoCo (baseline)", "mixup": "+ mixup", "cm-mixup": "+ CM mixup", "cmmc": "+ CM cutmix",
+         "coclr": "CoCLR", "coclr-cmmc": "CoCLR + CMMC"}
+
+
+@dataclass(frozen=True)
+class Table:
+    """What a table trains, measures and shows; ``poster`` maps (stream, variant) to the poster's
+    numbers (in %) for ``poster_columns``."""
+    name: str
+    variants: tuple[str, ...]
+    streams: tuple[str, ...]
+    metrics: tuple[str, ...]
+    poster_columns: tuple[str, ...]
+    poster: dict
+
+
+TABLES = {t.name: t for t in (
+    Table("ablation", ("moco", "mixup", "cm-mixup", "cmmc"), STREAMS, ("linear", "R@1", "R@5"),
+          ("linear UCF", "linear HMDB", "R@1 UCF", "R@1 HMDB"), {
+              ("rgb", "moco"): (46.8, 23.1, 33.1, 15.2), ("rgb", "mixup"): (52.8, 24.4, 37.6, 17.6),
+              ("rgb", "cm-mixup"): (53.9, 25.1, 40.3, 17.6), ("rgb", "cmmc"): (55.8, 28.3, 42.8, 19.1),
+              ("flow", "moco"): (66.8, 30.3, 45.2, 20.8), ("flow", "mixup"): (68.6, 33.1, 48.7, 19.5),
+              ("flow", "cm-mixup"): (70.4, 33.1, 51.2, 21.0), ("flow", "cmmc"): (72.4, 34.9, 53.9, 23.1),
+              ("two-stream", "moco"): (68.1, 33.1, 49.8, 21.9), ("two-stream", "mixup"): (71.3, 36.3, 53.8, 24.5),
+              ("two-stream", "cm-mixup"): (72.2, 35.9, 56.1, 25.3), ("two-stream", "cmmc"): (74.0, 38.1, 58.1, 27.1),
+          }),
+    Table("comparison", ("moco", "cmmc", "coclr", "coclr-cmmc"), ("rgb", "two-stream"),
+          ("linear", "finetune", "R@1"),
+          ("linear UCF", "linear HMDB", "fine-tune UCF", "fine-tune HMDB", "R@1 UCF"), {
+              ("rgb", "moco"): (46.8, 23.1, None, None, 33.1), ("two-stream", "moco"): (68.1, 33.1, None, None, 49.8),
+              ("rgb", "coclr"): (70.2, 39.1, 81.4, 52.1, None), ("two-stream", "coclr"): (72.1, 40.2, 87.3, 58.7, 55.9),
+              ("rgb", "cmmc"): (55.8, 28.3, None, None, 42.8), ("two-stream", "cmmc"): (74.0, 38.1, 87.5, 59.1, 58.1),
+              ("rgb", "coclr-cmmc"): (71.3, 39.4, 82.5, 53.2, None),
+              ("two-stream", "coclr-cmmc"): (74.7, 40.8, 87.9, 59.0, None),
+          }),
+)}
+#: The accuracy-vs-epochs curves: pipeline variant -> the poster's label.
 CURVES = {"moco": "w/o mix", "mixup": "w/o CMMC", "cmmc-joint": "w/o alternate training", "cmmc": "w CMMC"}
 
 
@@ -67,7 +97,7 @@ def transfer_data(cfg: Config) -> dict[str, Any]:
 class Pipeline:
     """One stage-2 variant of one seed: where it lives and what it trains."""
     seed: int
-    variant: str                 # a METHODS name, or "cmmc-joint"
+    variant: str                 # a method name, or "cmmc-joint"
     cfg: Config
     root: Path
     stage1_root: Path
@@ -76,13 +106,15 @@ class Pipeline:
         return plan_pipeline(self.cfg, self.root, self.stage1_root)
 
 
-def plan_ablation(base: Config, seeds: list[int], out: str | Path, curves: bool = True) -> list[Pipeline]:
-    """Every pipeline of the ablation: per seed, the four rows and (``curves``) CMMC w/o
-    alternate training; stage 1 shared under ``<out>/seed<S>``."""
+def plan_ablation(base: Config, seeds: list[int], out: str | Path, table: str = "ablation",
+                  curves: bool = True) -> list[Pipeline]:
+    """Every pipeline of a table: per seed, one per variant (and, with ``curves``, CMMC w/o
+    alternate training); stage 1 shared under ``<out>/seed<S>``, so the tables share runs too."""
     out = Path(out)
+    variants = TABLES[table].variants + (("cmmc-joint",) if curves else ())
     plans = []
     for seed in seeds:
-        for variant in METHODS + (("cmmc-joint",) if curves else ()):
+        for variant in variants:
             cfg = copy.deepcopy(base)
             cfg.run.seed = seed
             cfg.ssl.method = variant.replace("-joint", "")
@@ -91,59 +123,54 @@ def plan_ablation(base: Config, seeds: list[int], out: str | Path, curves: bool 
     return plans
 
 
-# ----------------------------------------------------------------------------- results
+# ----------------------------------------------------------------------------- evaluation
 def read_results(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
 
 
-def _key(r: dict) -> tuple:
-    return (r["seed"], r["method"], r["protocol"], r["dataset"])
-
-
-def evaluate_row(p: Pipeline, protocol: str, dataset: str, transfer: dict, device: str,
-                 epochs: int | None) -> dict[str, Any]:
-    """One evaluation of one row of one seed: RGB, flow and their fusion, on one dataset."""
+def evaluate_variant(p: Pipeline, protocol: str, dataset: str, transfer: dict, device: str) -> dict[str, Any]:
+    """One protocol on one dataset for one variant of one seed: RGB, flow and their fusion."""
     from .evaluate.runner import evaluate_run
     nets = final_networks(p.stages())
     (rgb_dir, rgb_mod), (flow_dir, flow_mod) = nets["rgb"], nets["flow"]
-    data = transfer if dataset == "transfer" else None
-    kw = {"epochs": epochs} if protocol == "linear" else {"ks": (1, 5, 10, 20)}
+    kw = {"ks": (1, 5, 10, 20)} if protocol == "retrieval" else {}
     res = evaluate_run(rgb_dir, protocol, other_run=flow_dir, modality=rgb_mod, other_modality=flow_mod,
-                       device=device, progress=False, data=data, append=False, **kw)
+                       device=device, progress=False, data=transfer if dataset == "transfer" else None,
+                       append=False, **kw)
     by_stream = {s["modality"]: s for s in res["streams"]}
     by_stream["two-stream"] = res["fused"]
-    metric_keys = ("top1",) if protocol == "linear" else ("R@1", "R@5")
     out = {"seed": p.seed, "method": p.variant, "protocol": protocol, "dataset": dataset,
            "num_test": res.get("num_test", res.get("num_queries")),
            "num_train": res.get("num_train", res.get("num_gallery")),
            "num_classes": len(res.get("classes", [])) or None, "seconds": round(res["seconds"], 2)}
     for stream in STREAMS:
-        for k in metric_keys:
-            out[f"{stream}/{'linear' if k == 'top1' else k}"] = by_stream[stream][k]
+        for metric, (proto, key) in METRICS.items():
+            if proto == protocol:
+                out[f"{stream}/{metric}"] = by_stream[stream][key]
     return out
 
 
-def run_ablation(base: Config, seeds: list[int], out: str | Path, transfer: dict | None = None,
-                 curves: bool = True, device: str = "auto", probe_epochs: int | None = None,
+def run_ablation(base: Config, seeds: list[int], out: str | Path, table: str = "ablation",
+                 transfer: dict | None = None, curves: bool = True, device: str = "auto",
                  progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate every pipeline of :func:`plan_ablation`, then write the tables.
+    """Train and evaluate every pipeline of the table, then write its files.
 
-    Returns ``table`` (aggregated rows, see :func:`aggregate`), ``files`` and ``seconds``."""
+    Returns ``table`` (aggregated rows, see :func:`aggregate`), ``files``, ``seconds``."""
     from tqdm.auto import tqdm
 
     from .pipeline import run_pipeline
-    started = time.perf_counter()
-    out = Path(out)
+    spec = TABLES[table]
+    started, out = time.perf_counter(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     transfer = transfer if transfer is not None else transfer_data(base)
-    plans = plan_ablation(base, seeds, out, curves)
+    plans = plan_ablation(base, seeds, out, table, curves and table == "ablation")
     results_path = out / "results.jsonl"
-    done = {_key(r) for r in read_results(results_path)}
-    evals = [(p, proto, ds) for p in plans if p.variant in METHODS for proto in ("linear", "retrieval")
-             for ds in DATASETS]
-    bar = tqdm(total=len(plans) + len(evals), desc="ablation", disable=not progress, dynamic_ncols=True)
+    done = {(r["seed"], r["method"], r["protocol"], r["dataset"]) for r in read_results(results_path)}
+    protocols = tuple(dict.fromkeys(METRICS[m][0] for m in spec.metrics))
+    evals = [(p, proto, ds) for p in plans if p.variant in spec.variants for proto in protocols for ds in DATASETS]
+    bar = tqdm(total=len(plans) + len(evals), desc=table, disable=not progress, dynamic_ncols=True)
     for p in plans:
         bar.set_postfix_str(f"seed {p.seed} {p.variant}")
         run_pipeline(p.cfg, p.root, p.stage1_root)
@@ -151,28 +178,28 @@ def run_ablation(base: Config, seeds: list[int], out: str | Path, transfer: dict
     for p, protocol, dataset in evals:
         bar.set_postfix_str(f"seed {p.seed} {p.variant} {protocol} {dataset}")
         if (p.seed, p.variant, protocol, dataset) not in done:
-            record = evaluate_row(p, protocol, dataset, transfer, device, probe_epochs)
+            record = evaluate_variant(p, protocol, dataset, transfer, device)
             with open(results_path, "a") as f:
                 f.write(json.dumps(record) + "\n")
         bar.update(1)
     bar.close()
-    records = [r for r in read_results(results_path) if r["seed"] in seeds]
-    table = aggregate(records)
-    files = write_tables(table, records, out, base, transfer)
-    return {"out": str(out), "seeds": list(seeds), "table": table, "files": files,
+    records = [r for r in read_results(results_path) if r["seed"] in seeds and r["method"] in spec.variants]
+    rows = aggregate(records, spec)
+    files = write_tables(rows, records, spec, out, base, transfer)
+    return {"out": str(out), "table_name": table, "seeds": list(seeds), "table": rows, "files": files,
             "seconds": time.perf_counter() - started}
 
 
-def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """One row per (stream, method): for each (metric, dataset) the values over seeds, their
-    mean and sample standard deviation (0 for one seed), and the test-set size."""
+def aggregate(records: list[dict[str, Any]], spec: Table) -> list[dict[str, Any]]:
+    """One row per (stream, variant): for each ``<metric>/<dataset>`` the values over seeds, their
+    mean and sample standard deviation (0 for one seed)."""
     rows = []
-    for stream in STREAMS:
-        for method in METHODS:
-            row: dict[str, Any] = {"stream": stream, "method": method, "name": ROW_NAMES[method]}
+    for stream in spec.streams:
+        for method in spec.variants:
+            row: dict[str, Any] = {"stream": stream, "method": method, "name": NAMES[method]}
             for dataset in DATASETS:
-                for metric in METRICS:
-                    protocol = "linear" if metric == "linear" else "retrieval"
+                for metric in spec.metrics:
+                    protocol = METRICS[metric][0]
                     vals = [r[f"{stream}/{metric}"] for r in records
                             if r["method"] == method and r["dataset"] == dataset and r["protocol"] == protocol]
                     cell = f"{metric}/{dataset}"
@@ -183,56 +210,57 @@ def aggregate(records: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return rows
 
 
+# ----------------------------------------------------------------------------- tables
 def _fmt(row: dict, cell: str) -> str:
     mean, std = row[f"{cell}/mean"], row[f"{cell}/std"]
     return "-" if math.isnan(mean) else f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
-def markdown_table(table: list[dict[str, Any]], seeds: int, sizes: dict[str, dict[str, int]],
+def markdown_table(rows: list[dict[str, Any]], spec: Table, seeds: int, sizes: dict[str, dict[str, int]],
                    chance: dict[str, float]) -> str:
-    """The ablation as a markdown table, in %, mean ± std over seeds, the poster's numbers beside."""
-    head = ["stream", "method"] + [f"{m} {d}" for m in METRICS for d in DATASETS] + \
-           ["poster linear UCF / HMDB", "poster R@1 UCF / HMDB"]
+    """A table as markdown, in %, mean ± std over seeds, the poster's numbers beside."""
+    head = ["stream", "method"] + [f"{m} {d}" for m in spec.metrics for d in DATASETS] + \
+           [f"poster {c}" for c in spec.poster_columns]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
-    for row in table:
-        poster = POSTER[(row["stream"], row["method"])]
-        cells = [row["stream"], row["name"]] + [_fmt(row, f"{m}/{d}") for m in METRICS for d in DATASETS]
-        cells += [f"{poster[0]} / {poster[1]}", f"{poster[2]} / {poster[3]}"]
+    for row in rows:
+        poster = spec.poster.get((row["stream"], row["method"]), (None,) * len(spec.poster_columns))
+        cells = [row["stream"], row["name"]] + [_fmt(row, f"{m}/{d}") for m in spec.metrics for d in DATASETS]
+        cells += ["-" if v is None else f"{v}" for v in poster]
         lines.append("| " + " | ".join(cells) + " |")
     notes = [f"Mean ± std over {seeds} training seed(s), in %."]
     for d in DATASETS:
         if d in sizes:
             s = sizes[d]
+            levels = ", ".join(f"{m} {100 * chance[f'{m}/{d}']:.1f}" for m in spec.metrics
+                               if f"{m}/{d}" in chance)
             notes.append(f"{d}: {s['num_test']} test videos, {s['num_train']} train videos, "
-                         f"{s['num_classes']} classes; chance: linear {100 * chance.get(f'linear/{d}', math.nan):.1f}, "
-                         f"R@1 {100 * chance.get(f'R@1/{d}', math.nan):.1f}, R@5 {100 * chance.get(f'R@5/{d}', math.nan):.1f}.")
+                         f"{s['num_classes']} classes; chance: {levels}.")
     notes.append("The poster's numbers are S3D on UCF101 (pre-training) and HMDB51 (transfer): they show "
                  "the direction of the effects the synthetic data can reproduce, not numbers to match.")
     return "\n".join(lines + [""] + notes) + "\n"
 
 
-def write_tables(table, records, out: Path, base: Config, transfer: dict) -> dict[str, str]:
-    """``ablation.csv`` (one line per seed and row) and ``ablation.md``; returns their paths."""
-    csv_path, md_path = out / "ablation.csv", out / "ablation.md"
+def write_tables(rows, records, spec: Table, out: Path, base: Config, transfer: dict) -> dict[str, str]:
+    """``<table>.csv`` (one line per seed, variant, protocol and dataset) and ``<table>.md``."""
+    csv_path, md_path = out / f"{spec.name}.csv", out / f"{spec.name}.md"
     fields = ["seed", "method", "protocol", "dataset", "num_train", "num_test"] + \
-             [f"{s}/{m}" for s in STREAMS for m in METRICS]
+             [f"{s}/{m}" for s in spec.streams for m in spec.metrics]
     with open(csv_path, "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=fields, extrasaction="ignore", restval="")
         w.writeheader()
-        w.writerows(sorted(records, key=lambda r: (r["seed"], METHODS.index(r["method"]), r["protocol"],
+        w.writerows(sorted(records, key=lambda r: (r["seed"], spec.variants.index(r["method"]), r["protocol"],
                                                     r["dataset"])))
     sizes = {r["dataset"]: {k: r[k] for k in ("num_test", "num_train", "num_classes")}
              for r in records if r["protocol"] == "linear"}
     chance = chance_levels(base, transfer)
-    seeds = len({r["seed"] for r in records})
-    md_path.write_text(markdown_table(table, seeds, sizes, chance))
+    md_path.write_text(markdown_table(rows, spec, len({r["seed"] for r in records}), sizes, chance))
     return {"csv": str(csv_path), "markdown": str(md_path)}
 
 
 def chance_levels(base: Config, transfer: dict) -> dict[str, float]:
     """Chance of each metric on each dataset, from the class balance of its splits."""
-    from .evaluate.chance import accuracy_chance, recall_at_k_chance
     from .data.datasets import build_dataset
+    from .evaluate.chance import accuracy_chance, recall_at_k_chance
     out = {}
     for dataset, data in (("pretrain", {}), ("transfer", transfer)):
         d = copy.deepcopy(base.data)
@@ -243,7 +271,7 @@ def chance_levels(base: Config, transfer: dict) -> dict[str, float]:
             test = build_dataset(d, "test", False, ("rgb",), eval_windows=1)
         except (FileNotFoundError, ValueError):
             continue
-        out[f"linear/{dataset}"] = accuracy_chance(test.labels, len(train.classes))
+        out[f"linear/{dataset}"] = out[f"finetune/{dataset}"] = accuracy_chance(test.labels, len(train.classes))
         for k in (1, 5):
             out[f"R@{k}/{dataset}"] = recall_at_k_chance(test.labels, train.labels, k)
     return out
