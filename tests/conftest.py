@@ -19,3 +19,12 @@ def realdata() -> Path:
     if not (REALDATA / "decoded_frames.csv").is_file():
         pytest.skip(f"real-data fixtures not found at {REALDATA} (set CMMC_REALDATA)")
     return REALDATA
+
+
+@pytest.fixture(scope="session")
+def tiny_root() -> Path:
+    """The synthetic tiny set in data/synthetic/tiny (written once, then reused)."""
+    from cmmc_lib.data.synthetic import write_synthetic_dataset
+    root = REPO / "data" / "synthetic" / "tiny"
+    write_synthetic_dataset(root, size="tiny", seed=0, progress=False)
+    return root

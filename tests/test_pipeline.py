@@ -14,14 +14,6 @@ from cmmc_lib.runs import RunFolder
 REPO = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def tiny_root():
-    from cmmc_lib.data.synthetic import write_synthetic_dataset
-    root = REPO / "data" / "synthetic" / "tiny"
-    write_synthetic_dataset(root, size="tiny", seed=0, progress=False)
-    return root
-
-
 def tiny(root, *extra):
     return preset("tiny", [f"data.root={root}", "run.progress=false", "knn_every=0", "optim.epochs=1", *extra])
 

@@ -47,14 +47,6 @@ def one_line_error(proc) -> str:
 
 
 @pytest.fixture(scope="module")
-def tiny_root():
-    from cmmc_lib.data.synthetic import write_synthetic_dataset
-    root = REPO / "data" / "synthetic" / "tiny"
-    write_synthetic_dataset(root, size="tiny", seed=0, progress=False)
-    return root
-
-
-@pytest.fixture(scope="module")
 def finished_run(tiny_root, tmp_path_factory):
     """A finished tiny flow MoCo run (1 epoch, a step checkpoint every 2 steps)."""
     run_dir = tmp_path_factory.mktemp("runs") / "flow"
