@@ -235,3 +235,136 @@ def test_real_ucf101_video_gets_one_pair_per_decoded_frame(tmp_path):
     assert flow_pair_count(folder) == counts["ucf101/videos/v_Punch_g03_c01.avi"] == 108
     x1 = cv2.imread(str(folder / "x_00001.jpg"), cv2.IMREAD_GRAYSCALE)
     assert x1.shape == (64, 85)                            # 320x240 at short side 64
+
+
+# --------------------------------------------------------------------------- tvl1-torch (issue 14)
+def test_batched_tvl1_torch_extraction_spans_videos_and_matches_compute_flow(tmp_path):
+    paths = _make_videos(tmp_path, n=3, frames=7)          # 6 pairs each: batches of 4 span videos
+    summary = extract_flow(tmp_path / "videos", tmp_path / "flow", method="tvl1-torch",
+                           batch_size=4, progress=False)
+    json.dumps(summary)
+    assert (summary["done"], summary["frames"], summary["device"]) == (3, 21, "cpu")
+    for path in paths:
+        folder = tmp_path / "flow" / path.stem
+        assert is_flow_complete(folder, video_frames=7)
+        assert json.loads((folder / COMPLETE_MARKER).read_text())["method"] == "tvl1-torch"
+        stored = _read_pairs(folder).astype(int)
+        expected = quantize_flow(compute_flow(decode(path), "tvl1-torch")).astype(int)
+        assert np.abs(stored - expected).mean() < 1.5      # JPEG loss only
+        np.testing.assert_array_equal(stored[-1], stored[-2])
+    again = extract_flow(tmp_path / "videos", tmp_path / "flow", method="tvl1-torch", progress=False)
+    assert (again["done"], again["skipped_existing"]) == (0, 3)
+
+
+def test_batched_extraction_handles_other_sizes_one_frame_and_broken_videos(tmp_path):
+    videos = tmp_path / "videos"
+    write_video(videos / "big.avi", textured_frames(n=4, height=48, width=64))
+    write_video(videos / "small.avi", textured_frames(n=3, height=32, width=48, seed=3))
+    write_video(videos / "single.avi", textured_frames(n=1, seed=4))
+    (videos / "broken.avi").write_bytes(b"not a video" * 40)
+    summary = extract_flow(videos, tmp_path / "flow", method="tvl1-torch", batch_size=8,
+                           progress=False)
+    assert (summary["done"], summary["frames"]) == (3, 8)
+    assert [p for p, _ in summary["failed"]] == [str(videos / "broken.avi")]
+    assert cv2.imread(str(tmp_path / "flow" / "small" / "x_00003.jpg"), 0).shape == (32, 48)
+    single = _read_pairs(tmp_path / "flow" / "single")
+    assert single.shape == (1, 48, 64, 2) and np.abs(single.astype(int) - 128).max() <= 1
+
+
+def test_ctrl_c_stops_a_batched_extraction_keeping_the_finished_videos(tmp_path, monkeypatch):
+    from cmmc_lib.data import tvl1
+    _make_videos(tmp_path, n=3, frames=4)
+    real, calls = tvl1.tvl1_flow_pairs, []
+
+    def ctrl_c_during_the_second_batch(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 2:
+            os.kill(os.getpid(), signal.SIGINT)
+        return real(*args, **kwargs)
+    monkeypatch.setattr(tvl1, "tvl1_flow_pairs", ctrl_c_during_the_second_batch)
+    flow_dir = tmp_path / "flow"
+    with pytest.raises(ExtractionInterrupted) as stop:     # a batch is one video's 3 pairs
+        extract_flow(tmp_path / "videos", flow_dir, method="tvl1-torch", batch_size=3,
+                     progress=False)
+    summary = stop.value.summary
+    assert summary["interrupted"] is True
+    assert (summary["done"], summary["remaining"], summary["frames"]) == (1, 2, 4)
+    assert sorted(p.name for p in flow_dir.iterdir()) == ["v_0"]
+    monkeypatch.setattr(tvl1, "tvl1_flow_pairs", real)
+    resumed = extract_flow(tmp_path / "videos", flow_dir, method="tvl1-torch", progress=False)
+    assert (resumed["done"], resumed["skipped_existing"]) == (2, 1)
+
+
+def test_tvl1_torch_in_a_worker_pool_equals_one_process(tmp_path):
+    _make_videos(tmp_path, n=2, frames=4)
+    one = extract_flow(tmp_path / "videos", tmp_path / "a", "tvl1-torch", progress=False)
+    pool = extract_flow(tmp_path / "videos", tmp_path / "b", "tvl1-torch", workers=2, progress=False)
+    assert one["done"] == pool["done"] == 2
+    for vid in ("v_0", "v_1"):
+        np.testing.assert_array_equal(_read_pairs(tmp_path / "a" / vid), _read_pairs(tmp_path / "b" / vid))
+
+
+@pytest.mark.parametrize("setting, message", [
+    ({"method": "tvl1-torch", "device": "cuda"}, "CUDA is not available"),
+    ({"method": "tvl1-torch", "batch_size": 0}, "batch_size must be"),
+    ({"method": "dis", "device": "cuda"}, "runs on the CPU"),
+    ({"method": "dis", "batch_size": 4}, "batch_size is for tvl1-torch"),
+])
+def test_device_and_batch_size_are_checked_before_any_video_is_read(tmp_path, setting, message):
+    if "CUDA" in message and __import__("torch").cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    (video,) = _make_videos(tmp_path, n=1, frames=2)
+    with pytest.raises(ValueError, match=message):
+        extract_flow(video, tmp_path / "flow", progress=False, **setting)
+    assert not (tmp_path / "flow").exists()
+    with pytest.raises(ValueError, match=message):
+        compute_flow(textured_frames(n=2), **setting)
+
+
+def test_measure_flow_fps_of_tvl1_torch_counts_whole_batches():
+    r = measure_flow_fps(textured_frames(n=4), "tvl1-torch", pairs=3, batch_size=2)
+    assert (r["pairs"], r["batch_size"], r["device"]) == (4, 2, "cpu")
+    assert r["fps"] > 0 and r["fps_per_cpu_second"] > 0 and r["iterations_per_field"] > 0
+
+
+def test_bench_flow_reports_every_method_and_each_batch_size(tmp_path):
+    from cmmc_lib.data.flow import bench_flow
+    (video,) = _make_videos(tmp_path, n=1, frames=5)
+    r = bench_flow([video], methods=["tvl1", "dis", "tvl1-torch"], batch_sizes=[1, 2], pairs=2,
+                   size=(48, 64))
+    json.dumps(r)
+    assert (r["height"], r["width"], r["device"]) == (48, 64, "cpu")
+    assert set(r["methods"]) == {"tvl1", "dis"} and set(r["tvl1_torch"]["by_batch_size"]) == {"1", "2"}
+    assert r["tvl1_torch"]["best_batch_size"] in (1, 2) and r["speedup_per_core_vs_opencv_tvl1"] > 0
+
+
+def test_flow_accuracy_and_agreement_on_written_videos(tmp_path):
+    from cmmc_lib.data.flow import flow_accuracy, flow_agreement
+    paths = _make_videos(tmp_path, n=2, frames=4)
+    acc = flow_accuracy(paths, methods=["tvl1", "tvl1-torch", "farneback"], max_px=2.0)
+    json.dumps(acc)
+    assert len(acc["pairs"]) == 4 and acc["size"] == [48, 64]
+    epe = {m: r["epe"] for m, r in acc["methods"].items()}
+    assert epe["tvl1-torch"] <= 1.10 * epe["tvl1"] + 0.01 and all(0 <= e < 2 for e in epe.values())
+    agree = flow_agreement(paths, pairs_per_video=1)
+    assert len(agree["pairs"]) == 2 and agree["epe"] < 0.1 and agree["reference"] == "tvl1"
+
+
+def test_compare_flow_methods_for_the_course():
+    from cmmc_lib.data.flow import compare_flow_methods, flow_color_wheel, flow_to_rgb
+    frames = textured_frames(n=4, dx=2.0)
+    r = compare_flow_methods(frames, methods=["dis", "tvl1-torch"], repeats=2, size=(36, 48))
+    assert set(r["methods"]) == {"dis", "tvl1-torch"} and r["size"] == [36, 48]
+    assert r["frame"].shape == (36, 48, 3)
+    for m in r["methods"].values():
+        assert m["flow"].shape == (36, 48, 2) and m["rgb"].shape == (36, 48, 3)
+        assert m["rgb"].dtype == np.uint8 and m["seconds_per_field"] >= 0
+        assert np.median(m["flow"][8:-8, 8:-8, 0]) == pytest.approx(1.5, abs=0.3)   # 2 px * 36/48
+    assert cv2.getNumThreads() > 0
+    wheel = flow_color_wheel(33)
+    assert tuple(wheel[16, 16]) == (255, 255, 255) and tuple(wheel[16, 32]) == (255, 0, 0)
+    right = flow_to_rgb(np.tile(np.float32([3.0, 0.0]), (4, 4, 1)))
+    assert tuple(right[0, 0]) == (255, 0, 0)                 # rightward: red
+    assert tuple(flow_to_rgb(np.zeros((2, 2, 2)))[0, 0]) == (255, 255, 255)   # still: white
+    with pytest.raises(ValueError, match="pair index"):
+        compare_flow_methods(frames, pair=3)
