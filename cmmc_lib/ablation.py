@@ -271,9 +271,9 @@ def chance_levels(base: Config, transfer: dict) -> dict[str, float]:
             test = build_dataset(d, "test", False, ("rgb",), eval_windows=1)
         except (FileNotFoundError, ValueError):
             continue
-        out[f"linear/{dataset}"] = out[f"finetune/{dataset}"] = accuracy_chance(test.labels, len(train.classes))
-        for k in (1, 5):
-            out[f"R@{k}/{dataset}"] = recall_at_k_chance(test.labels, train.labels, k)
+        out[f"linear/{dataset}"] = out[f"finetune/{dataset}"] = accuracy_chance(len(train.classes))
+        for k, level in recall_at_k_chance(test.labels, train.labels, (1, 5)).items():
+            out[f"R@{k}/{dataset}"] = level
     return out
 
 

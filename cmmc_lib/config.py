@@ -199,7 +199,8 @@ def _cpu() -> Config:
         model=ModelConfig(backbone="small3d", width=24, proj_hidden=256, proj_dim=128),
         ssl=SSLConfig(queue_size=64, momentum=0.99),
         optim=OptimConfig(batch_size=16, epochs=20, lr=1e-3, milestones=(16,)),
-        eval=EvalConfig(probe_epochs=100, finetune_epochs=30, finetune_milestones=(24, 27)),
+        schedule=ScheduleConfig(cycles=2, cycle_epochs=10, cycle_milestones=(8,)),
+        eval=EvalConfig(probe_epochs=100, finetune_epochs=12, finetune_milestones=(8, 10)),
         run=RunConfig(ckpt_every=100),
     )
 

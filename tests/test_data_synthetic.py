@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 
 from cmmc_lib.data.flow import dequantize_flow, flow_pair_count
-from cmmc_lib.data.render import BONES, CLASS_NAMES, JOINT_NAMES, render_clip, render_dataset_clip
+from cmmc_lib.data.render import (BONES, CLASS_NAMES, JOINT_NAMES, context_groups, render_clip,
+                                  render_dataset_clip)
 from cmmc_lib.data.synthetic import (FPS, SYNTHETIC_SIZES, dataset_items, read_meta, video_id,
                                      write_synthetic_dataset)
 from cmmc_lib.data.video import encode_video, probe_video, rgb_to_yuv420p, video_codec
@@ -264,3 +265,33 @@ def test_encode_video_writes_what_the_decoder_reads_back(tmp_path):
     again = tmp_path / f"again{ext}"
     encode_video(again, rgb, codec, fps=FPS)
     np.testing.assert_array_equal(decode(again), decode(path))              # deterministic
+
+
+CPU = SYNTHETIC_SIZES["cpu"]
+
+
+def test_context_puts_a_fixed_share_of_each_classs_groups_in_its_scene_on_both_sides_of_the_split():
+    test = set(range(1, CPU.test_groups + 1))
+    for seed in (0, 1):
+        for label in range(CPU.classes):
+            groups = context_groups(CPU, seed, label)
+            assert len(groups & test) == round(CPU.context * CPU.test_groups)
+            assert len(groups - test) == round(CPU.context * (CPU.groups - CPU.test_groups))
+    assert context_groups(CPU, 0, 3) != context_groups(CPU, 1, 3)           # which ones: the seed's draw
+    assert context_groups(TINY, 0, 3) == set()                              # v1 data: no context
+
+
+def test_a_class_scene_is_the_same_in_every_seed_and_a_group_shares_one_look():
+    def background(seed, label, group):
+        rgb, _ = render_dataset_clip(CPU, seed, label, group, 1)
+        return rgb[:, :6, :6].reshape(-1, 3).mean(0)                       # a corner: no figure there
+    label = 2
+    in_ctx = [sorted(context_groups(CPU, s, label))[0] for s in (0, 1)]
+    a, b = background(0, label, in_ctx[0]), background(1, label, in_ctx[1])
+    assert np.abs(a - b).max() < 25                                        # the class's scene, any seed
+    plain = next(g for g in range(1, CPU.groups + 1)
+                 if all(g not in context_groups(CPU, 0, k) for k in (0, 1)))
+    c, d = background(0, 0, plain), background(0, 1, plain)                # two classes, one group
+    assert np.abs(c - d).max() < 2                                         # appearance="group": one look
+    sizes = SYNTHETIC_SIZES["cpu"]
+    assert (sizes.appearance, sizes.scene_motion, sizes.context) == ("group", 0.0, 0.5)

@@ -94,5 +94,5 @@ def test_cmmc_ablate_tiny_writes_every_row(tiny_root, tmp_path):
         for cell in ("linear/pretrain", "linear/transfer", "R@1/pretrain", "R@1/transfer", "R@5/transfer"):
             assert len(row[cell]) == 1 and 0 <= row[cell][0] <= 1
     md = (tmp_path / "abl" / "ablation.md").read_text()
-    assert md.count("| rgb |") == 4 and "55.8 / 28.3" in md and "chance" in md
+    assert md.count("| rgb |") == 4 and "| 55.8 | 28.3 | 42.8 | 19.1 |" in md and "chance: linear 16.7" in md
     assert len((tmp_path / "abl" / "ablation.csv").read_text().splitlines()) == 1 + 4 * 2 * 2

@@ -349,17 +349,19 @@ def build_dataset(data_cfg: DataConfig, subset: str, train: bool,
 
 
 def ensure_synthetic(cfg: DataConfig) -> Path:
-    """The synthetic dataset is the embedded default: when its root holds no finished dataset
-    (no ``meta.json``) it is generated there on first use (``cfg.synthetic_size``,
-    ``cfg.synthetic_seed``; an interrupted generation is finished), with a line saying so."""
-    from .synthetic import SYNTHETIC_SIZES, read_meta, write_synthetic_dataset
+    """The synthetic dataset is the embedded default: when its root holds no finished dataset it
+    is generated there on first use (``cfg.synthetic_size``, ``cfg.synthetic_seed``; an
+    interrupted generation is finished), with a line saying so. A root holding another dataset
+    (other size, seed or generator version) is refused with one line."""
+    from .synthetic import GENERATOR_VERSION, SYNTHETIC_SIZES, read_meta, write_synthetic_dataset
     root = data_root(cfg)
-    if (root / "meta.json").is_file():
+    if (root / "meta.json").is_file():                  # finished (perhaps a subset: videos=N)
         meta = read_meta(root)
-        if (meta.get("size"), meta.get("seed")) != (cfg.synthetic_size, cfg.synthetic_seed):
-            raise ValueError(f"{root} holds the synthetic {meta.get('size')} set of seed {meta.get('seed')}, but "
-                             f"the config asks for {cfg.synthetic_size} seed {cfg.synthetic_seed}: set data.root "
-                             f"to the right folder")
+        found = (meta.get("size"), meta.get("seed"), meta.get("generator_version"))
+        if found != (cfg.synthetic_size, cfg.synthetic_seed, GENERATOR_VERSION):
+            raise ValueError(f"{root} holds the synthetic set (size, seed, generator version) = {found}, not "
+                             f"{(cfg.synthetic_size, cfg.synthetic_seed, GENERATOR_VERSION)}: delete it or set "
+                             f"data.root to another folder")
         return root
     size = SYNTHETIC_SIZES[cfg.synthetic_size]
     log.warning("no synthetic data at %s: generating the %s set (%d videos, seed %d) on first use",

@@ -68,13 +68,28 @@ def _luma(c) -> float:
     return 0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2]
 
 
-def _background(rng, height: int, width: int) -> np.ndarray:
-    """A textured background, uint8 (S*(H+2M), S*(W+2M), 3)."""
+TEXTURES = ("noise", "stripes", "blobs", "checks")
+
+
+def class_scene(label: int) -> tuple:
+    """(base colour, other colour, texture kind) of a class's typical scene. It depends on the
+    class alone, not on the dataset's seed: a context learnt on one set holds on another, as
+    swimming pools go with diving in UCF101 and HMDB51 alike."""
+    rng = np.random.default_rng([label, 0xC])
+    return _color(rng), _color(rng), str(rng.choice(TEXTURES))
+
+
+def _background(rng, height: int, width: int, contrast: float = 1.0, scene: tuple | None = None) -> np.ndarray:
+    """A textured background, uint8 (S*(H+2M), S*(W+2M), 3). ``contrast`` scales the texture
+    (0: flat); ``scene`` (base, other, kind) replaces the drawn colours and texture kind (the
+    same random numbers are drawn either way)."""
     s = _RENDER_SCALE
     h, w = s * (height + 2 * _MARGIN), s * (width + 2 * _MARGIN)
     base, other = np.array(_color(rng), np.float32), np.array(_color(rng), np.float32)
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32) / s
-    kind = rng.choice(["noise", "stripes", "blobs", "checks"])
+    kind = rng.choice(list(TEXTURES))
+    if scene is not None:
+        base, other, kind = np.array(scene[0], np.float32), np.array(scene[1], np.float32), scene[2]
     if kind == "noise":
         cells = rng.random((int(rng.integers(3, 9)), int(rng.integers(3, 9)), 1), np.float32)
         m = cv2.resize(cells, (w, h), interpolation=cv2.INTER_CUBIC)[..., None]
@@ -93,14 +108,16 @@ def _background(rng, height: int, width: int) -> np.ndarray:
     else:
         cell = rng.uniform(6, 14)
         m = (((xx // cell) + (yy // cell)) % 2)[..., None]
+    m = m * contrast
     img = base * (1 - m) + other * m
     fine = cv2.GaussianBlur(rng.normal(0, 12, (h, w, 1)).astype(np.float32), (0, 0), s * 0.7)
     img = img + fine.reshape(h, w, 1)          # fine grain: something for flow to track
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _sample_appearance(rng, height: int, width: int) -> _Appearance:
-    background = _background(rng, height, width)
+def _sample_appearance(rng, height: int, width: int, figure_scale: float = 1.0, contrast: float = 1.0,
+                       scene: tuple | None = None) -> _Appearance:
+    background = _background(rng, height, width, contrast, scene)
     bg_luma = _luma(background.reshape(-1, 3).mean(0))
     colors = []
     while len(colors) < 6:                      # figure colours that stand out of the background
@@ -114,8 +131,9 @@ def _sample_appearance(rng, height: int, width: int) -> _Appearance:
                         y=float(rng.uniform(0, height)))
                    for _ in range(int(rng.integers(0, 4)))]
     return _Appearance(background=background, head_color=colors[0], torso_color=colors[1],
-                       limb_colors=tuple(colors[2:6]), thickness=float(rng.uniform(1.5, 3.0)),
-                       height=float(rng.uniform(0.5, 0.72) * height),
+                       limb_colors=tuple(colors[2:6]),
+                       thickness=float(rng.uniform(1.5, 3.0)) * figure_scale,
+                       height=float(rng.uniform(0.5, 0.72) * height) * figure_scale,
                        x=float(rng.uniform(0.38, 0.62) * width),
                        ground=float(rng.uniform(0.88, 0.97) * height), distractors=distractors)
 
@@ -327,13 +345,37 @@ def render_clip(class_name_or_index: str | int, seed: int = 0, frames: int = 24,
     return _render(CLASS_NAMES[k], look, m, frames, height, width)
 
 
-def render_dataset_clip(size: SyntheticSize, seed: int, label: int, group: int, clip: int
-                        ) -> tuple[np.ndarray, np.ndarray]:
+def context_groups(size, seed: int, label: int) -> set[int]:
+    """The groups (1-based) of class ``label`` filmed in the class's typical scene: a fraction
+    ``size.context`` of the test groups of split 1 and the same fraction of the others, chosen
+    by the seed (a fixed number per class, so that every class and both sides of the split get
+    their share whatever the seed)."""
+    if size.context <= 0:
+        return set()
+    rng = np.random.default_rng([seed, label, 0xD])
+    test = list(range(1, size.test_groups + 1))
+    rest = list(range(size.test_groups + 1, size.groups + 1))
+    chosen = set()
+    for block in (test, rest):
+        n = int(round(size.context * len(block)))
+        chosen |= {int(g) for g in rng.choice(block, size=n, replace=False)} if n else set()
+    return chosen
+
+
+def render_dataset_clip(size, seed: int, label: int, group: int, clip: int) -> tuple[np.ndarray, np.ndarray]:
     """The clip ``v_<Class>_g<group>_c<clip>`` (1-based group/clip) of a dataset of ``size``
-    (a :class:`~cmmc_lib.data.synthetic.SyntheticSize`: frames, height, width): appearance
-    from (seed, label, group), motion from (seed, label, group, clip)."""
-    look = _sample_appearance(np.random.default_rng([seed, label, group, 0xA]), size.height,
-                              size.width)
+    (a :class:`~cmmc_lib.data.synthetic.SyntheticSize`). The look comes from (seed, label, group)
+    (``size.appearance == "class_group"``) or from (seed, group) (``"group"``: every class of a
+    group in one scene, as NTU-60's actors and rooms); in a context group
+    (:func:`context_groups`) the background is the class's scene (:func:`class_scene`). The
+    motion comes from (seed, label, group, clip), camera and distractor motion scaled by
+    ``size.scene_motion``."""
+    key = [seed, label, group, 0xA] if size.appearance == "class_group" else [seed, group, 0xA, 0xA]
+    scene = class_scene(label) if group in context_groups(size, seed, label) else None
+    look = _sample_appearance(np.random.default_rng(key), size.height, size.width, size.figure_scale,
+                              size.background_contrast, scene)
     m = _sample_motion(np.random.default_rng([seed, label, group, clip, 0xB]), size.frames,
                        len(look.distractors))
+    if size.scene_motion != 1.0:
+        m.pan, m.shake, m.drift = (v * size.scene_motion for v in (m.pan, m.shake, m.drift))
     return _render(CLASS_NAMES[label], look, m, size.frames, size.height, size.width)
