@@ -200,7 +200,7 @@ def fmt_pipeline(r: dict) -> str:
 def cmd_ablate(a) -> dict:
     from .ablation import ablate
     out = Path(a.out or f"runs/ablation-{a.preset}")
-    return ablate(a.preset, a.seeds, out, a.overrides, curves=not a.no_curves, device=a.device,
+    return ablate(a.preset, a.seeds, out, a.overrides, table=a.table, curves=not a.no_curves, device=a.device,
                   progress=not a.json)
 
 
@@ -214,28 +214,157 @@ def fmt_eval(r: dict) -> str:
     return format_result(r)
 
 
-def cmd_bench(a) -> dict:
-    if a.what == "step":
-        from .ssl.bench import bench_step
-        t = tuple(int(s) for s in a.clip.split(","))
-        return bench_step(a.backbone, a.width, a.batch, t, a.steps, a.warmup)
-    if a.what == "retrieval":
-        from .evaluate.retrieval import bench_retrieval
-        return bench_retrieval(a.queries, a.gallery, a.dim)
+def _csv(text: str, what: str, cast=str) -> list:
+    try:
+        items = [cast(t.strip()) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise CLIError(f"{what} must be a comma-separated list, got {text!r}") from None
+    if not items:
+        raise CLIError(f"{what} is empty")
+    return items
+
+
+def cmd_bench_step(a) -> dict:
+    from .bench import bench_step, shape_overrides
+    overrides = shape_overrides(a.backbone, a.width, a.batch, a.clip) + list(a.overrides)
+    amps = _csv(a.amp, "--amp") if a.amp else None
+    layouts = _csv(a.channels_last, "--channels-last") if a.channels_last else None
+    return bench_step(a.preset, _csv(a.methods, "--methods"), amps=amps, device=a.device, steps=a.steps,
+                      warmup=a.warmup, overrides=overrides, channels_last=layouts, compile=a.compile,
+                      breakdown=not a.no_breakdown, threads=a.threads, cpu_memory=a.cpu_memory,
+                      progress=not a.json)
+
+
+def fmt_bench_step(r: dict) -> str:
+    lines = [f"{r['preset']} preset on {r['device']} ({r['device_name']}, {r['threads']} threads): "
+             f"{r['backbone']}, batch {r['batch']}, clips {'x'.join(map(str, r['clip']))}",
+             f"{'method':<16}{'amp':<6}{'layout':<8}{'steps/s':>9}{'clips/s':>9}{'ms/step':>9}{'cpu ms':>8}"
+             f"{'peak MiB':>10}"]
+    for x in r["results"]:
+        layout = "cl" if x.get("channels_last") else "ncdhw"
+        name = x["method"] + (" (compiled)" if x.get("compiled") else "")
+        if x.get("error"):
+            lines.append(f"{name:<16}{x['amp']:<6}{layout:<8}  error: {x['error']}")
+            continue
+        mem = "n/a" if x["peak_memory_mib"] is None else f"{x['peak_memory_mib']:.0f}"
+        cpu = "-" if not x.get("cpu_seconds_per_step") else f"{1000 * x['cpu_seconds_per_step']:.1f}"
+        lines.append(f"{name:<16}{x['amp']:<6}{layout:<8}{x['steps_per_s']:>9.2f}{x['clips_per_s']:>9.1f}"
+                     f"{1000 * x['seconds_per_step']:>9.1f}{cpu:>8}{mem:>10}")
+    basis = "process CPU time" if r["device"] == "cpu" else "wall clock"
+    for tag, v in r["ratios"]["over_moco"].items():
+        lines.append(f"{tag} step time ({basis}): {v:.3f}")
+    for tag, e in r["ratios"]["extra_time"].items():
+        lines.append(f"  extra {e['extra_ms']:.1f} ms = source forward {e['source_forward_ms']:.1f} + mixing "
+                     f"{e['mixing_ms']:.1f} + other {e['other_ms']:.1f}")
+    for m, v in r["ratios"]["bf16_over_fp32"].items():
+        lines.append(f"{m}: bf16 / fp32 throughput ({basis}) {v:.2f}")
+    return "\n".join(lines)
+
+
+def cmd_bench_loader(a) -> dict:
+    if a.videos:                                     # per-core decoding of given files (no dataset)
+        paths = [Path(p) for p in a.videos]
+        if any(not p.is_file() for p in paths):
+            raise CLIError(f"bench loader --videos needs existing video files, e.g. {paths[0]}")
+        import cv2
+        import torch
+        cv2.setNumThreads(1)
+        torch.set_num_threads(1)
+        from .data.video import decode_throughput
+        return decode_throughput(paths, clip_len=a.clip_len or 32, short_side=a.short_side or 128,
+                                 clips=a.clips)
+    from .bench import bench_loader
+    if a.root and not Path(a.root).is_dir():
+        raise CLIError(f"--root {a.root} is not a folder")
+    overrides = list(a.overrides) + [f"data.{k}={v}" for k, v in (("clip_len", a.clip_len),
+                                                                   ("short_side", a.short_side)) if v]
+    return bench_loader(a.root, a.preset, _csv(a.workers, "--workers", int), batches=a.batches, warmup=a.warmup_batches,
+                        batch=a.batch, modalities=_csv(a.modalities, "--modalities") if a.modalities else None,
+                        method=a.method, frame_cache=a.frame_cache, dataset=a.dataset, subset=a.subset,
+                        overrides=overrides, progress=not a.json)
+
+
+def fmt_bench_loader(r: dict) -> str:
+    if "results" not in r:                            # --videos
+        return (f"decoding {r['clips']} clips of {r['clip_len']} frames at short side {r['short_side']} "
+                f"from {r['videos']} videos: {r['clips_per_s']} clips/s per core")
+    cache = f", frame cache {r['frame_cache']}" if r["frame_cache"] else ", decoding"
+    cache += f", {r['mib_per_clip']:.1f} MiB per clip" + (", pinned" if r["pin_memory"] else "")
+    lines = [f"{r['dataset']} at {r['root']} ({r['videos']} videos, {'+'.join(r['modalities'])}, clips "
+             f"{'x'.join(map(str, r['clip']))} at short side {r['short_side']}{cache}; {r['cpu_count']} CPUs)"]
+    for x in r["results"]:
+        if x.get("error"):
+            lines.append(f"{x['workers']:>3} workers: error: {x['error']}")
+        else:
+            lines.append(f"{x['workers']:>3} workers: {x['clips_per_s']:8.1f} clips/s  (start-up {x['startup_s']:.1f} s)")
+    return "\n".join(lines)
+
+
+def cmd_bench_flow(a) -> dict:
     paths = [Path(p) for p in a.videos]
     if not paths or any(not p.is_file() for p in paths):
-        raise CLIError(f"bench {a.what} needs --videos FILE... (existing video files)")
+        raise CLIError("bench flow needs --videos FILE... (existing video files)")
     import cv2
     import torch
     cv2.setNumThreads(1)
     torch.set_num_threads(1)                         # per-core figures
-    if a.what == "loader":
-        from .data.video import decode_throughput
-        return decode_throughput(paths, clip_len=a.clip_len, short_side=a.short_side, clips=a.clips)
     from .data.flow import measure_flow_fps
     from .data.video import decode_video
     frames = decode_video(paths[0])[: a.pairs + 1]
     return {m: measure_flow_fps(frames, m, pairs=a.pairs, threads=1) for m in a.methods}
+
+
+def cmd_bench_retrieval(a) -> dict:
+    from .evaluate.retrieval import bench_retrieval
+    return bench_retrieval(a.queries, a.gallery, a.dim)
+
+
+def cmd_bench_gpu_check(a) -> dict:
+    from .bench import gpu_check
+    reduced = True if a.reduced else None
+    return gpu_check(Path(a.out), reduced=reduced, budget_s=a.budget, work=a.work, realdata=a.realdata,
+                     device=a.device, progress=not a.json)
+
+
+def fmt_gpu_check(r: dict) -> str:
+    m = r["machine"]
+    lines = [f"gpu-check on {m.get('gpu') or m.get('cpu')} ({'reduced size' if r['reduced'] else 'paper preset'}), "
+             f"{r['seconds']:.0f} s -> {r.get('path', '')}"]
+    step = r.get("step") or {}
+    if step.get("results"):
+        lines.append(fmt_bench_step(step))
+    for name, res in (r.get("loader") or {}).items():
+        if isinstance(res, dict) and res.get("results"):
+            lines.append(f"loader {name}: " + ", ".join(
+                f"{x['workers']} workers {x['clips_per_s']:.1f} clips/s" for x in res["results"] if not x.get("error")))
+    for name in ("lesson06", "ddp", "compiled"):
+        res = r.get(name) or {}
+        state = res.get("skipped") or res.get("error") or ("ok" if res.get("ok", res.get("ran", True)) else res)
+        lines.append(f"{name}: {state if isinstance(state, str) else json.dumps(state, default=str)[:200]}")
+    if isinstance(r.get("cost"), dict) and "gpu_hours" in r["cost"]:
+        lines.append(f"full recipe: {r['cost']['gpu_hours']:.0f} GPU-hours")
+    return "\n".join(lines)
+
+
+def cmd_data_cache(a) -> dict:
+    from .data.frame_cache import build_frame_cache
+    if not Path(a.root).is_dir():
+        raise CLIError(f"--root {a.root} is not a folder")
+    result = build_frame_cache(Path(a.root), Path(a.out) if a.out else None, a.short_side,
+                               _csv(a.modalities, "--modalities"), a.workers, progress=not a.json)
+    result["failed_run"] = bool(result["failed"])
+    return result
+
+
+def fmt_data_cache(r: dict) -> str:
+    text = (f"frame cache at short side {r['short_side']} -> {r['out']}: {r['done']} videos written, "
+            f"{r['skipped_existing']} already there, {len(r['failed'])} failed ({r['gib']:.2f} GiB, "
+            f"{r['seconds']:.1f} s)")
+    for path, err in r["failed"][:5]:
+        text += f"\nfailed: {path}: {err}"
+    if r.get("interrupted"):
+        text += f"\ninterrupted: {r['remaining']} left; run the same command again to resume"
+    return text
 
 
 def cmd_course(a) -> dict:
@@ -292,6 +421,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--videos", type=int, default=None, help="override the number of videos")
     sp.add_argument("--flow-method", default="dis", choices=list(FLOW_METHODS))
     sp.add_argument("--workers", type=int, default=1)
+    sp = verb(data, "cache", cmd_data_cache, fmt_data_cache,
+              help="pre-decode videos and flow to uint8 arrays at the short side (resumable)",
+              description="Decode every video (and flow folder) of a dataset root once into "
+                          "OUT/{rgb,flow}/<video>.npy at the short side; the dataset then memory-maps "
+                          "clips instead of decoding (data.frame_cache=auto reads ROOT/frames_s<short side>).")
+    sp.add_argument("--root", required=True, help="dataset root (videos/, flow/)")
+    sp.add_argument("--out", default=None, help="default: ROOT/frames_s<short side> (what data.frame_cache=auto reads)")
+    sp.add_argument("--short-side", type=int, default=128)
+    sp.add_argument("--modalities", default="rgb,flow", help="rgb, flow or rgb,flow")
+    sp.add_argument("--workers", type=int, default=1)
 
     flow = sub.add_parser("flow", help="optical flow").add_subparsers(dest="what", required=True)
     sp = verb(flow, "extract", cmd_flow_extract, fmt_flow, help="extract flow to the rawframes layout (resumable)")
@@ -334,31 +473,87 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("overrides", nargs="*", help="key=value, e.g. schedule.cycles=2 schedule.alternate=false")
 
     sp = verb(sub, "ablate", cmd_ablate, fmt_ablate,
-              help="the poster's ablation table: RGB, flow, two-stream x {MoCo, mixup, CM mixup, CMMC}")
+              help="the poster's tables: the mixing ablation, or the comparison with CoCLR")
     sp.add_argument("--preset", default="tiny", choices=list(PRESETS))
     sp.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1")
+    sp.add_argument("--table", default="ablation", choices=["ablation", "comparison"],
+                    help="ablation: the mixing strategies; comparison: MoCo, CMMC, CoCLR, CoCLR + CMMC")
     sp.add_argument("--out", default=None, help="default: runs/ablation-<preset>")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--no-curves", action="store_true", help="skip CMMC w/o alternate training (the curves)")
     sp.add_argument("overrides", nargs="*", help="key=value config overrides")
 
-    sp = verb(sub, "bench", cmd_bench, help="throughput measurements")
-    sp.add_argument("what", choices=["step", "loader", "flow", "retrieval"])
-    sp.add_argument("--backbone", default="small3d")
-    sp.add_argument("--width", type=int, default=16)
-    sp.add_argument("--batch", type=int, default=8)
-    sp.add_argument("--clip", default="3,8,32,32", help="C,T,H,W")
-    sp.add_argument("--steps", type=int, default=10)
-    sp.add_argument("--warmup", type=int, default=2)
+    bench = sub.add_parser("bench", help="throughput on this machine: step, loader, flow, retrieval, gpu-check")
+    bench = bench.add_subparsers(dest="what", required=True)
+    sp = verb(bench, "step", cmd_bench_step, fmt_bench_step,
+              help="training-step throughput per method (steps/s, clips/s, peak memory, ratios)",
+              description="Times cmmc_lib.train.train_step on random clips already on the device, at a "
+                          "preset's shapes: steps/s, clips/s (rows of the batch), peak memory, the method / "
+                          "MoCo step-time ratio at equal batch with CMMC's breakdown, bf16 / fp32.")
+    sp.add_argument("--preset", default="tiny", choices=list(PRESETS))
+    sp.add_argument("--methods", default="moco", help="comma-separated, e.g. moco,cmmc (default: moco)")
+    sp.add_argument("--amp", default=None, help="off (float32), bf16, or both: off,bf16 (default: the preset's "
+                                                "run.amp on this device)")
+    sp.add_argument("--channels-last", default=None, help="auto, on, off, or a list: on,off")
+    sp.add_argument("--compile", action="store_true", help="torch.compile the blocks and heads (run.compile)")
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--steps", type=int, default=10, help="timed steps (the median is reported)")
+    sp.add_argument("--warmup", type=int, default=3, help="untimed steps first (cuDNN autotuning, compilation)")
+    sp.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    sp.add_argument("--no-breakdown", action="store_true", help="skip the instrumented pass of cross-modal methods")
+    sp.add_argument("--cpu-memory", action="store_true",
+                    help="on CPU, measure each method's peak RSS growth in a fresh process (slower)")
+    sp.add_argument("--backbone", default=None, help="override model.backbone")
+    sp.add_argument("--width", type=int, default=None, help="override model.width")
+    sp.add_argument("--batch", type=int, default=None, help="override optim.batch_size (the global batch)")
+    sp.add_argument("--clip", default=None, help="C,T,H,W: override the clip shape (C: 3 rgb, 2 flow)")
+    sp.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.clip_len=16")
+
+    sp = verb(bench, "loader", cmd_bench_loader, fmt_bench_loader,
+              help="clips/s of the training DataLoader per worker count",
+              description="Clips/s of the training DataLoader (decode, crop, transforms, collation through "
+                          "worker processes) at the preset's clip size, for each worker count; with --videos, "
+                          "the per-core decoding rate of the given files instead.")
+    sp.add_argument("--root", default=None, help="dataset root (default: the preset's)")
+    sp.add_argument("--preset", default="tiny", choices=list(PRESETS))
+    sp.add_argument("--dataset", default=None, choices=list(DATASETS), help="default: the preset's")
+    sp.add_argument("--workers", default="0", help="worker counts, comma-separated, e.g. 1,4,16")
+    sp.add_argument("--method", default="moco", choices=available(METHODS),
+                    help="the modalities it reads (cross-modal methods: rgb and flow)")
+    sp.add_argument("--modalities", default=None, help="override, e.g. rgb or rgb,flow")
+    sp.add_argument("--frame-cache", default="off", help="off, auto or a cache folder (cmmc data cache)")
+    sp.add_argument("--subset", default="train", choices=["train", "test", "all"])
+    sp.add_argument("--batch", type=int, default=None, help="clips per batch (default: min(preset batch, 16))")
+    sp.add_argument("--batches", type=int, default=None, help="timed batches (default: max(4, 3 x workers))")
+    sp.add_argument("--warmup-batches", type=int, default=None, help="untimed first batches (default: workers)")
+    sp.add_argument("--clip-len", type=int, default=None, help="override data.clip_len")
+    sp.add_argument("--short-side", type=int, default=None, help="override data.short_side")
+    sp.add_argument("--videos", nargs="*", default=[], help="per-core decoding of these files instead")
+    sp.add_argument("--clips", type=int, default=50, help="--videos: clips to decode")
+    sp.add_argument("overrides", nargs="*", help="key=value config overrides")
+
+    sp = verb(bench, "flow", cmd_bench_flow, help="optical flow fields/s per core (TV-L1, DIS, Farneback)")
+    sp.add_argument("--videos", nargs="+", required=True, help="video files (the first one is used)")
+    sp.add_argument("--pairs", type=int, default=20)
+    sp.add_argument("--methods", nargs="*", default=["tvl1", "dis", "farneback"])
+
+    sp = verb(bench, "retrieval", cmd_bench_retrieval, help="time and memory of retrieval R@k")
     sp.add_argument("--queries", type=int, default=3783)
     sp.add_argument("--gallery", type=int, default=9537)
     sp.add_argument("--dim", type=int, default=1024)
-    sp.add_argument("--videos", nargs="*", default=[], help="loader / flow: video files")
-    sp.add_argument("--clip-len", type=int, default=32)
-    sp.add_argument("--short-side", type=int, default=128)
-    sp.add_argument("--clips", type=int, default=50)
-    sp.add_argument("--pairs", type=int, default=20)
-    sp.add_argument("--methods", nargs="*", default=["tvl1", "dis", "farneback"])
+
+    sp = verb(bench, "gpu-check", cmd_bench_gpu_check, fmt_gpu_check,
+              help="the GPU check: step, loader, lesson 06, DDP, compile; one JSON in under 8 minutes",
+              description="On a machine with a GPU: bench step at the paper preset (MoCo, CMMC; fp32, bf16; "
+                          "channels-last on/off; compiled if time allows), bench loader on synthetic and real "
+                          "videos, lesson 06 at a smoke size, a 2-process NCCL run when two GPUs exist. Writes "
+                          "OUT/gpu_check.json after every phase. Without a GPU: the same at a reduced size.")
+    sp.add_argument("--out", required=True, help="folder for gpu_check.json")
+    sp.add_argument("--work", default=None, help="folder for generated data and caches (default: OUT/work)")
+    sp.add_argument("--budget", type=float, default=450.0, help="seconds the whole check may take")
+    sp.add_argument("--realdata", default=None, help="default: $CMMC_REALDATA or ../shared/realdata")
+    sp.add_argument("--device", default="auto")
+    sp.add_argument("--reduced", action="store_true", help="the reduced (CPU) size even on a GPU")
 
     sp = verb(sub, "course", cmd_course, fmt_course, help="execute every notebook with papermill")
     sp.add_argument("--profile", default="tiny", choices=list(COURSE_PROFILES))

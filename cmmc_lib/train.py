@@ -12,6 +12,15 @@ Exact resume. A checkpoint stores the method (networks, momentum encoder, queue)
 and the position (epoch, batch, step). Every random draw is a function of (seed, epoch, video)
 for the data and (seed, step, rank) for the method, so the resumed run replays the same batches
 and the same mixing and reaches the same losses as an uninterrupted one.
+
+Speed (GPU). bf16 autocast with float32 logits and loss (``run.amp``), the channels-last 3-D
+memory format (``run.channels_last``), optionally ``torch.compile`` on every backbone block and
+head (``run.compile``), fused Adam and cuDNN's autotuner on CUDA. The loop itself never waits
+for the device inside a step: the step's loss and stats stay where they are and are fetched
+once every ``run.log_every`` steps, before a checkpoint and at the end of an epoch (one
+synchronisation for all of them), when the metrics rows are written and a non-finite loss is
+caught. One DataLoader serves every epoch, so its workers persist (``data.persistent_workers``),
+prefetch (``data.prefetch``) and pin memory on CUDA.
 """
 from __future__ import annotations
 
@@ -21,7 +30,7 @@ import os
 import signal
 import threading
 import time
-from contextlib import nullcontext
+from contextlib import closing, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -78,6 +87,7 @@ class Env:
     rank: int
     world: int
     device: torch.device
+    channels_last: bool = False
 
     @property
     def main(self) -> bool:
@@ -119,6 +129,23 @@ def exact_kernels(device: torch.device, amp: str):
     return torch.backends.mkldnn.flags(enabled=False, deterministic=None, allow_tf32=None, fp32_precision=None)
 
 
+def use_channels_last(device: torch.device, setting: str) -> bool:
+    """``run.channels_last``: ``auto`` is on for CUDA (cuDNN's 3-D convolutions run on tensor
+    cores in NDHWC) and off elsewhere (on CPU the default layout is as fast, and the CPU runs
+    stay bit-identical to earlier versions); ``on`` / ``off`` force it."""
+    if setting not in ("auto", "on", "off"):
+        raise ValueError(f"run.channels_last must be one of auto, on, off, got {setting!r}")
+    return setting == "on" or (setting == "auto" and device.type == "cuda")
+
+
+def device_settings(device: torch.device) -> None:
+    """On CUDA: make ``device`` current and let cuDNN autotune its kernels (the clip shapes are
+    fixed, so the search is paid once per shape). Nothing elsewhere."""
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+        torch.backends.cudnn.benchmark = True
+
+
 def setup_env(cfg: Config) -> Env:
     """Join the process group when launched by ``torchrun`` and pick this process's device."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -130,9 +157,10 @@ def setup_env(cfg: Config) -> Env:
             dist.init_process_group(backend="nccl" if use_cuda else "gloo")
         rank, world = dist.get_rank(), dist.get_world_size()
     device = resolve_device(cfg.run.device, local_rank)
-    if device.type == "cuda":
-        torch.cuda.set_device(device)
-    return Env(rank, world, device)
+    device_settings(device)
+    if cfg.run.log_every < 1:
+        raise ValueError(f"run.log_every must be >= 1, got {cfg.run.log_every}")
+    return Env(rank, world, device, use_channels_last(device, cfg.run.channels_last))
 
 
 # --------------------------------------------------------------------------- schedule and order
@@ -173,7 +201,8 @@ class Position:
 
 # --------------------------------------------------------------------------- resume
 RUNTIME_KEYS = {"run.max_steps", "run.progress", "run.device", "data.num_workers", "run.ckpt_every",
-                "run.keep_ckpts", "optim.epochs"}
+                "run.keep_ckpts", "optim.epochs", "run.log_every", "run.channels_last", "run.compile",
+                "data.prefetch", "data.persistent_workers", "data.frame_cache"}
 LOCATION_KEYS = {"data.root", "run.out_root", "run.name", "ssl.init_run", "ssl.source_run"}   # where, not what
 
 
@@ -348,43 +377,139 @@ def knn_r1(backbone, cfg: Config, device: str | torch.device = "cpu") -> float:
     return KNNMonitor(cfg, device)(backbone)
 
 
-def epoch_loader(train_ds, cfg: Config, pos: Position, env: Env) -> DataLoader:
-    """The rest of epoch ``pos.epoch`` for this rank: its seeded batches from ``pos.batch`` on."""
-    batches = epoch_order(len(train_ds), cfg.optim.batch_size, cfg.run.seed, pos.epoch, env.rank, env.world)
-    train_ds.set_epoch(pos.epoch)
-    return DataLoader(train_ds, batch_sampler=batches[pos.batch:], pin_memory=env.device.type == "cuda",
-                      **worker_options(cfg.data.num_workers))
+class EpochBatches:
+    """The batch sampler of :class:`TrainLoader`: this rank's batches of one epoch from a given
+    batch on, set before each epoch (the loader, and so its workers, stay the same)."""
+
+    def __init__(self):
+        self.batches: list[list[int]] = []
+
+    def __iter__(self):
+        return iter(self.batches)
+
+    def __len__(self) -> int:
+        return len(self.batches)
 
 
-def train_step(model, method, optimizer, batch: dict, cfg: Config, pos: Position, env: Env,
-               run: RunFolder) -> dict[str, float]:
-    """One optimiser step on one batch; returns the step's stats (``loss``, ``acc``, ``lam`` ...).
-    The mixing draws come from a generator seeded by (seed, step, rank)."""
+class TrainLoader:
+    """One DataLoader for the whole run: seeded batches of each epoch (:func:`epoch_order`), its
+    workers kept between epochs (``data.persistent_workers``), ``data.prefetch`` batches ahead per
+    worker, pinned memory on CUDA. ``epoch(pos)`` iterates the rest of epoch ``pos.epoch``."""
+
+    def __init__(self, train_ds, cfg: Config, env: Env):
+        self.dataset, self.cfg, self.env = train_ds, cfg, env
+        self.sampler = EpochBatches()
+        d = cfg.data
+        self.loader = DataLoader(train_ds, batch_sampler=self.sampler, pin_memory=env.device.type == "cuda",
+                                 **worker_options(d.num_workers, d.prefetch, d.persistent_workers))
+
+    def epoch(self, pos: Position):
+        self.sampler.batches = epoch_order(len(self.dataset), self.cfg.optim.batch_size, self.cfg.run.seed,
+                                           pos.epoch, self.env.rank, self.env.world)[pos.batch:]
+        self.dataset.set_epoch(pos.epoch)                 # before iter(): workers read it at their next item
+        return iter(self.loader)
+
+    def close(self) -> None:
+        """Stop persistent workers now rather than when the loader is garbage-collected."""
+        iterator = getattr(self.loader, "_iterator", None)
+        if iterator is not None and hasattr(iterator, "_shutdown_workers"):
+            iterator._shutdown_workers()
+        self.loader._iterator = None
+
+
+def to_device(batch: dict, env: Env) -> dict:
+    """The batch's tensors on this process's device (asynchronously from pinned memory); clips
+    (B, V, C, T, H, W) laid out channels-last when ``env.channels_last``, so that every view
+    ``x[:, v]`` is a channels-last 3-D tensor."""
+    out = {}
+    for k, v in batch.items():
+        if torch.is_tensor(v):
+            v = v.to(env.device, non_blocking=True)
+            if env.channels_last and v.dim() == 6 and v.is_floating_point():
+                v = v.permute(0, 1, 3, 4, 5, 2).contiguous().permute(0, 1, 5, 2, 3, 4)
+        out[k] = v
+    return out
+
+
+def prepare_method(method: torch.nn.Module, cfg: Config, env: Env) -> torch.nn.Module:
+    """The method on its device, channels-last where ``env`` says, and with ``run.compile`` every
+    backbone block and projection head compiled in place (``Module.compile``: parameter names,
+    checkpoints and the block API stay as they are; any cut point still works)."""
+    method = method.to(env.device)
+    if env.channels_last:
+        method = method.to(memory_format=torch.channels_last_3d)
+    if cfg.run.compile:
+        import torch._dynamo.config as dynamo
+        from .models.base import Backbone
+        from .models.heads import Encoder
+        # blocks of one class share their code, so each block x grad mode x batch shape is a
+        # recompilation of it: PyTorch's default limit (8) would quietly leave most blocks eager
+        limit = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
+        setattr(dynamo, limit, max(getattr(dynamo, limit), 128))
+        for module in method.modules():
+            if isinstance(module, Backbone):
+                for block in module.blocks:
+                    block.compile()
+            elif isinstance(module, Encoder):
+                module.head.compile()
+    return method
+
+
+def make_optimizer(method: torch.nn.Module, cfg: Config, env: Env) -> torch.optim.Optimizer:
+    """Adam over the trainable parameters; fused into a few kernels on CUDA."""
+    params = [p for p in method.parameters() if p.requires_grad]
+    fused = {"fused": True} if env.device.type == "cuda" else {}
+    return torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, **fused)
+
+
+def train_step(model, method, optimizer, batch: dict, cfg: Config, pos: Position, env: Env):
+    """One optimiser step on one batch; returns ``(stats, loss)``: the step's stats (``loss``,
+    ``acc``, ``lam`` ...) and the detached loss, both left where they are (no device sync here:
+    :class:`EpochLog` fetches and checks them every ``run.log_every`` steps). The mixing draws
+    come from a generator seeded by (seed, step, rank)."""
     seed = step_seed(cfg.run.seed, pos.step, env.rank)
     torch.manual_seed(seed)
-    batch = {k: (v.to(env.device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
+    batch = to_device(batch, env)
     with exact_kernels(env.device, cfg.run.amp):
         with autocast_for(env.device, cfg.run.amp):
             loss, stats = model(batch, generator=torch.Generator().manual_seed(seed))
-        if not torch.isfinite(loss):
-            last = run.checkpoint_path("last")
-            raise NonFiniteLossError(f"loss is {loss.item()} at step {pos.step} (epoch {pos.epoch}): stopping; "
-                                     f"the last good checkpoint {last if last.is_file() else '(none yet)'} is "
-                                     f"intact - lower the learning rate and resume")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
     optimizer.step()
     method.after_step()
-    return stats
+    return stats, loss.detach()
+
+
+def _host_values(values: list) -> list[float]:
+    """Python floats of ``values`` (numbers or one-element tensors): the tensors of each device
+    in one transfer (one synchronisation)."""
+    out = [v if torch.is_tensor(v) else float(v) for v in values]
+    by_device: dict[torch.device, list[int]] = {}
+    for i, v in enumerate(out):
+        if torch.is_tensor(v):
+            by_device.setdefault(v.device, []).append(i)
+    for idx in by_device.values():
+        fetched = torch.stack([out[i].detach().float().reshape(()) for i in idx]).tolist()
+        for i, value in zip(idx, fetched):
+            out[i] = value
+    return out
 
 
 class EpochLog:
-    """The metrics rows and the progress bar of one epoch (rank 0 writes; others stay silent)."""
+    """The metrics rows and the progress bar of one epoch (rank 0 writes; others stay silent).
+
+    :meth:`step` only records; :meth:`flush` (every ``run.log_every`` steps, before a checkpoint,
+    at the end) fetches the recorded losses and stats in one transfer, stops on a non-finite loss
+    (the rows before it are written, the last checkpoint is intact) and writes one row per step,
+    exactly as if each had been written at once.
+    """
 
     def __init__(self, run: RunFolder, cfg: Config, pos: Position, env: Env, steps: int, started: float):
         self.run, self.cfg, self.env, self.started = run, cfg, env, started
         self.losses = [r["loss"] for r in run.metrics.read()
                        if r["kind"] == "step" and r["epoch"] == pos.epoch] if pos.batch and env.main else []
+        self.pending: list[tuple[int, int, float, float, dict, Any]] = []
+        self.last_loss = math.nan
         self.bar = None
         if cfg.run.progress and env.main:
             from tqdm.auto import tqdm
@@ -394,16 +519,37 @@ class EpochLog:
     def seconds(self) -> float:
         return round(time.perf_counter() - self.started, 3)
 
-    def step(self, pos: Position, stats: dict[str, float], lr: float) -> None:
-        self.losses.append(float(stats["loss"]))
-        if not self.env.main:
-            return
-        self.run.metrics.write({"kind": "step", "epoch": pos.epoch, "step": pos.step, "lr": lr,
-                                "seconds": self.seconds(),
-                                **{k: float(v) for k, v in stats.items() if k in METRIC_FIELDS}})
+    def step(self, pos: Position, stats: dict, loss, lr: float) -> None:
+        """Record step ``pos.step`` (its stats and detached loss); flush every ``run.log_every``."""
+        self.pending.append((pos.epoch, pos.step, lr, self.seconds(), stats, loss))
         if self.bar is not None:
             self.bar.update(1)
-            self.bar.set_postfix(loss=f"{self.losses[-1]:.3f}")
+        if len(self.pending) >= self.cfg.run.log_every:
+            self.flush()
+
+    def flush(self) -> None:
+        """Fetch the recorded steps, check their losses and write their rows."""
+        if not self.pending:
+            return
+        keys = [k for k in METRIC_FIELDS if k in self.pending[0][4]]
+        values = _host_values([loss for *_, loss in self.pending]
+                              + [s[k] for *_, s, _ in self.pending for k in keys])
+        checked, stats = values[:len(self.pending)], values[len(self.pending):]
+        pending, self.pending = self.pending, []
+        for n, (epoch, step, lr, seconds, _, _) in enumerate(pending):
+            if not math.isfinite(checked[n]):
+                last = self.run.checkpoint_path("last")
+                raise NonFiniteLossError(f"loss is {checked[n]} at step {step - 1} (epoch {epoch}): stopping; "
+                                         f"the last good checkpoint {last if last.is_file() else '(none yet)'} is "
+                                         f"intact - lower the learning rate and resume")
+            row = dict(zip(keys, stats[n * len(keys):(n + 1) * len(keys)]))
+            self.losses.append(row.get("loss", checked[n]))
+            self.last_loss = self.losses[-1]
+            if self.env.main:
+                self.run.metrics.write({"kind": "step", "epoch": epoch, "step": step, "lr": lr,
+                                        "seconds": seconds, **row})
+        if self.bar is not None:
+            self.bar.set_postfix(loss=f"{self.last_loss:.3f}")
 
     def end(self, pos: Position, lr: float, knn: float | None) -> None:
         """Close the bar and write the epoch row: the mean loss over every step of the epoch."""
@@ -418,9 +564,13 @@ class EpochLog:
             log.info("epoch %d/%d: mean loss %.4f%s", pos.epoch + 1, self.cfg.optim.epochs, mean, extra)
 
     def close(self) -> None:
-        if self.bar is not None:
-            self.bar.close()
-            self.bar = None
+        """Flush what is recorded and close the bar."""
+        try:
+            self.flush()
+        finally:
+            if self.bar is not None:
+                self.bar.close()
+                self.bar = None
 
 
 # --------------------------------------------------------------------------- the loop
@@ -439,9 +589,8 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
     ckpt = open_run(run, cfg, resume, env)
     torch.manual_seed(cfg.run.seed)
     train_ds, monitor = build_training_data(cfg, env)
-    method = build_method(cfg, source_backbone=load_source(cfg)).to(env.device)
-    optimizer = torch.optim.Adam([p for p in method.parameters() if p.requires_grad],
-                                 lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+    method = prepare_method(build_method(cfg, source_backbone=load_source(cfg)), cfg, env)
+    optimizer = make_optimizer(method, cfg, env)
     if ckpt is None:
         initialise(method, cfg)
     pos = restore(ckpt, method, optimizer, run) if ckpt else Position()
@@ -450,34 +599,39 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
         method, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     steps_per_epoch = len(train_ds) // cfg.optim.batch_size
     started, last_loss, last_knn, stop = time.perf_counter(), math.nan, None, False
+    loader = TrainLoader(train_ds, cfg, env)
 
-    with GracefulInterrupt(enabled=env.world == 1) as interrupt:
+    with GracefulInterrupt(enabled=env.world == 1) as interrupt, closing(loader):
         while pos.epoch < cfg.optim.epochs and not stop:
             lr = lr_at(cfg.optim, pos.epoch)
             for group in optimizer.param_groups:
                 group["lr"] = lr
             method.train()
             epoch_log = EpochLog(run, cfg, pos, env, steps_per_epoch, started)
-            for batch in epoch_loader(train_ds, cfg, pos, env):
+            for batch in loader.epoch(pos):
                 if cfg.run.max_steps is not None and pos.step >= cfg.run.max_steps:
                     stop = True
                     break
-                stats = train_step(model, method, optimizer, batch, cfg, pos, env, run)
-                pos.step, pos.batch, last_loss = pos.step + 1, pos.batch + 1, float(stats["loss"])
-                epoch_log.step(pos, stats, lr)
+                stats, loss = train_step(model, method, optimizer, batch, cfg, pos, env)
+                pos.step, pos.batch = pos.step + 1, pos.batch + 1
+                epoch_log.step(pos, stats, loss, lr)
                 if pos.step % cfg.run.ckpt_every == 0:
+                    epoch_log.flush()                  # a checkpoint never follows an unchecked loss
                     save(run, cfg, method, optimizer, pos, env, periodic=True)
                 if interrupt.requested:
                     stop = True
                     break
             if pos.batch < steps_per_epoch:           # stopped inside the epoch
                 epoch_log.close()
+                last_loss = last_loss if math.isnan(epoch_log.last_loss) else epoch_log.last_loss
                 break
             knn = None
             if monitor is not None and ((pos.epoch + 1) % cfg.run.knn_every == 0
                                         or pos.epoch + 1 == cfg.optim.epochs):
+                epoch_log.flush()
                 knn = last_knn = monitor(method.query_backbone())
             epoch_log.end(pos, lr, knn)
+            last_loss = last_loss if math.isnan(epoch_log.last_loss) else epoch_log.last_loss
             pos.epoch, pos.batch = pos.epoch + 1, 0
     save(run, cfg, method, optimizer, pos, env)
 

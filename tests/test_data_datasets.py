@@ -208,3 +208,58 @@ def test_hmdb51_root_and_short_videos(tmp_path):
     short = ds[1]["rgb"]                       # 3 frames, clip of 4 at stride 2: padded
     assert short.shape == (2, 3, 4, 16, 16)
     assert torch.equal(short[:, :, 2], short[:, :, 3])      # frames 2 and "4" -> last frame
+
+
+def test_frame_cache_gives_exactly_the_decoded_items_without_decoding(root, cfg, tmp_path, monkeypatch):
+    from cmmc_lib.data import datasets
+    from cmmc_lib.data.frame_cache import build_frame_cache
+    out = tmp_path / "cache"
+    built = build_frame_cache(root, out, short_side=cfg.short_side, progress=False)
+    assert built["done"] == 2 * 12 and not built["failed"] and built["short_side"] == 24    # 12 videos, 12 flow folders
+    plain = {s: build_dataset(cfg, s, s == "train", MODS, seed=2, frame_cache="off", cache=False)
+             for s in ("train", "test")}
+    expected = {s: [ds[i] for i in range(len(ds))] for s, ds in plain.items()}
+
+    def no_decoding(*a, **k):
+        raise AssertionError("decoded although the frame cache holds this video")
+    for name in ("decode_video", "read_clip", "read_flow_frames"):
+        monkeypatch.setattr(datasets, name, no_decoding)
+    for subset, items in expected.items():
+        cached = build_dataset(cfg, subset, subset == "train", MODS, seed=2, frame_cache=str(out), cache=False)
+        assert cached.frame_cache is not None and cached.frame_counts() == [len(np.load(
+            out / "rgb" / f"{v}.npy", mmap_mode="r")) for v in cached.videos]
+        for i, item in enumerate(items):
+            same_item(item, cached[i])
+    monkeypatch.undo()
+    (out / "rgb" / "v_Alpha_g02_c02.npy").unlink()                     # a cache still being built: decoded
+    partial = build_dataset(cfg, "train", True, MODS, seed=2, frame_cache=str(out), cache=False)
+    for i, item in enumerate(expected["train"]):
+        same_item(item, partial[i])
+
+
+def test_frame_cache_auto_reads_the_roots_own_cache_and_refuses_another_short_side(root, cfg, tmp_path):
+    from cmmc_lib.data.frame_cache import build_frame_cache, default_cache_dir
+    copy = tmp_path / "copy"
+    shutil.copytree(root, copy, ignore=shutil.ignore_patterns("pose"))
+    cfg.root = str(copy)
+    assert build_dataset(cfg, "test", False, ("rgb",)).frame_cache is None          # auto, nothing built
+    build_frame_cache(copy, short_side=cfg.short_side, modalities=("rgb",), progress=False)
+    ds = build_dataset(cfg, "test", False, ("rgb", "flow"))
+    assert ds.frame_cache.path == default_cache_dir(copy, 24) == copy / "frames_s24"
+    assert ds._in_frame_cache("rgb", 0) and not ds._in_frame_cache("flow", 0)       # flow: decoded
+    assert build_dataset(cfg, "test", False, ("rgb",), frame_cache="off").frame_cache is None
+    assert build_dataset(cfg, "test", False, ("rgb",), short_side=32).frame_cache is None   # auto: frames_s32 absent
+    with pytest.raises(ValueError, match="short side 24, but data.short_side is 32"):
+        build_dataset(cfg, "test", False, ("rgb",), short_side=32, frame_cache=str(copy / "frames_s24"))
+    with pytest.raises(FileNotFoundError, match="cmmc data cache"):
+        build_dataset(cfg, "test", False, ("rgb",), frame_cache=str(tmp_path / "nowhere"))
+
+
+def test_worker_options_prefetch_and_persistent_workers():
+    assert worker_options(0, prefetch=4, persistent=True) == {"num_workers": 0}
+    opts = worker_options(2, prefetch=4, persistent=True)
+    assert opts["prefetch_factor"] == 4 and opts["persistent_workers"] is True
+    assert opts["multiprocessing_context"] == "spawn"
+    assert "prefetch_factor" not in worker_options(2) and worker_options(2)["persistent_workers"] is False
+    with pytest.raises(ValueError, match="data.prefetch must be >= 1"):
+        worker_options(2, prefetch=0)

@@ -77,9 +77,69 @@ def test_two_tiny_runs_give_identical_losses(tiny_root, tmp_path):
 
 @pytest.mark.slow
 def test_loader_workers_do_not_change_the_losses(tiny_root, tmp_path):
-    pretrain(tiny_cfg(tiny_root, "run.max_steps=3"), tmp_path / "w0")
-    pretrain(tiny_cfg(tiny_root, "run.max_steps=3", "data.num_workers=2"), tmp_path / "w2")
-    assert step_losses(tmp_path / "w0") == step_losses(tmp_path / "w2")
+    # two epochs: the persistent workers of the first serve the second (set_epoch through shared memory)
+    pretrain(tiny_cfg(tiny_root, "optim.epochs=2"), tmp_path / "w0")
+    pretrain(tiny_cfg(tiny_root, "optim.epochs=2", "data.num_workers=2", "data.prefetch=3"), tmp_path / "w2")
+    assert step_losses(tmp_path / "w0") == step_losses(tmp_path / "w2") and len(step_losses(tmp_path / "w0")) == 12
+
+
+def test_metrics_rows_are_the_same_whatever_log_every(tiny_root, tmp_path):
+    # the step stats are fetched every run.log_every steps (and before checkpoints): rows must not change
+    for every in (1, 4, 1000):
+        pretrain(tiny_cfg(tiny_root, "optim.epochs=2", f"run.log_every={every}", "ssl.method=cmmc",
+                          "run.ckpt_every=5"), tmp_path / f"e{every}")
+    rows = [[{k: v for k, v in r.items() if k != "seconds"} for r in read_metrics(tmp_path / f"e{e}")]
+            for e in (1, 4, 1000)]
+    assert rows[0] == rows[1] == rows[2] and len(rows[0]) == 2 * 6 + 2
+    assert [r["step"] for r in rows[0] if r["kind"] == "step"] == list(range(1, 13))
+
+
+def test_epoch_log_records_on_the_device_and_fetches_every_log_every_steps(tmp_path):
+    from cmmc_lib.train import Env, EpochLog, Position
+    cfg = preset("tiny", ["run.log_every=3", "run.progress=false"])
+    run = runs.RunFolder(tmp_path / "r")
+    run.path.mkdir()
+    log = EpochLog(run, cfg, Position(), Env(0, 1, torch.device("cpu")), steps=6, started=0.0)
+    pos = Position()
+    for n, value in enumerate([1.0, 2.0], start=1):
+        pos.step = pos.batch = n
+        log.step(pos, {"loss": torch.tensor(value), "acc": 0.5}, torch.tensor(value), lr=0.1)
+    assert not run.metrics.path.exists() and len(log.pending) == 2          # nothing fetched yet
+    pos.step = pos.batch = 3
+    log.step(pos, {"loss": torch.tensor(3.0), "acc": 0.25}, torch.tensor(3.0), lr=0.1)
+    rows = read_metrics(tmp_path / "r")
+    assert [(r["step"], r["loss"], r["acc"]) for r in rows] == [(1, 1.0, 0.5), (2, 2.0, 0.5), (3, 3.0, 0.25)]
+    pos.step = pos.batch = 4
+    log.step(pos, {"loss": torch.tensor(4.0), "acc": 0.5}, torch.tensor(float("nan")), lr=0.1)
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3 \(epoch 0\).*\(none yet\)"):
+        log.flush()
+    assert len(read_metrics(tmp_path / "r")) == 3 and log.losses == [1.0, 2.0, 3.0]
+
+
+def test_channels_last_on_cpu_trains_the_same_run_to_rounding(tiny_root, tmp_path):
+    from cmmc_lib.train import Env, prepare_method
+    from cmmc_lib.ssl.factory import build_method
+    cfg = tiny_cfg(tiny_root, "run.channels_last=on")
+    method = prepare_method(build_method(cfg), cfg, Env(0, 1, torch.device("cpu"), channels_last=True))
+    conv = next(m for m in method.modules() if isinstance(m, torch.nn.Conv3d))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
+    pretrain(tiny_cfg(tiny_root, "run.max_steps=3", "ssl.method=cmmc"), tmp_path / "ncdhw")
+    pretrain(tiny_cfg(tiny_root, "run.max_steps=3", "ssl.method=cmmc", "run.channels_last=on"), tmp_path / "cl")
+    a, b = step_losses(tmp_path / "ncdhw"), step_losses(tmp_path / "cl")
+    assert [s for s, _ in a] == [s for s, _ in b] and [l for _, l in a] == pytest.approx([l for _, l in b], rel=1e-4)
+    with pytest.raises(ValueError, match="run.channels_last must be one of auto, on, off"):
+        pretrain(tiny_cfg(tiny_root, "run.channels_last=yes"), tmp_path / "bad")
+
+
+@pytest.mark.slow
+def test_compiled_blocks_train_the_same_run_to_rounding(tiny_root, tmp_path):
+    pretrain(tiny_cfg(tiny_root, "run.max_steps=2"), tmp_path / "eager")
+    out = pretrain(tiny_cfg(tiny_root, "run.max_steps=2", "run.compile=true"), tmp_path / "compiled")
+    assert out["steps"] == 2
+    losses = {name: [l for _, l in step_losses(tmp_path / name)] for name in ("eager", "compiled")}
+    assert len(losses["compiled"]) == 2 and losses["compiled"] == pytest.approx(losses["eager"], rel=1e-4)
+    saved = runs.RunFolder(tmp_path / "compiled").load_checkpoint()["method"]
+    assert not any("_orig_mod" in k for k in saved)                          # compiled in place: same names
 
 
 def test_bf16_autocast_path_trains_with_float32_logits(tiny_root, tmp_path):
@@ -213,26 +273,95 @@ def test_a_fresh_start_drops_the_rows_of_a_run_that_died_before_its_first_checkp
     import cmmc_lib.ssl.factory as factory
     real = patch_step_loss(monkeypatch, lambda n, loss: loss * float("inf") if n == 3 else loss)
     with pytest.raises(NonFiniteLossError, match=r"\(none yet\)"):
-        pretrain(tiny_cfg(tiny_root, "run.ckpt_every=50"), tmp_path / "r")
+        pretrain(tiny_cfg(tiny_root, "run.ckpt_every=50", "optim.epochs=1"), tmp_path / "r")
     monkeypatch.setattr(factory, "build_method", real)
     train_or_load(tiny_cfg(tiny_root, "optim.epochs=1"), tmp_path / "r")
     assert [s for s, _ in step_losses(tmp_path / "r")] == list(range(1, 7))
 
 
+DDP_WORKER = r'''
+"""Run `cmmc ...` under torchrun, recording each rank's keys and logit offsets, and its final state."""
+import sys
+import torch
+import cmmc_lib.ssl.factory as factory
+import cmmc_lib.train as train
+
+out, record = sys.argv[1], {"keys": [], "offsets": [], "own_gap": []}
+real_build, real_save = factory.build_method, train.save
+
+
+def build(cfg, source_backbone=None):
+    step = real_build(cfg, source_backbone)
+    moco = step.moco
+    keys, contrast = moco.keys, moco.contrast
+
+    def keys_recorded(x):
+        k = keys(x)
+        record["keys"].append(k.detach().clone())
+        return k
+
+    def contrast_recorded(q, k_local, return_keys=False):
+        res = contrast(q, k_local, return_keys)
+        logits, offset = res[0], res[1]
+        rows = torch.arange(q.shape[0])
+        own = logits[rows, offset + rows].detach() * moco.temperature          # q_i . k_i in the own-key column
+        record["offsets"].append(offset)
+        record["own_gap"].append(float((own - (q.detach().float() * k_local.float()).sum(1)).abs().max()))
+        return res
+    moco.keys, moco.contrast = keys_recorded, contrast_recorded
+    return step
+
+
+def save(run, cfg, method, optimizer, pos, env, periodic=False):
+    if not periodic:
+        torch.save({"method": method.state_dict(), "record": record}, f"{out}/rank{env.rank}.pt")
+    return real_save(run, cfg, method, optimizer, pos, env, periodic)
+
+
+factory.build_method, train.save = build, save
+from cmmc_lib.cli import main
+sys.exit(main(sys.argv[2:]))
+'''
+
+
+def free_port() -> int:
+    import socket
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
 @pytest.mark.slow
-def test_torchrun_two_processes_on_cpu_gather_keys_from_both_ranks(tiny_root, tmp_path):
-    run_dir = tmp_path / "ddp"
+def test_torchrun_two_processes_on_cpu_keep_the_ranks_identical_and_queue_both_ranks_keys(tiny_root, tmp_path):
+    run_dir, script = tmp_path / "ddp", tmp_path / "worker.py"
+    script.write_text(DDP_WORKER)
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2",
-                           "--master_port", "29533", "-m", "cmmc_lib.cli", "pretrain", "--preset", "tiny", "--json",
-                           "--run-dir", str(run_dir), f"data.root={tiny_root}", "run.max_steps=3",
-                           "ssl.queue_size=1000", "knn_every=0", "run.device=cpu"],
+                           "--master_port", str(free_port()), str(script), str(tmp_path), "pretrain", "--preset",
+                           "tiny", "--method", "cmmc", "--json", "--run-dir", str(run_dir), f"data.root={tiny_root}",
+                           "run.max_steps=3", "ssl.queue_size=1000", "knn_every=0", "run.device=cpu"],
                           capture_output=True, text=True, cwd=REPO, env=env, timeout=600)
     assert proc.returncode == 0, proc.stderr[-3000:]
+    assert json.loads(proc.stdout)["steps"] == 3                       # rank 0 alone reports
     ckpt = runs.RunFolder(run_dir).load_checkpoint()
-    batch = ckpt["config"]["optim"]["batch_size"]
-    # each step enqueues the keys of BOTH ranks, B/2 each: the pointer moved the global B per step
-    assert int(ckpt["method"]["moco.queue_ptr"][0]) == 3 * batch
+    batch = ckpt["config"]["optim"]["batch_size"]                      # global: each rank takes batch / 2
+    local = batch // 2
+    r0, r1 = (torch.load(tmp_path / f"rank{r}.pt", weights_only=False) for r in (0, 1))
+    # every weight (query, momentum and frozen source networks) and the queue are the same on both ranks;
+    # BatchNorm running statistics are each rank's own until DDP broadcasts rank 0's at the next forward
+    bn_stats = ("running_mean", "running_var", "num_batches_tracked")
+    same = [k for k in r0["method"] if not k.endswith(bn_stats)]
+    assert len(same) > 50 and all(torch.equal(r0["method"][k], r1["method"][k]) for k in same)
+    assert all(torch.equal(r0["method"][k], ckpt["method"][k]) for k in same)          # the saved run is rank 0's
+    # each step enqueues the keys of BOTH ranks in rank order: rank 0's B/2 rows, then rank 1's
+    queue = r0["method"]["moco.queue"]
+    assert int(r0["method"]["moco.queue_ptr"][0]) == 3 * batch
+    for step in range(3):
+        rows = queue[step * batch: (step + 1) * batch]
+        assert torch.equal(rows[:local], r0["record"]["keys"][step]) and torch.equal(rows[local:], r1["record"]["keys"][step])
+    # rank r's own keys sit at logit columns r * B/2 + i: the label offsets
+    assert r0["record"]["offsets"] == [0, 0, 0] and r1["record"]["offsets"] == [local] * 3
+    assert max(r0["record"]["own_gap"] + r1["record"]["own_gap"]) < 1e-5
 
 
 def test_cpu_bf16_weight_gradients_are_exact_on_maps_smaller_than_the_kernel():

@@ -163,13 +163,16 @@ class CrossModalMixStep(MoCoStep):
             self.source.eval()                     # the source network is frozen, BN included
         return self
 
-    @torch.no_grad()
     def source_features(self, x: Tensor, layer: int) -> Tensor:
-        """The other modality's map after ``layer`` blocks: no gradient, eval-mode BatchNorm."""
+        """The other modality's map after ``layer`` blocks: eval-mode BatchNorm, computed under
+        ``torch.inference_mode`` (no autograd bookkeeping at all, not even version counters).
+        The map only ever enters the mix as a constant, so the result may be an inference
+        tensor: autograd never needs to save it."""
         was_training = self.source.training
         self.source.eval()
         try:
-            return self.source.forward_until(x, layer)
+            with torch.inference_mode():
+                return self.source.forward_until(x, layer)
         finally:
             self.source.train(was_training)
 
