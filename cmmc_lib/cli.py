@@ -181,15 +181,28 @@ def cmd_eval(a) -> dict:
 
 def cmd_pipeline(a) -> dict:
     from .config import preset
-    from .pipeline import run_pipeline
-    overrides = list(a.overrides) + ([f"ssl.method={a.method}"] if a.method else [])
-    cfg = preset(a.preset, overrides)
+    from .pipeline import plan_pipeline, run_pipeline
+    from .registry import METHODS, lookup
+    is_method = lambda o: o.split("=", 1)[0].strip() in ("method", "ssl.method")     # noqa: E731
+    methods = [o.split("=", 1)[1].strip() for o in a.overrides if is_method(o)] + ([a.method] if a.method else [])
+    cfg = preset(a.preset, [o for o in a.overrides if not is_method(o)])
+    if methods:              # the stage-2 method: each stage's config is validated with its source set
+        cfg.ssl.method = lookup(METHODS, methods[-1], "method").name
     if a.json:
         cfg.run.progress = False
-    return run_pipeline(cfg, Path(a.run_dir or Path(cfg.run.out_root) / f"{a.preset}-{cfg.ssl.method}-pipeline"))
+    root = Path(a.run_dir or Path(cfg.run.out_root) / f"{a.preset}-{cfg.ssl.method}-pipeline")
+    if a.plan:
+        stages = plan_pipeline(cfg, root)
+        return {"root": str(root), "method": cfg.ssl.method, "plan": [
+            {"name": s.name, "run_dir": str(s.run_dir), "describe": s.describe(), "method": s.cfg.ssl.method,
+             "modality": s.modality, "epochs": s.cfg.optim.epochs, "init_run": s.cfg.ssl.init_run,
+             "source_run": s.cfg.ssl.source_run} for s in stages]}
+    return run_pipeline(cfg, root)
 
 
 def fmt_pipeline(r: dict) -> str:
+    if "plan" in r:
+        return "\n".join(f"[{i}/{len(r['plan'])}] {s['describe']} -> {s['run_dir']}" for i, s in enumerate(r["plan"], 1))
     lines = [f"{s['name']:<14} {'reused' if s['reused'] else 'trained'}  kNN R@1 "
              f"{s['knn_r1'] if s['knn_r1'] is None else format(s['knn_r1'], '.3f')}  -> {s['run_dir']}"
              for s in r["stages"]]
@@ -470,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--preset", default="tiny", choices=list(PRESETS))
     sp.add_argument("--method", default=None, choices=available(METHODS), help="the stage-2 method")
     sp.add_argument("--run-dir", default=None, help="default: <run.out_root>/<preset>-<method>-pipeline")
+    sp.add_argument("--plan", action="store_true", help="print the stages and where they go; train nothing")
     sp.add_argument("overrides", nargs="*", help="key=value, e.g. schedule.cycles=2 schedule.alternate=false")
 
     sp = verb(sub, "ablate", cmd_ablate, fmt_ablate,

@@ -96,3 +96,15 @@ def test_cmmc_ablate_tiny_writes_every_row(tiny_root, tmp_path):
     md = (tmp_path / "abl" / "ablation.md").read_text()
     assert md.count("| rgb |") == 4 and "| 55.8 | 28.3 | 42.8 | 19.1 |" in md and "chance: linear 16.7" in md
     assert len((tmp_path / "abl" / "ablation.csv").read_text().splitlines()) == 1 + 4 * 2 * 2
+
+
+def test_cmmc_pipeline_plans_the_paper_recipe_without_training():
+    proc = subprocess.run([sys.executable, "-m", "cmmc_lib.cli", "pipeline", "--preset", "paper", "--method", "cmmc",
+                           "--plan", "--json", "--run-dir", "runs/paper-cmmc"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    plan = json.loads(proc.stdout)["plan"]
+    assert [(s["name"], s["method"], s["epochs"]) for s in plan] == [
+        ("stage1-rgb", "moco", 300), ("stage1-flow", "moco", 300), ("cycle1-rgb", "cmmc", 100),
+        ("cycle1-flow", "cmmc", 100), ("cycle2-rgb", "cmmc", 100), ("cycle2-flow", "cmmc", 100)]
+    assert plan[3]["source_run"].endswith("cycle1-rgb") and plan[3]["init_run"].endswith("stage1-flow")
+    assert not (REPO / "runs" / "paper-cmmc").exists()
