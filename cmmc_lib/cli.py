@@ -118,7 +118,8 @@ def cmd_flow_extract(a) -> dict:
         raise CLIError(f"no such video or folder: {a.input}")
     try:
         result = extract_flow(Path(a.input), Path(a.out), method=a.method, workers=a.workers, bound=a.bound,
-                              short_side=a.short_side, overwrite=a.overwrite, progress=not a.json)
+                              short_side=a.short_side, overwrite=a.overwrite, progress=not a.json,
+                              device=a.device, batch_size=a.batch_size)
     except ExtractionInterrupted as stop:               # Ctrl-C: report what was done, exit status 130
         result = stop.summary
     result["failed_run"] = bool(result["failed"])      # exit status 1: some videos could not be read
@@ -318,13 +319,24 @@ def cmd_bench_flow(a) -> dict:
     if not paths or any(not p.is_file() for p in paths):
         raise CLIError("bench flow needs --videos FILE... (existing video files)")
     import cv2
-    import torch
-    cv2.setNumThreads(1)
-    torch.set_num_threads(1)                         # per-core figures
-    from .data.flow import measure_flow_fps
-    from .data.video import decode_video
-    frames = decode_video(paths[0])[: a.pairs + 1]
-    return {m: measure_flow_fps(frames, m, pairs=a.pairs, threads=1) for m in a.methods}
+    cv2.setNumThreads(a.threads)
+    from .data.flow import bench_flow
+    return bench_flow(paths, methods=a.methods, device=a.device, batch_sizes=a.batch_sizes, pairs=a.pairs,
+                      threads=a.threads)
+
+
+def fmt_bench_flow(r: dict) -> str:
+    lines = [f"flow fields/s at {r['width']}x{r['height']}, {r['threads']} thread(s); tvl1-torch on "
+             f"{r['device']} ({r['device_name']})"]
+    for m, x in r["methods"].items():
+        lines.append(f"{m:>11}: {x['fps']:8.2f} fields/s, {x['fps_per_cpu_second']:8.2f} per CPU-second")
+    for b, x in r.get("tvl1_torch", {}).get("by_batch_size", {}).items():
+        per_cpu = f", {x['fps_per_cpu_second']:8.2f} per CPU-second" if x["fps_per_cpu_second"] else ""
+        lines.append(f" tvl1-torch: {x['fps']:8.2f} fields/s{per_cpu} (batch {b}, "
+                     f"{x['iterations_per_field']:.0f} iterations per field)")
+    if "speedup_per_core_vs_opencv_tvl1" in r:
+        lines.append(f"tvl1-torch per core: {r['speedup_per_core_vs_opencv_tvl1']}x OpenCV's tvl1")
+    return "\n".join(lines)
 
 
 def cmd_bench_retrieval(a) -> dict:
@@ -454,6 +466,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--bound", type=float, default=20.0)
     sp.add_argument("--short-side", type=int, default=None)
     sp.add_argument("--overwrite", action="store_true")
+    sp.add_argument("--device", default=None, help="tvl1-torch: cpu, cuda, cuda:N or auto (default: CUDA if any)")
+    sp.add_argument("--batch-size", type=int, default=None, help="tvl1-torch: frame pairs per call (1 on CPU, 32 on CUDA)")
 
     sp = verb(sub, "pretrain", cmd_pretrain, fmt_pretrain, help="self-supervised pre-training; writes a run folder")
     sp.add_argument("--preset", default="tiny", choices=list(PRESETS))
@@ -546,10 +560,14 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--clips", type=int, default=50, help="--videos: clips to decode")
     sp.add_argument("overrides", nargs="*", help="key=value config overrides")
 
-    sp = verb(bench, "flow", cmd_bench_flow, help="optical flow fields/s per core (TV-L1, DIS, Farneback)")
+    sp = verb(bench, "flow", cmd_bench_flow, fmt_bench_flow,
+              help="optical flow fields/s at 320x240 per method (TV-L1, tvl1-torch per batch size, DIS, Farneback)")
     sp.add_argument("--videos", nargs="+", required=True, help="video files (the first one is used)")
-    sp.add_argument("--pairs", type=int, default=20)
-    sp.add_argument("--methods", nargs="*", default=["tvl1", "dis", "farneback"])
+    sp.add_argument("--pairs", type=int, default=8)
+    sp.add_argument("--methods", nargs="*", default=list(FLOW_METHODS))
+    sp.add_argument("--device", default="auto", help="tvl1-torch: cpu, cuda, cuda:N or auto")
+    sp.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="tvl1-torch: frame pairs per call")
+    sp.add_argument("--threads", type=int, default=1, help="CPU threads (1: the per-core figure)")
 
     sp = verb(bench, "retrieval", cmd_bench_retrieval, help="time and memory of retrieval R@k")
     sp.add_argument("--queries", type=int, default=3783)

@@ -110,6 +110,18 @@ def test_data_synth_and_flow_extract(tmp_path, realdata):
     assert bad.returncode == 1 and "failed: " in bad.stdout and "bad.avi" in bad.stdout
 
 
+def test_tvl1_torch_from_the_command_line(tmp_path, realdata):
+    video = realdata / "ucf101/videos/v_Punch_g03_c01.avi"
+    r = ok_json("flow", "extract", video, "--out", tmp_path / "flow", "--method", "tvl1-torch", "--device", "cpu",
+                "--batch-size", "2", "--short-side", "32")
+    assert r["done"] == 1 and len(list((tmp_path / "flow" / "v_Punch_g03_c01").glob("y_*.jpg"))) == 108
+    assert "batch" in one_line_error(cmmc("flow", "extract", video, "--out", tmp_path / "f2", "--method", "dis",
+                                          "--batch-size", "4"))
+    bench = ok_json("bench", "flow", "--videos", video, "--pairs", "1", "--methods", "dis", "tvl1-torch",
+                    "--device", "cpu", "--batch-sizes", "1")
+    assert bench["methods"]["dis"]["fps"] > 0 and bench["tvl1_torch"]["by_batch_size"]["1"]["fps"] > 0
+
+
 @pytest.mark.parametrize("option, value", [("--bound", "0"), ("--bound", "-5"),
                                            ("--short-side", "0"), ("--short-side", "-1")])
 def test_flow_extract_refuses_impossible_settings_up_front(tmp_path, option, value):
