@@ -1,25 +1,50 @@
-"""The course: lesson set-up shared by the notebooks, and running them all with papermill.
+"""The course: lesson set-up shared by the notebooks, the helpers lessons repeat, and running
+them all with papermill.
 
 Every lesson's first code cell after its ``parameters`` cell calls :func:`lesson_setup`, which
 resolves paths from the project root (so a notebook opened from ``notebooks/`` and one executed
 by ``cmmc course`` see the same data and runs), makes sure the synthetic data exists, and
 returns the preset config of the chosen profile.
+
+Helpers the lessons share: :func:`train_runs` (copy the lesson's config per modality and seed,
+then train or reuse the run folder), :func:`run_name`, :func:`seeds_for` (the seeds a profile can
+afford; its probe epochs are the preset's ``eval.probe_epochs``), :func:`describe_run_folder`
+(what a run folder holds), :func:`last_epoch` (a run's final epoch-mean loss and kNN, trained or
+reused alike), :func:`random_backbone` (the untrained baseline) and :func:`protocol_features` (a
+run's features cut as ``cmmc eval`` cuts them).
+
+:func:`run_course` executes the lessons headless with a per-cell timeout
+(:data:`CELL_TIMEOUT`), so that a hung cell fails its lesson instead of stalling the course.
+Lessons with widget panels declare ``INTERACTIVE = True`` in their parameters cell; the course
+passes ``INTERACTIVE = False``: a panel needs a front end, and executing an ``interact`` headless
+can stall the cell (nbclient mimics the Output widget by *sending* messages on the shell
+channel while it waits for the execute reply on that same socket; one in a few runs, that reply
+is noticed only when the wait times out).
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import cmmc_lib
 
-from .config import COURSE_PROFILES, Config, preset
+from .config import COURSE_PROFILES, Config, apply_overrides, preset
 
 log = logging.getLogger(__name__)
+
+# Seconds one cell may run under `cmmc course` before its lesson fails: well above the slowest
+# cell of each profile (tiny ~80 s, cpu ~11 min: the training cells, on a loaded 2-core machine),
+# far below the hour a hung cell used to wait.
+CELL_TIMEOUT = {"tiny": 300, "cpu": 1800}
+# Training seeds a lesson can afford per profile, for a spread across seeds.
+SEEDS = {"tiny": (0, 1, 2), "cpu": (0,)}
 
 
 def project_root() -> Path:
@@ -53,8 +78,7 @@ def lesson_setup(profile: str = "tiny", seed: int = 0, data_root: str | None = N
                  runs_dir: str | None = None, fig_dir: str | None = None, device: str = "auto",
                  make_data: bool = True) -> Lesson:
     """Config and folders for a lesson; writes the synthetic dataset of the profile if missing."""
-    if profile not in COURSE_PROFILES:
-        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(COURSE_PROFILES)}")
+    _profile(profile)
     root = project_root()
     cfg = preset(profile, [f"run.seed={seed}", f"run.device={device}"])
     droot = Path(data_root) if data_root else Path(os.environ.get("CMMC_DATA_ROOT", root / "data")) / "synthetic" / cfg.data.synthetic_size
@@ -68,28 +92,156 @@ def lesson_setup(profile: str = "tiny", seed: int = 0, data_root: str | None = N
     return Lesson(profile, cfg, droot, runs, figs)
 
 
+def _profile(profile: str) -> str:
+    if profile not in COURSE_PROFILES:
+        raise ValueError(f"unknown profile {profile!r}; choose one of {', '.join(COURSE_PROFILES)}")
+    return profile
+
+
+def seeds_for(profile: str, first: int = 0) -> tuple[int, ...]:
+    """The training seeds a lesson runs at a profile, starting at ``first`` (:data:`SEEDS`)."""
+    return tuple(first + s for s in SEEDS[_profile(profile)])
+
+
+def run_name(method: str, modality: str, seed: int | None = None, base_seed: int = 0) -> str:
+    """The run folder name lessons share: ``<method>-<modality>``, plus ``-s<seed>`` for seeds
+    other than the lesson's own (so lesson 02's ``moco-rgb`` is what later lessons load)."""
+    from .registry import METHODS, MODALITIES, lookup
+
+    lookup(METHODS, method, "method")
+    lookup(MODALITIES, modality, "modality")
+    name = f"{method}-{modality}"
+    return name if seed is None or seed == base_seed else f"{name}-s{seed}"
+
+
+def train_runs(lesson: Lesson, modalities: Sequence[str] = ("rgb", "flow"), method: str = "moco",
+               seeds: Sequence[int] | None = None, overrides: Sequence[str] = ()) -> dict[tuple[str, int], dict]:
+    """Train (or reuse) one run per modality and seed: the lesson's config is copied, its
+    ``ssl.modality``, ``ssl.method`` and ``run.seed`` set, ``overrides`` applied, and
+    :func:`cmmc_lib.train.train_or_load` run in ``lesson.run_dir(run_name(...))``.
+
+    Returns ``{(modality, seed): result}``; each result is train_or_load's dict (``reused``,
+    ``steps``, ``final_loss``, ``knn_r1``, ``run_dir``...). Seeds default to the lesson's seed.
+    """
+    from .train import train_or_load
+
+    base = lesson.cfg.run.seed
+    out = {}
+    for seed in (seeds if seeds is not None else (base,)):
+        for modality in modalities:
+            cfg = copy.deepcopy(lesson.cfg)
+            cfg.ssl.modality, cfg.ssl.method, cfg.run.seed = modality, method, int(seed)
+            apply_overrides(cfg, list(overrides))
+            run_dir = lesson.run_dir(run_name(method, modality, seed, base))
+            out[(modality, int(seed))] = {**train_or_load(cfg, run_dir), "run_dir": str(run_dir)}
+    return out
+
+
+def random_backbone(cfg: Config, modality: str, seed: int = 0):
+    """A randomly initialised backbone of the config's architecture for ``modality`` (eval mode):
+    the baseline every trained network is compared with."""
+    import torch
+
+    from .models import build_backbone
+    from .registry import MODALITIES, lookup
+
+    torch.manual_seed(seed)
+    return build_backbone(cfg.model.backbone, lookup(MODALITIES, modality, "modality").channels,
+                          cfg.model.width).eval()
+
+
+def protocol_features(run_dir: str | Path, subset: str, device: str = "cpu"):
+    """``(dataset, Features)`` of a run's backbone on ``subset``, cut as ``cmmc eval`` cuts them
+    (train, the gallery: one window per video; test, the queries: the config's ``eval_windows``),
+    cached in the run's ``features/`` folder (:func:`cmmc_lib.evaluate.split_features`)."""
+    from .evaluate.features import FeatureCache, split_features
+    from .runs import RunFolder
+
+    run = RunFolder(run_dir)
+    backbone, cfg = run.load_backbone()
+    cache = FeatureCache(run.checkpoint_path("last"), run.features_dir)
+    return split_features(backbone, cfg.data, cfg.ssl.modality, subset,
+                          eval_windows=1 if subset == "train" else None, device=device, cache=cache)
+
+
+def last_epoch(run_dir: str | Path) -> dict[str, Any]:
+    """The last epoch row of a run's ``metrics.csv`` (``loss``: the epoch's mean loss, ``knn_r1``...):
+    the same numbers whether the run was just trained or reused."""
+    from .runs import read_metrics
+
+    epochs = [r for r in read_metrics(run_dir) if r["kind"] == "epoch"]
+    if not epochs:
+        raise ValueError(f"{run_dir} has no finished epoch in its metrics.csv")
+    return epochs[-1]
+
+
+def describe_run_folder(run_dir: str | Path) -> str:
+    """What a run folder holds, as text: each file with its size, then the settings that define
+    the run (what ``ssl.source_run=<this folder>`` of a CMMC run reads)."""
+    from .runs import RunFolder
+
+    run = RunFolder(run_dir)
+    if not run.exists():
+        raise FileNotFoundError(f"{run.path} is not a run folder (no config.json)")
+    lines = [f"{run.path.name}/"]
+    for path in sorted(p for p in run.path.rglob("*") if p.is_file()):
+        size = path.stat().st_size
+        human = f"{size / 2**20:.1f} MiB" if size >= 2**20 else f"{size / 2**10:.1f} KiB"
+        lines.append(f"  {str(path.relative_to(run.path)):<40} {human:>10}")
+    cfg = run.read_config()
+    lines.append(f"config: method {cfg.ssl.method}, modality {cfg.ssl.modality}, backbone {cfg.model.backbone} "
+                 f"(width {cfg.model.width}), {cfg.optim.epochs} epochs, batch {cfg.optim.batch_size}, "
+                 f"queue {cfg.ssl.queue_size}, seed {cfg.run.seed}; finished: {run.is_finished()}")
+    return "\n".join(lines)
+
+
 def notebooks_in(folder: Path) -> list[Path]:
     return sorted(p for p in folder.glob("[0-9][0-9]_*.ipynb"))
 
 
+def select_lessons(books: list[Path], only: Sequence[str] | None) -> list[Path]:
+    """The lessons whose names start with one of the ``only`` prefixes (all when ``only`` is None).
+
+    ValueError for an empty selection (``--only`` without a prefix, or an empty prefix, which
+    would match every lesson) and for a prefix that matches no lesson.
+    """
+    if only is None:
+        return books
+    only = [str(o) for o in only]
+    if not only or any(not o.strip() for o in only):
+        raise ValueError("--only needs lesson prefixes such as 01 02; an empty prefix would match every lesson "
+                         "(leave --only out to run them all)")
+    missing = [o for o in only if not any(b.name.startswith(o) for b in books)]
+    if missing:
+        raise ValueError(f"no lesson starts with {', '.join(map(repr, missing))}; "
+                         f"lessons: {', '.join(b.name for b in books)}")
+    return [b for b in books if any(b.name.startswith(o) for o in only)]
+
+
 def run_course(profile: str = "tiny", out: Path = Path("outputs/course"), only: list[str] | None = None,
-               timeout: int = 3600, notebooks_dir: Path | None = None) -> dict[str, Any]:
+               timeout: int | None = None, notebooks_dir: Path | None = None) -> dict[str, Any]:
     """Execute the lessons in order with papermill (kernel ``python3``).
 
     Executed copies go to ``out/<name>.ipynb``, figures to ``out/figures``, runs to
-    ``out/runs`` (so later lessons reuse the runs of earlier ones). A failing lesson is
-    reported and the others still run; ``failed_run`` is then True.
+    ``out/runs`` (so later lessons reuse the runs of earlier ones). ``timeout``: seconds one
+    cell may run (default :data:`CELL_TIMEOUT` of the profile); a cell that runs longer fails
+    its lesson. ``only``: lesson name prefixes (see :func:`select_lessons`). A failing lesson is
+    reported and the others still run; ``failed_run`` is then True. Lessons that declare
+    ``INTERACTIVE`` get ``INTERACTIVE = False`` (no widget panels headless).
     """
+    _profile(profile)
+    timeout = CELL_TIMEOUT[profile] if timeout is None else int(timeout)
+    if timeout < 1:
+        raise ValueError(f"the per-cell timeout must be >= 1 s, got {timeout}")
     try:
         import papermill as pm
     except ImportError as exc:
         raise RuntimeError("papermill is not installed: pip install -e '.[notebooks]'") from exc
     folder = notebooks_dir or project_root() / "notebooks"
     books = notebooks_in(folder)
-    if only:
-        books = [b for b in books if any(b.name.startswith(o) for o in only)]
     if not books:
         raise FileNotFoundError(f"no lessons (NN_*.ipynb) found in {folder}")
+    books = select_lessons(books, only)
     out = out.resolve()
     out.mkdir(parents=True, exist_ok=True)
     params = {"PROFILE": profile, "RUNS_DIR": str(out / "runs"), "FIG_DIR": str(out / "figures")}
@@ -98,7 +250,9 @@ def run_course(profile: str = "tiny", out: Path = Path("outputs/course"), only: 
         t0, target = time.perf_counter(), out / nb.name
         status, error = "ok", None
         try:
-            pm.execute_notebook(str(nb), str(target), parameters=params, kernel_name="python3",
+            declared = pm.inspect_notebook(str(nb))
+            nb_params = {**params, **({"INTERACTIVE": False} if "INTERACTIVE" in declared else {})}
+            pm.execute_notebook(str(nb), str(target), parameters=nb_params, kernel_name="python3",
                                 cwd=str(folder), progress_bar=False, execution_timeout=timeout)
         except Exception as exc:                     # papermill raises PapermillExecutionError
             status = "failed"
@@ -107,7 +261,7 @@ def run_course(profile: str = "tiny", out: Path = Path("outputs/course"), only: 
             log.error("%s failed: %s", nb.name, error)
         results.append({"notebook": nb.name, "status": status, "seconds": time.perf_counter() - t0,
                         "output": str(target), "error": error})
-    summary = {"profile": profile, "out": str(out), "notebooks": results,
+    summary = {"profile": profile, "out": str(out), "cell_timeout": timeout, "notebooks": results,
                "ok": sum(r["status"] == "ok" for r in results), "seconds": time.perf_counter() - t_all}
     summary["failed_run"] = summary["ok"] != len(results)
     (out / "course.json").write_text(json.dumps(summary, indent=2))

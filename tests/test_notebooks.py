@@ -1,16 +1,56 @@
-"""The course: committed notebooks are clean lessons, and they all run (papermill, tiny profile)
-and pass nbval on their executed copies."""
+"""The course: committed notebooks are clean lessons that follow the course's conventions, and they
+all run (papermill, tiny profile) and pass nbval on their executed copies.
+
+Conventions every lesson follows (01, 02 and 07 set them; 03-09 must follow):
+* named ``NN_<idea>.ipynb`` in the plan's order (01 masks, 02 MoCo, 03 mixup, 04 cross-modal
+  mixup, 05 cross-modal cutmix, 06 GPU, 07 retrieval, 08 CoCLR + CMMC, 09 pose);
+* a first markdown cell with the title (``# NN · ...``), the goals and a
+  ``Run time: tiny ~X s, cpu ~Y min`` line;
+* exactly one ``parameters`` cell, of literals only; a lesson with a widget panel declares
+  ``INTERACTIVE`` there (``cmmc course`` sets it False: no panels headless);
+* a ``## Conclusion`` that quotes its numbers with their spread (±) and, in a lesson that scores
+  representations (kNN, retrieval, probes), their chance levels;
+* a ``## Exercises`` cell with at least two exercises, each solution hidden in
+  ``<details><summary>Solution</summary>...</details>`` (in the lesson: a student opens it when
+  ready; a separate solutions file drifts from the lesson it answers);
+* a last ``## What to try next`` cell;
+* ``# NBVAL_CHECK_OUTPUT`` only on deterministic cells; cells that draw, train or time carry
+  ``# NBVAL_IGNORE_OUTPUT``;
+* committed without outputs.
+"""
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from cmmc_lib.course import notebooks_in
+from cmmc_lib.course import CELL_TIMEOUT, notebooks_in
 
 REPO = Path(__file__).resolve().parents[1]
 NOTEBOOKS = notebooks_in(REPO / "notebooks")
+# Lesson number -> words of which its file name holds one (the plan of ARCHITECTURE.md).
+PLAN = {"01": ("mask", "cutmix", "tesseract"), "02": ("moco",), "03": ("mixup",), "04": ("mixup",),
+        "05": ("cutmix", "cmmc"), "06": ("gpu",), "07": ("retrieval",), "08": ("coclr",), "09": ("pose",)}
+RUN_TIME = re.compile(r"Run time: tiny ~\d+(\.\d+)? ?(s|min), cpu ~\d+(\.\d+)? ?(s|min)")
+SOLUTION = "<details><summary>Solution</summary>"
+# A cell doing one of these draws, trains or times: its output is not reproducible.
+UNSTABLE = re.compile(r"savefig|\bfig = |plt\.|train_runs\(|train_or_load\(|pretrain\(|perf_counter|tqdm")
+# A lesson calling one of these scores a representation: its conclusion must name chance levels.
+SCORES = re.compile(r"evaluate_run\(|knn_r1\(|retrieval_hit_rate\(|linear_probe\(|measure_(rate|recall|accuracy)\(")
+
+
+def _book(nb: Path) -> dict:
+    return json.loads(nb.read_text())
+
+
+def _src(cell) -> str:
+    return "".join(cell["source"])
+
+
+def _markdown(book) -> list[str]:
+    return [_src(c) for c in book["cells"] if c["cell_type"] == "markdown"]
 
 
 def test_there_are_lessons_in_order():
@@ -20,26 +60,90 @@ def test_there_are_lessons_in_order():
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_lesson_is_numbered_as_the_plan(nb):
+    number, name = nb.name[:2], nb.stem[3:].lower()
+    assert number in PLAN, f"{nb.name}: the plan has lessons 01-09"
+    assert any(word in name for word in PLAN[number]), f"{nb.name}: lesson {number} is about {PLAN[number]}"
+    assert len([b for b in NOTEBOOKS if b.name[:2] == number]) == 1, f"two lessons numbered {number}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
 def test_committed_notebook_is_a_clean_lesson(nb):
-    book = json.loads(nb.read_text())
+    book = _book(nb)
     assert book["metadata"]["kernelspec"]["name"] == "python3"
     cells = book["cells"]
     code = [c for c in cells if c["cell_type"] == "code"]
     assert all(not c.get("outputs") and c.get("execution_count") is None for c in code), "strip outputs"
-    assert cells[0]["cell_type"] == "markdown" and "".join(cells[0]["source"]).startswith("# ")
+    assert cells[0]["cell_type"] == "markdown" and _src(cells[0]).startswith(f"# {nb.name[:2]} · ")
     params = [c for c in code if "parameters" in c.get("metadata", {}).get("tags", [])]
     assert len(params) == 1, "exactly one cell tagged 'parameters'"
-    code_only = "\n".join(line.split("#")[0] for line in "".join(params[0]["source"]).splitlines())
+    code_only = "\n".join(line.split("#")[0] for line in _src(params[0]).splitlines())
     assert "PROFILE" in code_only and "import" not in code_only and "(" not in code_only, \
         "the parameters cell holds literals only"
-    assert cells[-1]["cell_type"] == "markdown", "a lesson ends with its conclusion"
+    assert cells[-1]["cell_type"] == "markdown", "a lesson ends with markdown"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_lesson_states_goals_and_run_time_up_front(nb):
+    first = _src(_book(nb)["cells"][0])
+    assert "**Goals.**" in first, "the first cell lists the lesson's goals"
+    assert RUN_TIME.search(first), "the first cell says 'Run time: tiny ~X s, cpu ~Y min'"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_lesson_ends_with_conclusion_exercises_and_what_next(nb):
+    book = _book(nb)
+    md = _markdown(book)
+    conclusion = [m for m in md if m.lstrip().startswith("## Conclusion")]
+    assert len(conclusion) == 1, "one '## Conclusion' cell"
+    assert re.search(r"\d\.\d+ ± \d", conclusion[0]), "the conclusion quotes its numbers with their spread (x.xx ± y)"
+    code = "\n".join(_src(c) for c in book["cells"] if c["cell_type"] == "code")
+    if SCORES.search(code):
+        assert "chance" in conclusion[0], "a lesson that scores representations quotes chance levels in its conclusion"
+    exercises = [m for m in md if m.lstrip().startswith("## Exercises")]
+    assert len(exercises) == 1, "one '## Exercises' cell"
+    assert exercises[0].count(SOLUTION) >= 2, "two or more exercises, each with a hidden solution"
+    assert exercises[0].count(SOLUTION) == exercises[0].count("</details>")
+    assert md[-1].lstrip().startswith("## What to try next"), "the last cell is 'What to try next'"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_nbval_markers_match_what_cells_do(nb):
+    book = _book(nb)
+    for cell in (c for c in book["cells"] if c["cell_type"] == "code"):
+        src = _src(cell)
+        check, ignore = "# NBVAL_CHECK_OUTPUT" in src, "# NBVAL_IGNORE_OUTPUT" in src
+        assert not (check and ignore), f"both markers in:\n{src[:200]}"
+        if UNSTABLE.search(src):
+            assert ignore, f"a cell that draws, trains or times carries # NBVAL_IGNORE_OUTPUT:\n{src[:200]}"
+
+
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_widget_panels_are_built_only_when_interactive(nb):
+    book = _book(nb)
+    code = [_src(c) for c in book["cells"] if c["cell_type"] == "code"]
+    params = next(_src(c) for c in book["cells"] if "parameters" in c.get("metadata", {}).get("tags", []))
+    panels = [c for c in code if re.search(r"ipywidgets|interact\(|_panel\(", c)]
+    if panels:
+        assert "INTERACTIVE" in params, "a lesson with widgets declares INTERACTIVE in its parameters cell"
+        assert all("if INTERACTIVE" in c for c in panels if re.search(r"interact\(|_panel\(", c)), \
+            "widget panels are built only when INTERACTIVE"
+
+
+def test_lesson_helpers_live_in_the_library():
+    """Logic the lessons used to repeat is called from cmmc_lib, not rewritten per notebook."""
+    for nb in NOTEBOOKS:
+        code = "\n".join(_src(c) for c in _book(nb)["cells"] if c["cell_type"] == "code")
+        assert "copy.deepcopy(" not in code, f"{nb.name}: use course.train_runs (config copy + train-or-load)"
+        assert not re.search(r"epochs = \d+ if PROFILE", code), f"{nb.name}: use course.probe_epochs(PROFILE)"
 
 
 @pytest.fixture(scope="module")
 def executed(tmp_path_factory):
     out = tmp_path_factory.mktemp("course")
     proc = subprocess.run([sys.executable, "-m", "cmmc_lib.cli", "course", "--profile", "tiny",
-                           "--out", str(out), "--json"], capture_output=True, text=True, cwd=REPO)
+                           "--out", str(out), "--timeout", str(CELL_TIMEOUT["tiny"]), "--json"],
+                          capture_output=True, text=True, cwd=REPO)
     assert proc.returncode == 0, proc.stderr[-3000:] + proc.stdout[-2000:]
     summary = json.loads(proc.stdout)
     return out, summary
@@ -48,10 +152,23 @@ def executed(tmp_path_factory):
 @pytest.mark.slow
 def test_course_runs_every_lesson_with_papermill(executed):
     out, summary = executed
-    assert summary["ok"] == len(NOTEBOOKS) == len(summary["notebooks"])
+    assert summary["ok"] == len(NOTEBOOKS) == len(summary["notebooks"]), summary
     for nb in NOTEBOOKS:
         assert (out / nb.name).is_file()
-    assert any((out / "figures").glob("*.png")), "lessons save their figures"
+    figures = {p.name for p in (out / "figures").glob("*.png")}
+    for name in ("01_clips.png", "01_cmmc_pipeline.png", "01_soft_targets.png", "02_curves.png",
+                 "02_appearance_motion.png", "07_recall_at_k.png", "07_fusion_weights.png"):
+        assert name in figures, f"{name} missing from {sorted(figures)}"
+
+
+@pytest.mark.slow
+def test_executed_lessons_print_numbers_with_chance_and_spread(executed):
+    out, _ = executed
+    for name in ("02_baseline_moco.ipynb", "07_retrieval.ipynb"):
+        text = "".join("".join(o.get("text", "")) for c in _book(out / name)["cells"] if c["cell_type"] == "code"
+                       for o in c.get("outputs", []) if o.get("output_type") == "stream")
+        assert re.search(r"\d\.\d{3} ± \d\.\d{3} \(chance \d\.\d{3}, n=\d+\)", text), name
+        assert "p = " in text or "p(R@1 | chance)" in text, name
 
 
 @pytest.mark.slow

@@ -1,10 +1,18 @@
 """Figures of the lessons: each draws what it is given (the widget's function included)."""
+import math
+
 import numpy as np
 import pytest
 import torch
 
 from cmmc_lib import mixing, viz
 from cmmc_lib.course import lesson_setup
+
+
+@pytest.fixture(autouse=True)
+def _close_figures():
+    yield
+    viz.plt.close("all")
 
 
 def test_tesseract_figure_draws_the_described_box():
@@ -28,9 +36,68 @@ def test_frame_strip_marks_the_box_only_on_frames_inside_it():
 def test_to_frames_maps_the_value_range_and_shows_flow():
     frames = viz.to_frames(torch.full((3, 2, 4, 4), -1.0))
     assert frames.dtype == np.uint8 and frames.shape == (2, 4, 4, 3) and frames.max() == 0
-    assert viz.to_frames(torch.ones(2, 2, 4, 4)).shape == (2, 4, 4, 3)
+    flow = torch.zeros(2, 2, 4, 4)
+    flow[0] = 0.5                                                  # moving right, every frame
+    assert np.array_equal(viz.to_frames(flow), viz.flow_to_rgb(flow))   # flow is drawn with the wheel
     with pytest.raises(ValueError):
         viz.to_frames(np.zeros((4, 4, 3), np.uint8))
+
+
+def _field(u, v, frames=1):
+    f = torch.zeros(2, frames, 2, 2)
+    f[0], f[1] = u, v
+    return f
+
+
+def test_flow_coding_maps_known_directions_to_the_wheel_colours():
+    """Standard Middlebury wheel: right = red, left = cyan-blue, down = yellow, up = violet-blue;
+    no motion = white."""
+    colour = {name: viz.flow_to_rgb(_field(u, v))[0, 0, 0].tolist()
+              for name, (u, v) in {"right": (1, 0), "left": (-1, 0), "down": (0, 1), "up": (0, -1)}.items()}
+    assert colour["right"] == [255, 0, 0]
+    assert colour["left"] == [0, 209, 255]
+    assert colour["down"] == [255, 229, 0]
+    assert colour["up"] == [88, 0, 255]
+    still = torch.zeros(2, 1, 2, 2)
+    still[0, 0, 0, 0] = 1.0                                        # one moving pixel sets the scale
+    assert viz.flow_to_rgb(still)[0, 1, 1].tolist() == [255, 255, 255]
+
+
+def test_flow_coding_is_scaled_per_clip_not_per_frame():
+    clip = torch.zeros(2, 2, 2, 2)
+    clip[0, 0] = 1.0                                               # frame 0: fast
+    clip[0, 1] = 0.5                                               # frame 1: half as fast, same direction
+    img = viz.flow_to_rgb(clip).astype(int)
+    assert img[0, 0, 0].tolist() == [255, 0, 0]
+    assert img[1, 0, 0, 0] == 255 and 100 < img[1, 0, 0, 1] < 160   # paler red: the clip's scale
+    per_frame = viz.flow_to_rgb(clip[:, 1:])                      # alone, the slow frame is saturated
+    assert per_frame[0, 0, 0].tolist() == [255, 0, 0]
+    assert viz.flow_speed_px(clip) == pytest.approx(20.0)          # clips hold px / 20
+
+
+def test_flow_wheel_shows_the_colour_of_each_direction_at_its_rim():
+    wheel = viz.flow_wheel_image(65)
+    c = 32
+    assert wheel[c, 64].tolist() == viz.flow_to_rgb(_field(1, 0))[0, 0, 0].tolist()    # right of centre
+    assert wheel[64, c].tolist() == viz.flow_to_rgb(_field(0, 1))[0, 0, 0].tolist()    # below: moving down
+    assert wheel[c, 0].tolist() == viz.flow_to_rgb(_field(-1, 0))[0, 0, 0].tolist()
+    assert wheel[c, c].tolist() == [255, 255, 255] and wheel[0, 0].tolist() == [255, 255, 255]
+    with pytest.raises(ValueError):
+        viz.flow_wheel_image(64)
+
+
+def test_frame_strip_adds_a_wheel_legend_to_flow_rows_only():
+    rgb = torch.zeros(3, 8, 16, 16)
+    flow = torch.zeros(2, 8, 16, 16)
+    flow[0, :, 4:8, 4:8] = 0.1                                     # 2 px / frame to the right
+    fig = viz.frame_strip([rgb, flow], titles=["rgb", "flow"], n=4)
+    legends = [ax for ax in fig.axes if ax.get_label() == "flow-legend"]
+    assert len(legends) == 1 and "2.0 px/frame" in legends[0].get_title()
+    assert legends[0] in np.array(fig.axes).reshape(2, 5)[1]       # at the end of the flow row
+    shown = np.array(fig.axes).reshape(2, 5)[1, 0].get_images()[0].get_array()
+    assert np.array_equal(np.asarray(shown), viz.flow_to_rgb(flow)[0])
+    fig = viz.frame_strip([rgb], n=4)
+    assert not [ax for ax in fig.axes if ax.get_label() == "flow-legend"] and len(fig.axes) == 4
 
 
 def test_feature_slices_outline_the_pasted_region():
@@ -38,9 +105,18 @@ def test_feature_slices_outline_the_pasted_region():
     out = mixing.cross_modal_cutmix(h1[None], h2[None], perm=torch.tensor([0]), generator=torch.Generator().manual_seed(0))
     box = out.box.box
     fig = viz.feature_slices(h1, h2, out.mixed[0], box)
-    axes = np.array(fig.axes).reshape(3, -1)
+    axes = np.array(fig.axes[:-1]).reshape(3, -1)                  # the last axes is the colour bar
     inside = [box[1].start <= t < box[1].stop for t in range(6)]
     assert [len(ax.patches) > 0 for ax in axes[2]] == inside
+
+
+def test_feature_slices_share_one_colour_scale():
+    h1, h2 = torch.zeros(4, 6, 5, 5), torch.full((4, 6, 5, 5), 10.0)
+    out = mixing.cross_modal_cutmix(h1[None], h2[None], perm=torch.tensor([0]), generator=torch.Generator().manual_seed(0))
+    fig = viz.feature_slices(h1, h2, out.mixed[0], out.box.box)
+    limits = {ax.get_images()[0].get_clim() for ax in fig.axes[:-1]}
+    assert limits == {(0.0, 10.0)}                                  # every row, every frame
+    assert fig.axes[-1].get_ylabel() == "activation"                # one colour bar
 
 
 def test_curves_recall_and_confusion_figures():
@@ -54,10 +130,83 @@ def test_curves_recall_and_confusion_figures():
     assert fig.axes[0].get_xlabel() == "predicted"
 
 
+def test_training_curves_draw_their_reference_lines():
+    rows = [{"kind": "epoch", "step": 1, "loss": 3.0, "knn_r1": 0.2}]
+    fig = viz.training_curves({"rgb": rows}, loss_reference=math.log(24), knn_chance=0.1, knn_n=80)
+    loss_ax, knn_ax = fig.axes
+    assert any(np.allclose(line.get_ydata(), math.log(24)) for line in loss_ax.lines)
+    assert any(np.allclose(line.get_ydata(), 0.1) for line in knn_ax.lines)
+    band = [p for p in knn_ax.patches]
+    assert band and band[0].get_extents() is not None
+    labels = knn_ax.get_legend_handles_labels()[1]
+    assert any("chance 0.10" in label for label in labels) and any("2 SE" in label for label in labels)
+
+
+def test_recall_plot_has_chance_curve_error_bars_and_ticks():
+    fig = viz.recall_at_k({"rgb": {1: 0.2, 5: 0.5, 10: 0.6, 20: 0.8}}, chance={1: 0.1, 5: 0.41, 10: 0.65, 20: 0.88},
+                          errors={"rgb": {1: 0.04, 5: 0.05, 10: 0.05, 20: 0.04}})
+    ax = fig.axes[0]
+    assert list(ax.get_xticks()) == [1, 5, 10, 20]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["1", "5", "10", "20"]
+    chance_line = [line for line in ax.lines if line.get_label() == "chance (random ranking)"]
+    assert chance_line and list(chance_line[0].get_ydata()) == [0.1, 0.41, 0.65, 0.88]
+    assert ax.containers and ax.containers[0].has_yerr               # the error bars of the rgb curve
+
+
 def test_lam_distributions_and_diagram():
     fig = viz.lam_distributions({"alpha=1": mixing.lam_samples((8, 4, 8, 8), 1.0, n=50)})
     assert fig.axes[0].get_xlim() == (0, 1)
     assert viz.moco_diagram().axes
+
+
+def test_lam_distributions_draw_the_beta_density_beside():
+    alphas = {"alpha=1": 1.0, "alpha=5": 5.0}
+    samples = {k: mixing.lam_samples((8, 4, 8, 8), a, n=50) for k, a in alphas.items()}
+    fig = viz.lam_distributions(samples, alphas=alphas)
+    density_ax, hist_ax = fig.axes
+    for line, a in zip(density_ax.lines, alphas.values()):
+        x, y = np.asarray(line.get_xdata()), np.asarray(line.get_ydata())
+        assert np.trapezoid(y, x) == pytest.approx(1.0, abs=0.01)      # a density
+        if a == 1.0:
+            assert np.allclose(y, 1.0)                                 # Beta(1, 1) is uniform
+    means = [line.get_xdata()[0] for line in hist_ax.lines if line.get_linestyle() == "--"]   # mean lines
+    assert means == pytest.approx([float(v.mean()) for v in samples.values()])
+
+
+def test_number_figures_show_chance_and_spread():
+    from cmmc_lib.evaluate import chance
+
+    m = {"rgb": chance.measure_rate(0.2, 80, 0.1), "flow": chance.measure_rate(0.5, 80, 0.1)}
+    ax = viz.measured_bars(m).axes[0]
+    assert [round(b.get_height(), 3) for b in ax.patches] == [0.2, 0.5]
+    assert len(ax.collections) >= 2                                    # error bars and chance ticks
+    rows = {"MoCo rgb": {"same_class_other_group": 0.1, "same_class": 0.9, "same_group": 0.8}}
+    ax = viz.agreement_bars(rows, {"same_class_other_group": 0.1, "same_class": 0.15, "same_group": 0.03}).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()][0] == "same class other group"   # the number that matters first
+    ax = viz.fusion_sweep([0, 0.5, 1], [0.5, 0.4, 0.1], chance=0.1, marks={"chosen": 0.0}).axes[0]
+    assert any(np.allclose(line.get_xdata(), 0.0) for line in ax.lines[1:])
+
+
+def test_cmmc_figures_name_shapes_targets_and_library_calls():
+    from cmmc_lib.ssl import soft_targets
+
+    fig = viz.cmmc_pipeline(2, 3, (16, 8, 16, 16), (32, 4, 8, 8), 4, lam=0.8)
+    texts = " ".join(t.get_text() for t in fig.axes[0].texts)
+    for part in ("16x8x16x16", "32x4x8x8", "mixing.cross_modal_cutmix", "f1.forward_until(x1, k)",
+                 "f1.forward_from(g_mix, k)", "moco.keys", "ssl.soft_info_nce", "lam = 0.80", "perm(i)"):
+        assert part in texts, part
+    perm = torch.tensor([1, 0, 2])
+    targets = soft_targets(3, 5, 0, 0.7, perm)
+    ax = viz.soft_targets_heatmap(targets, queue_cols=2, lam=0.7, perm=perm).axes[0]
+    assert np.allclose(ax.get_images()[0].get_array(), targets.numpy())
+    written = sorted(t.get_text() for t in ax.texts if t.get_text()[:1].isdigit())
+    assert written == ["0.30", "0.30", "0.70", "0.70", "1.00"]          # row 2 is its own partner: one-hot
+
+
+def test_tesseract_panel_wraps_the_plain_function():
+    panel = viz.tesseract_panel({"block 3": (480, 16, 16, 16)}, seed=2)
+    names = [c.description for c in panel.children[:-1]]
+    assert names == ["shape", "alpha", "dims", "seed"] and panel.kwargs["seed"] == 2
 
 
 def test_lesson_setup_resolves_folders_and_refuses_unknown_profiles(tmp_path):

@@ -1,4 +1,6 @@
-"""Small analyses the lessons show: retrieved examples, and what a representation latches onto."""
+"""Small analyses the lessons show: retrieved examples (and the rows of a retrieval grid), what a
+representation latches onto (neighbour agreement), and weighted two-stream fusion (a sweep over the
+weight, and a weight chosen on the training split only)."""
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -6,7 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from .retrieval import prepare_features
+from .retrieval import hit_rate_from_similarity, prepare_features, similarity_matrix
 
 
 @dataclass
@@ -47,20 +49,116 @@ def retrieved_examples(similarity: Tensor, query_labels, gallery_labels, k: int 
 
 
 def neighbour_agreement(feats: Tensor, labels, groups) -> dict[str, float]:
-    """Leave-one-out top-1 neighbour inside one set: how often it shares the class, the sibling
-    group (same actor / scene / appearance), or the class *without* sharing the group.
+    """Leave-one-out top-1 neighbour inside one set: how often it shares the class *without*
+    sharing the sibling group (``same_class_other_group``, the number that matters), the class
+    (``same_class``), or the sibling group (``same_group``: same class and same actor / scene /
+    appearance). Keys in that order; :func:`~cmmc_lib.evaluate.chance.neighbour_chance` gives the
+    same numbers for a random neighbour.
 
     A representation that takes appearance shortcuts finds siblings (same group) first; one that
-    encodes motion finds the same class in other groups.
+    encodes motion finds the same class in other groups. ``groups`` may hold any hashable ids.
     """
     x = prepare_features(torch.as_tensor(feats, dtype=torch.float32), center=True)
-    labels, groups = torch.as_tensor(labels), torch.as_tensor(groups)
+    labels = torch.as_tensor(labels)
+    ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    groups = torch.tensor([ids[g] for g in groups])
+    if not len(labels) == len(groups) == x.shape[0]:
+        raise ValueError(f"{x.shape[0]} features, {len(labels)} labels and {len(groups)} groups differ in number")
     sim = x @ x.T
     sim.fill_diagonal_(-float("inf"))
     nn = sim.argmax(1)
     same_class = labels[nn] == labels
-    same_group = (groups[nn] == groups) & (labels[nn] == labels)
-    return {"same_class": float(same_class.float().mean()),
-            "same_group": float(same_group.float().mean()),
-            "same_class_other_group": float((same_class & ~same_group).float().mean())}
+    same_group = (groups[nn] == groups) & same_class
+    return {"same_class_other_group": float((same_class & ~same_group).float().mean()),
+            "same_class": float(same_class.float().mean()),
+            "same_group": float(same_group.float().mean())}
 
+
+@dataclass
+class GridRows:
+    """What :func:`cmmc_lib.viz.retrieval_grid` draws: clips and titles of queries and neighbours."""
+    query_clips: list
+    neighbour_clips: list[list]
+    correct: list[list[bool]]
+    query_titles: list[str]
+    neighbour_titles: list[list[str]]
+
+    def as_kwargs(self) -> dict:
+        return {"query_clips": self.query_clips, "neighbour_clips": self.neighbour_clips, "correct": self.correct,
+                "query_titles": self.query_titles, "neighbour_titles": self.neighbour_titles}
+
+
+def grid_rows(examples: RetrievedExamples, query_ds, gallery_ds, modality: str = "rgb") -> GridRows:
+    """The clips (first window of ``modality``) and titles of retrieved examples: a query's title
+    is its class and sibling group, a neighbour's its class, group and cosine similarity."""
+    def name(ds, i):
+        return f"{ds.classes[ds.labels[i]]} g{ds.groups[i]}" if isinstance(ds.groups[i], int) \
+            else f"{ds.classes[ds.labels[i]]} {ds.groups[i]}"
+
+    rows = examples.neighbours.tolist()
+    scores = examples.scores.tolist()
+    return GridRows(
+        query_clips=[query_ds[i][modality][0] for i in examples.queries],
+        neighbour_clips=[[gallery_ds[j][modality][0] for j in row] for row in rows],
+        correct=examples.correct.tolist(),
+        query_titles=[name(query_ds, i) for i in examples.queries],
+        neighbour_titles=[[f"{name(gallery_ds, j)} cos {s:.2f}" for j, s in zip(row, srow)]
+                          for row, srow in zip(rows, scores)])
+
+
+# ----------------------------------------------------------------------------- weighted fusion
+def weighted_similarity(q1, g1, q2, g2, weight: float, center: bool = True) -> Tensor:
+    """``weight * s1 + (1 - weight) * s2``: the two streams' cosine similarities (each set
+    centred by its own mean, L2-normalised) mixed with weight ``weight`` on stream 1.
+    ``weight = 0.5`` ranks exactly as the equal-weight sum of :func:`~cmmc_lib.evaluate.fusion.two_stream_similarity`."""
+    if not 0.0 <= weight <= 1.0:
+        raise ValueError(f"weight must lie in [0, 1], got {weight}")
+    return weight * similarity_matrix(q1, g1, center) + (1.0 - weight) * similarity_matrix(q2, g2, center)
+
+
+def fusion_sweep(q1, g1, q2, g2, query_labels, gallery_labels, weights, ks=(1,)) -> list[dict]:
+    """R@k of :func:`weighted_similarity` for each weight: ``[{"weight": w, k: R@k, ...}]``."""
+    out = []
+    for w in weights:
+        rates = hit_rate_from_similarity(weighted_similarity(q1, g1, q2, g2, float(w)), query_labels, gallery_labels, ks)
+        out.append({"weight": float(w), **rates})
+    return out
+
+
+def choose_fusion_weight(g1, g2, labels, groups, weights, k: int = 1) -> dict:
+    """Pick the fusion weight without looking at the test set: leave-one-group-out retrieval
+    inside the *training* split. Each training video queries the other training videos of
+    **other** sibling groups (as test queries meet a gallery of other groups), and the weight
+    with the best R@k wins (ties: the one closest to 0.5).
+
+    Returns ``{"weight": w, "scores": [{"weight": w, "R@k": value}, ...]}``.
+    """
+    labels = torch.as_tensor(labels)
+    ids = {g: i for i, g in enumerate(dict.fromkeys(groups))}
+    grp = torch.tensor([ids[g] for g in groups])
+    same = (grp[:, None] == grp[None, :]) & (labels[:, None] == labels[None, :])
+    s1, s2 = similarity_matrix(g1, g1), similarity_matrix(g2, g2)
+    scores = []
+    for w in weights:
+        sim = w * s1 + (1.0 - w) * s2
+        sim = sim.masked_fill(same, -float("inf"))          # siblings (and the video itself) are hidden
+        top = torch.sort(sim, dim=1, descending=True, stable=True).indices[:, :k]
+        hit = (labels[top] == labels[:, None]).any(dim=1).float().mean()
+        scores.append({"weight": float(w), f"R@{k}": float(hit)})
+    best = max(scores, key=lambda r: (r[f"R@{k}"], -abs(r["weight"] - 0.5)))
+    return {"weight": best["weight"], "scores": scores}
+
+
+def union_features(backbone, data_cfg, modality: str, subsets=("train", "test"), device="cpu"):
+    """Features (one window per video) of several splits stacked: ``(feats (N, D), labels (N,),
+    groups list)`` for analyses over every video, such as :func:`neighbour_agreement` (the test
+    split alone may hold a single sibling group per class)."""
+    from .features import split_features
+
+    feats, labels, groups = [], [], []
+    for subset in subsets:
+        ds, f = split_features(backbone, data_cfg, modality, subset, eval_windows=1, device=device)
+        feats.append(f.feats)
+        labels.append(f.labels)
+        groups += [(subset, g) for g in ds.groups]
+    return torch.cat(feats), torch.cat(labels), groups

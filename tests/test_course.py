@@ -1,0 +1,134 @@
+"""Course mechanics: the per-cell timeout, lesson selection, headless widgets, and the helpers the
+lessons share (train-or-load with a config copy, run names, probe epochs, run folder listing)."""
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from cmmc_lib import course
+from cmmc_lib.config import preset
+from cmmc_lib.runs import RunFolder
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _notebook(path: Path, params: str, body: str) -> Path:
+    cells = [{"cell_type": "markdown", "id": "a", "metadata": {}, "source": ["# test lesson"]},
+             {"cell_type": "code", "id": "b", "metadata": {"tags": ["parameters"]}, "outputs": [],
+              "execution_count": None, "source": [params]},
+             {"cell_type": "code", "id": "c", "metadata": {}, "outputs": [], "execution_count": None,
+              "source": [body]}]
+    nb = {"cells": cells, "metadata": {"kernelspec": {"name": "python3", "display_name": "Python 3",
+                                                      "language": "python"}}, "nbformat": 4, "nbformat_minor": 5}
+    path.write_text(json.dumps(nb))
+    return path
+
+
+def test_cell_timeouts_are_per_profile_and_well_below_an_hour():
+    assert set(course.CELL_TIMEOUT) == set(course.COURSE_PROFILES)
+    assert all(60 <= t < 3600 for t in course.CELL_TIMEOUT.values())
+
+
+def test_run_course_passes_the_profile_timeout_to_papermill(tmp_path, monkeypatch):
+    import papermill as pm
+
+    _notebook(tmp_path / "01_a.ipynb", 'PROFILE = "tiny"', "x = 1")
+    seen = {}
+    monkeypatch.setattr(pm, "execute_notebook", lambda *a, **k: seen.update(k))
+    summary = course.run_course("cpu", tmp_path / "out", notebooks_dir=tmp_path)
+    assert seen["execution_timeout"] == course.CELL_TIMEOUT["cpu"] == summary["cell_timeout"]
+    course.run_course("tiny", tmp_path / "out", timeout=7, notebooks_dir=tmp_path)
+    assert seen["execution_timeout"] == 7
+    assert "INTERACTIVE" not in seen["parameters"]                 # not declared by that lesson
+    with pytest.raises(ValueError):
+        course.run_course("tiny", tmp_path / "out", timeout=0, notebooks_dir=tmp_path)
+
+
+@pytest.mark.slow
+def test_a_hung_cell_fails_its_lesson_at_the_timeout_and_widgets_stay_off_headless(tmp_path):
+    _notebook(tmp_path / "01_panel.ipynb", 'PROFILE = "tiny"\nINTERACTIVE = True',
+              "assert INTERACTIVE is False, 'the course must run lessons headless'")
+    _notebook(tmp_path / "02_hang.ipynb", 'PROFILE = "tiny"', "import time\ntime.sleep(600)")
+    started = time.perf_counter()
+    summary = course.run_course("tiny", tmp_path / "out", timeout=5, notebooks_dir=tmp_path)
+    elapsed = time.perf_counter() - started
+    status = {r["notebook"]: r for r in summary["notebooks"]}
+    assert status["01_panel.ipynb"]["status"] == "ok"
+    assert status["02_hang.ipynb"]["status"] == "failed" and "timed out" in status["02_hang.ipynb"]["error"]
+    assert summary["failed_run"] and elapsed < 120                 # not the 600 s of the cell
+
+
+def test_only_needs_real_prefixes():
+    books = [Path("01_a.ipynb"), Path("02_b.ipynb"), Path("07_c.ipynb")]
+    assert course.select_lessons(books, None) == books
+    assert course.select_lessons(books, ["07", "01"]) == [books[0], books[2]]
+    for bad in ([""], [], ["01", " "]):
+        with pytest.raises(ValueError, match="empty prefix"):
+            course.select_lessons(books, bad)
+    with pytest.raises(ValueError, match="no lesson starts with '05'"):
+        course.select_lessons(books, ["05"])
+
+
+def test_cli_refuses_an_empty_only(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "cmmc_lib.cli", "course", "--out", str(tmp_path), "--only", ""],
+                          capture_output=True, text=True, cwd=REPO, timeout=120)
+    assert proc.returncode == 2 and "empty prefix" in proc.stderr
+    assert not list(tmp_path.glob("*.ipynb"))
+
+
+def test_profile_helpers():
+    assert course.seeds_for("tiny", 5)[0] == 5 and len(course.seeds_for("tiny")) >= 2
+    assert course.run_name("moco", "rgb") == "moco-rgb" == course.run_name("moco", "rgb", 3, base_seed=3)
+    assert course.run_name("cmmc", "flow", 1) == "cmmc-flow-s1"
+    for bad in (("nope", "rgb"), ("moco", "sound")):
+        with pytest.raises(ValueError):
+            course.run_name(*bad)
+    with pytest.raises(ValueError, match="unknown profile"):
+        course.seeds_for("paper")
+
+
+def test_train_runs_copies_the_config_per_modality_and_seed(tmp_path, monkeypatch):
+    import cmmc_lib.train as train
+
+    lesson = course.lesson_setup("tiny", seed=4, data_root=str(tmp_path / "d"), runs_dir=str(tmp_path / "r"),
+                                 make_data=False)
+    calls = []
+
+    def fake_train_or_load(cfg, run_dir):
+        calls.append((cfg, Path(run_dir)))
+        return {"reused": False, "steps": 1, "final_loss": 1.0, "knn_r1": 0.5}
+
+    monkeypatch.setattr(train, "train_or_load", fake_train_or_load)
+    out = course.train_runs(lesson, ("rgb", "flow"), "moco", seeds=(4, 5), overrides=["optim.epochs=2"])
+    assert list(out) == [("rgb", 4), ("flow", 4), ("rgb", 5), ("flow", 5)]
+    names = [d.name for _, d in calls]
+    assert names == ["moco-rgb", "moco-flow", "moco-rgb-s5", "moco-flow-s5"]
+    assert [(c.ssl.modality, c.run.seed, c.optim.epochs) for c, _ in calls] == \
+        [("rgb", 4, 2), ("flow", 4, 2), ("rgb", 5, 2), ("flow", 5, 2)]
+    assert lesson.cfg.ssl.modality == "rgb" and lesson.cfg.optim.epochs != 2      # the lesson's config is untouched
+    assert out[("flow", 5)]["run_dir"] == str(tmp_path / "r" / "moco-flow-s5")
+
+
+def test_describe_run_folder_lists_files_and_settings(tmp_path):
+    run = RunFolder(tmp_path / "moco-flow")
+    cfg = preset("tiny", ["ssl.modality=flow"])
+    run.write_config(cfg)
+    run.save_checkpoint({"config": cfg.to_dict(), "epoch": cfg.optim.epochs, "backbone": {}})
+    text = course.describe_run_folder(run.path)
+    assert text.splitlines()[0] == "moco-flow/"
+    assert "config.json" in text and "checkpoints/last.pt" in text
+    assert "modality flow" in text and "finished: True" in text
+    with pytest.raises(FileNotFoundError):
+        course.describe_run_folder(tmp_path / "nothing")
+
+
+def test_random_backbone_is_seeded_and_in_eval_mode():
+    cfg = preset("tiny")
+    a, b = course.random_backbone(cfg, "flow", 3), course.random_backbone(cfg, "flow", 3)
+    assert not a.training and a.in_channels == 2
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    assert not torch.equal(next(a.parameters()), next(course.random_backbone(cfg, "flow", 4).parameters()))
