@@ -591,7 +591,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--profile", default="tiny", choices=list(COURSE_PROFILES))
     sp.add_argument("--out", default="outputs/course")
     sp.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 01 02")
-    sp.add_argument("--timeout", type=int, default=3600, help="seconds per cell")
+    sp.add_argument("--timeout", type=int, default=None,
+                    help="seconds per cell; default: the profile's (300 tiny, 1800 cpu)")
     sp.add_argument("--notebooks", default=None, help="folder of the lessons (default: the repo's notebooks/)")
     return p
 

@@ -240,10 +240,11 @@ def describe_tesseract(shape: Sequence[int], alpha: float = 1.0, dims: str = "ct
 
 
 def lam_samples(shape: Sequence[int], alpha: float, dims: str = "cthw", n: int = 2000,
-                seed: int = 0) -> np.ndarray:
-    """``n`` exact kept fractions ``lam`` of tesseracts sampled with ``lam0 ~ Beta(alpha, alpha)``."""
+                seed: int = 0, centre: str = "uniform") -> np.ndarray:
+    """``n`` exact kept fractions ``lam`` of tesseracts sampled with ``lam0 ~ Beta(alpha, alpha)``
+    (``centre`` as in :func:`sample_tesseract`)."""
     g = torch.Generator().manual_seed(seed)
-    return np.array([sample_tesseract(shape, sample_lam(alpha, g), dims, g).lam for _ in range(n)])
+    return np.array([sample_tesseract(shape, sample_lam(alpha, g), dims, g, centre).lam for _ in range(n)])
 
 
 # ---------------------------------------------------------------------------------- helpers

@@ -557,6 +557,7 @@ class EpochLog:
         if not self.env.main:
             return
         mean = sum(self.losses) / len(self.losses) if self.losses else math.nan
+        self.epoch_mean = mean
         self.run.metrics.write({"kind": "epoch", "epoch": pos.epoch, "step": pos.step, "loss": mean, "lr": lr,
                                 "knn_r1": knn, "seconds": self.seconds()})
         if self.cfg.run.progress:
@@ -631,7 +632,7 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
                 epoch_log.flush()
                 knn = last_knn = monitor(method.query_backbone())
             epoch_log.end(pos, lr, knn)
-            last_loss = last_loss if math.isnan(epoch_log.last_loss) else epoch_log.last_loss
+            last_loss = getattr(epoch_log, "epoch_mean", last_loss)    # as train_or_load reports a reused run
             pos.epoch, pos.batch = pos.epoch + 1, 0
     save(run, cfg, method, optimizer, pos, env)
 

@@ -199,3 +199,11 @@ def test_skeleton_maps_and_persons_last_stgcn_maps():
 def test_clear_errors(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+def test_lam_samples_place_the_box_as_asked():
+    shape = (64, 8, 16, 16)
+    uniform = mixing.lam_samples(shape, 1.0, n=300, seed=0)
+    inside = mixing.lam_samples(shape, 1.0, n=300, seed=0, centre="inside")
+    # clipped boxes keep more of the map: the paper's uniform centre pushes the mean kept fraction up
+    assert uniform.mean() > inside.mean() + 0.2 and abs(inside.mean() - 0.5) < 0.06

@@ -223,6 +223,7 @@ def test_a_run_folder_is_not_overwritten_and_train_or_load_reuses_it(tiny_root, 
         pretrain(cfg, tmp_path / "r")
     again = train_or_load(cfg, tmp_path / "r")
     assert again["reused"] and again["steps"] == first["steps"]
+    assert again["final_loss"] == first["final_loss"]         # the last epoch's mean loss, trained or reused
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch):
