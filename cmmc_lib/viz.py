@@ -91,6 +91,29 @@ def draw_flow_wheel(ax, max_speed_px: float | None = None):
     return ax
 
 
+def flow_methods_figure(frame, fields, names: Sequence[str], seconds: Sequence[float] | None = None):
+    """One frame, then its flow by each method on one colour scale, then the legend.
+
+    ``frame``: uint8 (H, W, 3) or (H, W); ``fields``: (2, M, H, W) in px, method m's field in
+    ``fields[:, m]`` (stacked as a clip, so :func:`flow_to_rgb` scales them together);
+    ``seconds``: each method's time per field, printed in its title."""
+    fields = torch.as_tensor(fields)
+    images = flow_to_rgb(fields)
+    n = len(names)
+    fig, axes = plt.subplots(1, n + 2, figsize=(2.9 * (n + 1) + 1.8, 2.6),
+                             gridspec_kw={"width_ratios": [4] * (n + 1) + [2]})
+    axes[0].imshow(frame, cmap="gray" if np.asarray(frame).ndim == 2 else None)
+    axes[0].set_title("frame")
+    for i, (ax, name) in enumerate(zip(axes[1:], names)):
+        ax.imshow(images[i])
+        ax.set_title(name if seconds is None else f"{name}\n{1000 * seconds[i]:.0f} ms per field", fontsize=9)
+    for ax in axes[:-1]:
+        ax.set_xticks([]), ax.set_yticks([])
+    draw_flow_wheel(axes[-1], float(fields.pow(2).sum(0).sqrt().max()))
+    fig.tight_layout()
+    return fig
+
+
 def to_frames(clip) -> np.ndarray:
     """uint8 (T, H, W, 3) from a uint8 (T, H, W, 3) array or a (C, T, H, W) tensor in [-1, 1].
 

@@ -218,3 +218,16 @@ def test_lesson_setup_resolves_folders_and_refuses_unknown_profiles(tmp_path):
     assert path.is_file() and path.parent == tmp_path / "f"
     with pytest.raises(ValueError, match="unknown profile"):
         lesson_setup("paper", make_data=False)
+
+
+def test_flow_methods_share_one_colour_scale_and_a_legend():
+    fields = torch.zeros(2, 3, 8, 8)
+    fields[0, 0] = 4.0                                     # method 0: 4 px right; method 1: 1 px right
+    fields[0, 1] = 1.0
+    fig = viz.flow_methods_figure(np.zeros((8, 8), np.uint8), fields, ["a", "b", "still"], [0.5, 0.01, 0.001])
+    axes = fig.axes
+    a, b, still = (np.asarray(ax.get_images()[0].get_array()) for ax in axes[1:4])
+    assert a[0, 0].tolist() != b[0, 0].tolist() and b[0, 0].min() > a[0, 0].min()     # slower: paler
+    assert still[0, 0].tolist() == [255, 255, 255]
+    assert "500 ms per field" in axes[1].get_title() and axes[-1].get_label() == "flow-legend"
+    fig.clf()

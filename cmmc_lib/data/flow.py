@@ -863,31 +863,6 @@ def flow_agreement(videos: Sequence[str | Path], method: str = "tvl1-torch",
 
 
 # --------------------------------------------------------------------------- for the course
-def flow_to_rgb(flow: np.ndarray, max_magnitude: float | None = None) -> np.ndarray:
-    """Colour-coded flow, uint8 (H, W, 3) RGB from float (H, W, 2) px: hue = direction (red:
-    right, then clockwise on screen through yellow/green: down, ...), saturation = speed
-    relative to ``max_magnitude`` (default: this field's 99th percentile), white = still."""
-    flow = np.asarray(flow, np.float32)
-    magnitude, angle = cv2.cartToPolar(flow[..., 0], flow[..., 1], angleInDegrees=True)
-    top = max_magnitude if max_magnitude else max(float(np.percentile(magnitude, 99)), 1e-6)
-    hsv = np.empty((*flow.shape[:2], 3), np.uint8)
-    hsv[..., 0] = (angle / 2).astype(np.uint8) % 180
-    hsv[..., 1] = np.clip(magnitude / top * 255, 0, 255).astype(np.uint8)
-    hsv[..., 2] = 255
-    return cv2.cvtColor(hsv, cv2.COLOR_HSV2RGB)
-
-
-def flow_color_wheel(size: int = 64) -> np.ndarray:
-    """The key to :func:`flow_to_rgb`: uint8 (size, size, 3), each pixel coloured as a flow
-    pointing from the centre to it (white centre; full colour at the rim)."""
-    ys, xs = np.mgrid[0:size, 0:size].astype(np.float32)
-    c = (size - 1) / 2
-    field = np.stack([xs - c, ys - c], -1)
-    rgb = flow_to_rgb(field, max_magnitude=c)
-    rgb[np.hypot(xs - c, ys - c) > c] = 255
-    return rgb
-
-
 def compare_flow_methods(frames: np.ndarray, methods: Sequence[str] | None = None,
                          pair: int = 0, repeats: int = 3, device: str | None = "cpu",
                          size: tuple[int, int] | None = None, threads: int = 1) -> dict:
@@ -900,9 +875,9 @@ def compare_flow_methods(frames: np.ndarray, methods: Sequence[str] | None = Non
     threads for OpenCV and PyTorch (restored after; 1: per core, robust to other load), or
     wall-clock seconds for ``tvl1-torch`` on CUDA; the mean over ``repeats`` consecutive pairs
     from ``pair``, after one warm-up call. Returns ``{"pair": pair, "size": [H, W], "frame":
-    uint8 RGB or grey of frame ``pair`` (resized), "methods": {m: {"flow": float32 (H, W, 2),
-    "seconds_per_field": s, "rgb": uint8 (H, W, 3)}}}``, the colours on one common scale (the
-    largest 99th-percentile speed of the methods; key: :func:`flow_color_wheel`).
+    uint8 RGB or grey of frame ``pair`` (resized), "methods": {m: {"flow": float32 (H, W, 2) px,
+    "seconds_per_field": s}}}``. Draw the fields with :func:`cmmc_lib.viz.flow_to_rgb` (stacked
+    as one clip, they share one colour scale) and its legend :func:`cmmc_lib.viz.draw_flow_wheel`.
     """
     from .tvl1 import resolve_device
     frames = np.asarray(frames)
@@ -933,8 +908,4 @@ def compare_flow_methods(frames: np.ndarray, methods: Sequence[str] | None = Non
             out["methods"][m] = {"flow": flows[0], "seconds_per_field": (clock() - t0) / len(flows)}
     finally:
         cv2.setNumThreads(old)
-    top = max(float(np.percentile(np.linalg.norm(r["flow"], axis=-1), 99))
-              for r in out["methods"].values())
-    for r in out["methods"].values():
-        r["rgb"] = flow_to_rgb(r["flow"], max(top, 1e-6))
     return out
