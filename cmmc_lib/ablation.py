@@ -28,6 +28,7 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from collections.abc import Sequence
 from typing import Any
 
 from .config import Config, preset
@@ -107,11 +108,16 @@ class Pipeline:
 
 
 def plan_ablation(base: Config, seeds: list[int], out: str | Path, table: str = "ablation",
-                  curves: bool = True) -> list[Pipeline]:
-    """Every pipeline of a table: per seed, one per variant (and, with ``curves``, CMMC w/o
-    alternate training); stage 1 shared under ``<out>/seed<S>``, so the tables share runs too."""
+                  curves: bool = True, variants: Sequence[str] | None = None) -> list[Pipeline]:
+    """Every pipeline of a table: per seed, one per variant (``variants``: a subset of the
+    table's, e.g. a lesson's rows) and, with ``curves``, CMMC w/o alternate training; stage 1
+    shared under ``<out>/seed<S>``, so the tables share runs too."""
     out = Path(out)
-    variants = TABLES[table].variants + (("cmmc-joint",) if curves else ())
+    chosen = TABLES[table].variants if variants is None else tuple(variants)
+    unknown = sorted(set(chosen) - set(TABLES[table].variants))
+    if unknown:
+        raise ValueError(f"the {table} table has no variant(s) {', '.join(unknown)}")
+    variants = chosen + (("cmmc-joint",) if curves else ())
     plans = []
     for seed in seeds:
         for variant in variants:
@@ -154,8 +160,9 @@ def evaluate_variant(p: Pipeline, protocol: str, dataset: str, transfer: dict, d
 
 def run_ablation(base: Config, seeds: list[int], out: str | Path, table: str = "ablation",
                  transfer: dict | None = None, curves: bool = True, device: str = "auto",
-                 progress: bool = True) -> dict[str, Any]:
-    """Train and evaluate every pipeline of the table, then write its files.
+                 progress: bool = True, variants: Sequence[str] | None = None) -> dict[str, Any]:
+    """Train and evaluate every pipeline of the table (or of ``variants``), then write its files
+    (rows of variants not run yet read as "-").
 
     Returns ``table`` (aggregated rows, see :func:`aggregate`), ``files``, ``seconds``."""
     from tqdm.auto import tqdm
@@ -165,7 +172,7 @@ def run_ablation(base: Config, seeds: list[int], out: str | Path, table: str = "
     started, out = time.perf_counter(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     transfer = transfer if transfer is not None else transfer_data(base)
-    plans = plan_ablation(base, seeds, out, table, curves and table == "ablation")
+    plans = plan_ablation(base, seeds, out, table, curves and table == "ablation", variants)
     results_path = out / "results.jsonl"
     done = {(r["seed"], r["method"], r["protocol"], r["dataset"]) for r in read_results(results_path)}
     protocols = tuple(dict.fromkeys(METRICS[m][0] for m in spec.metrics))

@@ -633,3 +633,102 @@ def cmmc_pipeline(k: int, l: int, shape_k: Sequence[int], shape_l: Sequence[int]
                        "key encoder get none", ha="center", fontsize=8, color="dimgray")
     ax.set_title("one CMMC step, row i of a batch", fontsize=11)
     return fig
+
+
+# ----------------------------------------------------------------------------- the recipe and its tables
+def schedule_figure(stages: Sequence, title: str = "the training schedule"):
+    """The stages of a pipeline (:func:`cmmc_lib.pipeline.plan_pipeline`) on a time axis in
+    epochs: one row per network, a bar per stage labelled with its method (stage 1 side by side,
+    then stage 2 one run after the other), an arrow from each stage's frozen source to it."""
+    rows = list(dict.fromkeys(m for st in stages for m in (st.modality, st.cfg.ssl.other_modality)))
+    colours = {"moco": "#c6dbef", "mixup": "#c7e9c0", "cutmix": "#c7e9c0", "cm-mixup": "#fdd0a2",
+               "cmmc": "#fdae6b", "coclr": "#dadaeb", "coclr-cmmc": "#bcbddc"}
+    fig, ax = plt.subplots(figsize=(9, 1 + 0.8 * len(rows)))
+    first = [st for st in stages if st.name.startswith("stage1")]
+    clock = max((st.cfg.optim.epochs for st in first), default=0)
+    ends = {}
+    for st in stages:
+        begin = 0 if st in first else clock
+        if st not in first:
+            clock += st.cfg.optim.epochs
+        trained = [st.modality] + ([st.cfg.ssl.other_modality] if st.cfg.ssl.joint else [])
+        for m in trained:
+            y = rows.index(m)
+            ax.barh(y, st.cfg.optim.epochs, left=begin, color=colours.get(st.cfg.ssl.method, "#eeeeee"),
+                    edgecolor="gray")
+            ax.text(begin + st.cfg.optim.epochs / 2, y, f"{st.name}\n{st.cfg.ssl.method}", ha="center",
+                    va="center", fontsize=7)
+        ends[str(st.run_dir)] = (begin + st.cfg.optim.epochs, rows.index(st.modality))
+        source = None if st.cfg.ssl.joint else st.cfg.ssl.source_run
+        if source and str(source) in ends:
+            x0, y0 = ends[str(source)]
+            ax.annotate("", (begin + 0.3, rows.index(st.modality)), (x0, y0),
+                        arrowprops=dict(arrowstyle="->", color="dimgray", lw=1, connectionstyle="arc3,rad=0.2"))
+    ax.set_yticks(range(len(rows)), rows)
+    ax.invert_yaxis()
+    ax.set_xlabel("epochs (a network trains in its own bars; an arrow: the frozen source a stage mixes in)")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def ablation_bars(rows: Sequence[dict], metric: str = "linear", datasets: Sequence[str] = ("pretrain", "transfer"),
+                  chance: dict | None = None, title: str = ""):
+    """Grouped bars of an ablation table (:func:`cmmc_lib.ablation.aggregate` rows): one panel per
+    dataset, one group per stream, one bar per method with its mean over seeds, the standard
+    deviation as an error bar and each seed as a dot; ``chance`` ``{"<metric>/<dataset>": c}``
+    draws a dashed line."""
+    streams = list(dict.fromkeys(r["stream"] for r in rows))
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    names = {r["method"]: r["name"] for r in rows}
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 3.6), squeeze=False, sharey=True)
+    width = 0.8 / max(len(methods), 1)
+    colours = plt.cm.viridis(np.linspace(0.15, 0.85, max(len(methods), 1)))
+    for ax, dataset in zip(axes[0], datasets):
+        cell = f"{metric}/{dataset}"
+        for j, method in enumerate(methods):
+            for i, stream in enumerate(streams):
+                row = next((r for r in rows if r["stream"] == stream and r["method"] == method), None)
+                if row is None or not row.get(cell):
+                    continue
+                x = i + (j - (len(methods) - 1) / 2) * width
+                ax.bar(x, row[f"{cell}/mean"], width, yerr=row[f"{cell}/std"], color=colours[j], capsize=2,
+                       label=names[method] if i == 0 else None)
+                ax.plot([x] * len(row[cell]), row[cell], "k.", markersize=3)
+        if chance and cell in chance:
+            ax.axhline(chance[cell], color="gray", ls="--", lw=1, label="chance")
+        ax.set_xticks(range(len(streams)), streams)
+        ax.set_title(f"{metric}, {dataset}")
+        ax.set_ylim(0, 1)
+    axes[0][0].set_ylabel(metric)
+    axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def epoch_curves(curves: dict, labels: dict | None = None, chance: float | None = None,
+                 title: str = "kNN R@1 of the RGB network through its schedule"):
+    """The accuracy-vs-epochs figure: ``curves`` maps a variant to ``{seed: [(epoch, value), ...]}``
+    (:func:`cmmc_lib.ablation.epoch_curves`); each variant's mean over seeds as a line, the
+    spread (min to max over seeds) as a band; ``labels`` names the variants."""
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for variant, by_seed in curves.items():
+        series = [dict(points) for points in by_seed.values() if points]
+        if not series:
+            continue
+        epochs = sorted(set.intersection(*(set(s) for s in series)))
+        values = np.array([[s[e] for e in epochs] for s in series])
+        label = (labels or {}).get(variant, variant)
+        line, = ax.plot(epochs, values.mean(0), label=f"{label} ({len(series)} seed{'s' * (len(series) > 1)})")
+        if len(series) > 1:
+            ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
+    if chance is not None:
+        ax.axhline(chance, color="gray", ls="--", lw=1, label="chance")
+    ax.set_xlabel("epoch (stage 1, then stage 2)")
+    ax.set_ylabel("kNN R@1 (test split)")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

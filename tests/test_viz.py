@@ -231,3 +231,31 @@ def test_flow_methods_share_one_colour_scale_and_a_legend():
     assert still[0, 0].tolist() == [255, 255, 255]
     assert "500 ms per field" in axes[1].get_title() and axes[-1].get_label() == "flow-legend"
     fig.clf()
+
+
+def test_the_schedule_draws_each_network_in_its_own_row_with_its_sources():
+    from cmmc_lib.config import preset
+    from cmmc_lib.pipeline import plan_pipeline
+    cfg = preset("tiny", ["ssl.method=cmmc", "schedule.cycles=2", "schedule.cycle_epochs=2", "optim.epochs=4"])
+    fig = viz.schedule_figure(plan_pipeline(cfg, "/nowhere"))
+    ax = fig.axes[0]
+    bars = sorted((round(p.get_x()), round(p.get_y() + p.get_height() / 2)) for p in ax.patches)
+    # stage 1 side by side at 0, then rgb, flow, rgb, flow one after the other
+    assert bars == [(0, 0), (0, 1), (4, 0), (6, 1), (8, 0), (10, 1)]
+    assert len([c for c in ax.get_children() if type(c).__name__ == "Annotation"]) == 4   # one source each
+    fig.clf()
+
+
+def test_ablation_bars_and_epoch_curves_show_means_spread_and_chance():
+    rows = [{"stream": "rgb", "method": m, "name": m, "linear/pretrain": v, "linear/pretrain/mean": float(np.mean(v)),
+             "linear/pretrain/std": float(np.std(v, ddof=1))} for m, v in (("moco", [0.2, 0.4]), ("cmmc", [0.5, 0.7]))]
+    fig = viz.ablation_bars(rows, "linear", ("pretrain",), chance={"linear/pretrain": 0.1})
+    ax = fig.axes[0]
+    assert sorted(round(p.get_height(), 3) for p in ax.patches) == [0.3, 0.6]
+    assert any(line.get_ydata()[0] == 0.1 for line in ax.get_lines())          # the chance line
+    fig.clf()
+    curves = {"moco": {0: [(1, 0.2), (2, 0.4)], 1: [(1, 0.4), (2, 0.6)]}}
+    fig = viz.epoch_curves(curves, {"moco": "w/o mix"}, chance=0.1)
+    line = fig.axes[0].get_lines()[0]
+    assert list(line.get_ydata()) == pytest.approx([0.3, 0.5]) and "w/o mix (2 seeds)" == line.get_label()
+    fig.clf()
