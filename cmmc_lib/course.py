@@ -42,9 +42,11 @@ log = logging.getLogger(__name__)
 # Seconds one cell may run under `cmmc course` before its lesson fails: well above the slowest
 # cell of each profile (tiny ~80 s, cpu ~11 min: the training cells, on a loaded 2-core machine),
 # far below the hour a hung cell used to wait.
-CELL_TIMEOUT = {"tiny": 300, "cpu": 1800}
+CELL_TIMEOUT = {"tiny": 300, "cpu": 3600}
 # Training seeds a lesson can afford per profile, for a spread across seeds.
 SEEDS = {"tiny": (0, 1, 2), "cpu": (0,)}
+# Training seeds of the ablation lessons (03-05, 08): every row of the table is trained per seed.
+ABLATION_SEEDS = {"tiny": (0,), "cpu": (0, 1, 2)}
 
 
 def project_root() -> Path:
@@ -135,6 +137,17 @@ def train_runs(lesson: Lesson, modalities: Sequence[str] = ("rgb", "flow"), meth
             run_dir = lesson.run_dir(run_name(method, modality, seed, base))
             out[(modality, int(seed))] = {**train_or_load(cfg, run_dir), "run_dir": str(run_dir)}
     return out
+
+
+def ablation(lesson: Lesson, variants: Sequence[str], table: str = "ablation", curves: bool = False,
+             seeds: Sequence[int] | None = None) -> dict:
+    """A table's rows for a lesson: :func:`cmmc_lib.ablation.run_ablation` on the lesson's config
+    under ``<runs>/ablation`` (stage 1 trained once and shared by every lesson's rows), for the
+    profile's :data:`ABLATION_SEEDS`. Finished runs and evaluations are reused."""
+    from .ablation import run_ablation
+    seeds = ABLATION_SEEDS[_profile(lesson.profile)] if seeds is None else seeds
+    return run_ablation(lesson.cfg, list(seeds), lesson.run_dir("ablation"), table=table, curves=curves,
+                        device=lesson.cfg.run.device, progress=False, variants=variants)
 
 
 def random_backbone(cfg: Config, modality: str, seed: int = 0):

@@ -89,3 +89,14 @@ def test_grid_rows_name_class_group_and_score():
     assert rows.correct[first] == [True, False]
     assert float(rows.neighbour_clips[first][1].flatten()[0]) == 2.0          # gallery item 2's first window
     assert set(rows.as_kwargs()) == {"query_clips", "neighbour_clips", "correct", "query_titles", "neighbour_titles"}
+
+
+def test_recall_by_subset_splits_the_queries_but_keeps_the_whole_gallery():
+    from cmmc_lib.evaluate.examples import recall_by_subset
+    gallery = torch.eye(3)                               # one gallery item per class, classes 0, 1, 2
+    g_labels = torch.tensor([0, 1, 2])
+    queries = torch.tensor([[1.0, 0, 0], [0, 1.0, 0], [1.0, 0, 0], [0, 0, 1.0]])
+    q_labels = torch.tensor([0, 1, 1, 2])                # the third query is wrong
+    r = recall_by_subset(queries, q_labels, gallery, g_labels, [True, True, False, False], ks=(1,))
+    assert r["n_in"] == 2 and r["n_out"] == 2
+    assert r["in"][1] == 1.0 and r["out"][1] == 0.5

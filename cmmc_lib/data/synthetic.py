@@ -298,3 +298,16 @@ def read_meta(root: str | Path) -> dict:
         raise FileNotFoundError(f"no synthetic dataset in {root} (missing {path.name}); "
                                 f"run `cmmc data synth --out {root}`")
     return json.loads(path.read_text())
+
+
+def in_context(root: str | Path, videos: list[str]) -> list[bool]:
+    """For each video id of a generated dataset, whether its (class, group) is filmed in the
+    class's typical scene (``meta.json``'s ``context_groups``): there RGB can tell the class by
+    the scene; elsewhere only the motion tells it."""
+    from .splits import parse_group
+    groups = read_meta(root).get("context_groups", {})
+    out = []
+    for video in videos:
+        name = video[2:].rsplit("_g", 1)[0] if video.startswith("v_") else ""
+        out.append(parse_group(video) in set(groups.get(name, [])))
+    return out

@@ -162,3 +162,23 @@ def union_features(backbone, data_cfg, modality: str, subsets=("train", "test"),
         labels.append(f.labels)
         groups += [(subset, g) for g in ds.groups]
     return torch.cat(feats), torch.cat(labels), groups
+
+
+def recall_by_subset(query_feats, query_labels, gallery_feats, gallery_labels, mask, ks=(1,)) -> dict:
+    """R@k of the queries where ``mask`` is True and of the others, against the whole gallery:
+    ``{"in": {k: rate}, "out": {k: rate}, "n_in": int, "n_out": int}`` (e.g. the synthetic
+    videos filmed in their class's scene, where RGB can tell the class by the scene, against
+    those where only the motion tells it: :func:`cmmc_lib.data.synthetic.in_context`)."""
+    from .retrieval import retrieval_hit_rate
+    mask = torch.as_tensor(list(mask), dtype=torch.bool)
+    labels = torch.as_tensor(query_labels)
+    if mask.shape[0] != labels.shape[0]:
+        raise ValueError(f"mask has {mask.shape[0]} entries for {labels.shape[0]} queries")
+    q = torch.as_tensor(query_feats, dtype=torch.float32)
+    g = torch.as_tensor(gallery_feats, dtype=torch.float32)
+    q, g = q - q.mean(0), g - g.mean(0)          # centred as the whole protocol centres them
+    out = {"n_in": int(mask.sum()), "n_out": int((~mask).sum())}
+    for name, part in (("in", mask), ("out", ~mask)):
+        out[name] = (retrieval_hit_rate(q[part], labels[part], g, gallery_labels, ks, center=False)
+                     if part.any() else {k: float("nan") for k in ks})
+    return out
