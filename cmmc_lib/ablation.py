@@ -217,6 +217,34 @@ def aggregate(records: list[dict[str, Any]], spec: Table) -> list[dict[str, Any]
     return rows
 
 
+def paired_difference(rows: list[dict[str, Any]], method: str, baseline: str, cell: str,
+                      stream: str = "rgb") -> tuple[float, float, list[float]]:
+    """``method`` minus ``baseline`` on ``cell`` (``<metric>/<dataset>``), seed by seed (both rows
+    share each seed's stage 1, so the pairs differ only by stage 2): ``(mean, std, differences)``."""
+    pick = {r["method"]: r[cell] for r in rows if r["stream"] == stream}
+    diffs = [a - b for a, b in zip(pick.get(method, []), pick.get(baseline, []))]
+    mean = statistics.fmean(diffs) if diffs else math.nan
+    return mean, statistics.stdev(diffs) if len(diffs) > 1 else 0.0, diffs
+
+
+def describe_rows(rows: list[dict[str, Any]], metrics: Sequence[str], chance: dict[str, float],
+                  datasets: Sequence[str] = DATASETS) -> str:
+    """The rows as text, one line per (stream, method): each metric as mean ± std over seeds, with
+    the number of seeds and the chance level."""
+    lines = []
+    for r in rows:
+        cells = []
+        for d in datasets:
+            for m in metrics:
+                vals, c = r.get(f"{m}/{d}", []), chance.get(f"{m}/{d}")
+                if vals:
+                    cells.append(f"{m} {d} {r[f'{m}/{d}/mean']:.3f} ± {r[f'{m}/{d}/std']:.3f}"
+                                 + (f" (chance {c:.3f})" if c is not None else ""))
+        seeds = max((len(r.get(f"{m}/{d}", [])) for m in metrics for d in datasets), default=0)
+        lines.append(f"{r['stream']:>10} {r['name']:<16} [{seeds} seed(s)] " + "; ".join(cells))
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- tables
 def _fmt(row: dict, cell: str) -> str:
     mean, std = row[f"{cell}/mean"], row[f"{cell}/std"]

@@ -3,9 +3,15 @@
 One code path, three scales: a preset is a :class:`Config`; a run is a preset plus
 ``key=value`` overrides (``lr=3e-4``, ``optim.lr=3e-4``, ``ssl.layer_k=2``).  Every choice
 that ``paper/METHOD.md`` marks **[choice]** is a field here, with the default given there.
+
+Each preset has a **skeleton face** (:data:`SKELETON_SETTINGS`): when the overrides name a
+skeleton stream (``ssl.modality=joint``, ``--modality motion``, ``schedule.modalities=joint,motion``)
+the preset's skeleton settings (ST-GCN, SkeletonCLR's SGD, its linear-evaluation protocol, the
+NTU-60 data at the paper scale) are applied first and the overrides on top of them.
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import math
@@ -47,6 +53,14 @@ class DataConfig:
     persistent_workers: bool = True     # keep loader workers (and what they learnt) across epochs
     frame_cache: str = "auto"           # pre-decoded frames (`cmmc data cache`): auto (the root's
                                         # frames_s<short_side>/ when built) | off | a folder
+    # skeletons (joint / motion / bone streams) and pose heatmaps (the RGB + Pose route)
+    skeleton_frames: int = 50           # frames a skeleton sample is resampled to (SkeletonCLR: 50)
+    shear: float = 0.5                  # SkeletonCLR's shear amplitude (0: off)
+    temporal_pad: int = 6               # temporal crop: pad T // temporal_pad mirrored frames (0: off)
+    ntu_source: str = "auto"            # NTU-60 input: auto | arrays | skeletons | pickle (data/README.md)
+    trust_pickle: bool = False          # allow .pkl inputs (unpickling can run code: trusted files only)
+    heatmap_sigma: float = 1.0          # pose heatmaps: Gaussian sigma in pixels of the crop
+    heatmap_limbs: bool = False         # pose heatmaps: add each part's limbs (segments) to its channel
 
 
 @dataclass
@@ -88,8 +102,10 @@ class SSLConfig:
 class OptimConfig:
     batch_size: int = 8
     epochs: int = 3
+    optimizer: str = "adam"             # adam (CoCLR) | sgd (SkeletonCLR: momentum 0.9, no Nesterov)
     lr: float = 1e-3
     weight_decay: float = 1e-5
+    sgd_momentum: float = 0.9
     milestones: tuple[int, ...] = ()    # epochs at which lr is multiplied by gamma
     gamma: float = 0.1
 
@@ -100,6 +116,11 @@ class EvalConfig:
     pre-training's: the linear probe (SGD, lr x0.1 at 60% and 80% of its epochs) and fine-tuning
     (Adam, lr 1e-3 for the head, a tenth for the backbone, dropout 0.9, lr x0.1 at milestones)."""
     probe_epochs: int = 100
+    probe_lr: float = 1.0               # CoCLR: 1.0; SkeletonCLR: 3.0
+    probe_weight_decay: float = 1e-3    # CoCLR: 1e-3; SkeletonCLR: 0
+    probe_batch_size: int = 1024        # CoCLR: 1024; SkeletonCLR: 128
+    probe_milestones: tuple[int, ...] = ()   # lr x0.1 at these epochs (empty: 60% and 80% of probe_epochs)
+    probe_features: str = "bn"          # bn (CoCLR: L2-normalised, BatchNorm1d) | raw (SkeletonCLR: as pooled)
     finetune_epochs: int = 500
     finetune_milestones: tuple[int, ...] = (400, 450)
     finetune_lr: float = 1e-3
@@ -188,7 +209,7 @@ def data_root(d: DataConfig) -> Path:
 
 
 def _tiny() -> Config:
-    return Config(preset="tiny", eval=EvalConfig(probe_epochs=30, finetune_epochs=2, finetune_milestones=()))
+    return Config(preset="tiny", eval=EvalConfig(probe_epochs=30, finetune_epochs=1, finetune_milestones=()))
 
 
 def _cpu() -> Config:
@@ -236,6 +257,30 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
 )}
 COURSE_PROFILES = tuple(name for name, p in PRESETS.items() if p.course)
 
+_SKELETON_COMMON = ("model.backbone=stgcn", "ssl.modality=joint", "ssl.other_modality=motion", "ssl.layer_k=5",
+                    "ssl.cut_dims=ctv", "ssl.input_cut_dims=tv", "optim.optimizer=sgd", "optim.lr=0.1",
+                    "optim.weight_decay=1e-4", "schedule.modalities=joint,motion", "eval.probe_lr=3.0",
+                    "eval.probe_weight_decay=0", "eval.probe_batch_size=128", "eval.probe_features=raw")
+#: The skeleton face of each preset (SkeletonCLR's recipe at the preset's scale), applied before the
+#: overrides when they name a skeleton stream: ST-GCN (width 16 = SkeletonCLR's size; 8 at tiny),
+#: SGD lr 0.1 with weight decay 1e-4, the cut after unit 5 over (C, T, V), alternate training between
+#: the joint and motion streams, SkeletonCLR's linear evaluation (raw features, SGD lr 3.0, no weight
+#: decay, batch 128, lr x0.1 at 80% of the epochs). ``paper``: NTU-60 cross-subject, 50 frames,
+#: queue 32768, momentum 0.999, batch 128, 300 epochs (x0.1 at 250).
+SKELETON_SETTINGS: dict[str, tuple[str, ...]] = {
+    "tiny": _SKELETON_COMMON + ("data.skeleton_frames=24", "model.width=8", "model.proj_hidden=64",
+                                "model.proj_dim=32", "eval.probe_milestones=24"),
+    "cpu": _SKELETON_COMMON + ("data.skeleton_frames=32", "model.width=16", "model.proj_hidden=256",
+                               "model.proj_dim=128", "ssl.queue_size=128", "optim.batch_size=32",
+                               "eval.probe_milestones=80"),
+    "paper": _SKELETON_COMMON + ("data.dataset=ntu60", "data.split=1", "data.skeleton_frames=50", "model.width=16",
+                                 "model.proj_hidden=256", "model.proj_dim=128", "ssl.queue_size=32768",
+                                 "ssl.momentum=0.999", "ssl.temperature=0.07", "optim.batch_size=128",
+                                 "optim.epochs=300", "optim.milestones=250", "eval.probe_epochs=100",
+                                 "eval.probe_milestones=80"),
+}
+_MODALITY_KEYS = {("ssl", "modality"), ("ssl", "other_modality"), ("schedule", "modalities")}
+
 
 def preset(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """The named preset with ``key=value`` overrides applied.
@@ -244,8 +289,44 @@ def preset(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     0.01
     """
     cfg = lookup(PRESETS, name, "preset").build()
+    overrides = list(overrides)
+    skeleton = names_skeleton_stream(cfg, overrides)
+    if skeleton:
+        overrides = list(SKELETON_SETTINGS[name]) + overrides
+        _set_other_stream(cfg, overrides)
     apply_overrides(cfg, overrides)
     return cfg
+
+
+def _set_other_stream(cfg: Config, overrides: list[str]) -> None:
+    """With the skeleton face, ``ssl.modality=motion`` alone makes the other modality the other
+    stream of ``schedule.modalities`` (joint), unless ``ssl.other_modality`` is given too."""
+    trial = copy.deepcopy(cfg)
+    for item in overrides:
+        key, value = item.split("=", 1)
+        section, name = _locate(trial, key.strip())
+        _set_field(getattr(trial, section), name, value.strip())
+    s, mods = trial.ssl, trial.schedule.modalities
+    if s.other_modality == s.modality and s.modality in mods and len(mods) == 2:
+        overrides.insert(len(SKELETON_SETTINGS[cfg.preset]), f"ssl.other_modality={mods[1 - mods.index(s.modality)]}")
+
+
+def names_skeleton_stream(cfg: Config, overrides: list[str] | tuple[str, ...]) -> bool:
+    """True when ``overrides`` set ``ssl.modality``, ``ssl.other_modality`` or
+    ``schedule.modalities`` to a skeleton stream (a modality read by a skeleton network)."""
+    for item in overrides:
+        if "=" not in item:
+            continue
+        key, value = item.split("=", 1)
+        try:
+            where = _locate(cfg, key.strip())
+        except ValueError:
+            continue
+        if where in _MODALITY_KEYS:
+            names = [v.strip() for v in value.strip("()[] ").split(",")]
+            if any(n in MODALITIES and MODALITIES[n].network == "skeleton" for n in names):
+                return True
+    return False
 
 
 def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
@@ -279,7 +360,9 @@ def _validate_names(cfg: Config) -> None:
             raise ValueError(f"dataset {dataset.name!r} carries no {name!r} modality (it is in: "
                              f"{', '.join(modality.datasets)})")
         if modality.network != backbone.network:
-            raise ValueError(f"backbone {backbone.name!r} reads {backbone.network} input, not {name!r}")
+            hint = (" (a skeleton stream: name it as ssl.modality / --modality on a preset and its skeleton "
+                    "settings follow, or set model.backbone=stgcn)" if modality.network == "skeleton" else "")
+            raise ValueError(f"backbone {backbone.name!r} reads {backbone.network} input, not {name!r}{hint}")
     if method.cross_modal and cfg.ssl.other_modality == cfg.ssl.modality:
         raise ValueError(f"method {method.name!r} mixes across modalities: ssl.other_modality must differ "
                          f"from ssl.modality ({cfg.ssl.modality!r})")
@@ -287,7 +370,10 @@ def _validate_names(cfg: Config) -> None:
         raise ValueError(f"data.split={cfg.data.split}: {dataset.name} has splits 1..{dataset.splits}")
     choices = {"ssl.partner": (cfg.ssl.partner, ("perm", "same")),
                "ssl.cut_centre": (cfg.ssl.cut_centre, ("uniform", "inside")),
-               "run.amp": (cfg.run.amp, ("auto", "bf16", "off"))}
+               "run.amp": (cfg.run.amp, ("auto", "bf16", "off")),
+               "optim.optimizer": (cfg.optim.optimizer, ("adam", "sgd")),
+               "eval.probe_features": (cfg.eval.probe_features, ("bn", "raw")),
+               "data.ntu_source": (cfg.data.ntu_source, ("auto", "arrays", "skeletons", "pickle"))}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
@@ -296,7 +382,9 @@ def _validate_names(cfg: Config) -> None:
 def _validate_numbers(cfg: Config) -> None:
     d, o, s = cfg.data, cfg.optim, cfg.ssl
     floats = {"optim.lr": o.lr, "optim.weight_decay": o.weight_decay, "optim.gamma": o.gamma,
-              "ssl.self_mask": s.self_mask,
+              "ssl.self_mask": s.self_mask, "optim.sgd_momentum": o.sgd_momentum, "data.shear": d.shear,
+              "data.heatmap_sigma": d.heatmap_sigma, "eval.probe_lr": cfg.eval.probe_lr,
+              "eval.probe_weight_decay": cfg.eval.probe_weight_decay,
               "ssl.alpha": s.alpha, "ssl.momentum": s.momentum, "ssl.temperature": s.temperature,
               "data.color_jitter": d.color_jitter, "data.grayscale": d.grayscale}
     for key, value in floats.items():
@@ -309,18 +397,22 @@ def _validate_numbers(cfg: Config) -> None:
                 "model.proj_dim": (cfg.model.proj_dim, 1), "optim.epochs": (o.epochs, 1),
                 "optim.batch_size": (o.batch_size, 2), "run.ckpt_every": (cfg.run.ckpt_every, 1),
                 "run.keep_ckpts": (cfg.run.keep_ckpts, 0), "run.knn_every": (cfg.run.knn_every, 0),
-                "ssl.split_bn": (s.split_bn, 1), "ssl.queue_size": (s.queue_size, 0), "ssl.topk": (s.topk, 0)}
+                "ssl.split_bn": (s.split_bn, 1), "ssl.queue_size": (s.queue_size, 0), "ssl.topk": (s.topk, 0),
+                "data.skeleton_frames": (d.skeleton_frames, 1), "data.temporal_pad": (d.temporal_pad, 0),
+                "data.shear": (d.shear, 0), "eval.probe_batch_size": (cfg.eval.probe_batch_size, 2),
+                "eval.probe_weight_decay": (cfg.eval.probe_weight_decay, 0)}
     for key, (value, low) in at_least.items():
         if value < low:
             why = {"optim.batch_size": " (contrastive learning needs negatives)",
                    "data.views": " (a query clip and a key clip)"}.get(key, "")
             raise ValueError(f"{key} must be >= {low}, got {value}{why}")
-    positive = {"optim.lr": o.lr, "ssl.alpha": s.alpha, "ssl.temperature": s.temperature, "optim.gamma": o.gamma}
+    positive = {"optim.lr": o.lr, "ssl.alpha": s.alpha, "ssl.temperature": s.temperature, "optim.gamma": o.gamma,
+                "data.heatmap_sigma": d.heatmap_sigma, "eval.probe_lr": cfg.eval.probe_lr}
     for key, value in positive.items():
         if value <= 0:
             raise ValueError(f"{key} must be > 0, got {value}")
     unit = {"ssl.momentum": s.momentum, "data.color_jitter": d.color_jitter, "data.grayscale": d.grayscale,
-            "ssl.self_mask": s.self_mask}
+            "ssl.self_mask": s.self_mask, "optim.sgd_momentum": o.sgd_momentum}
     for key, value in unit.items():
         if not 0 <= value <= 1:
             raise ValueError(f"{key} must lie in [0, 1], got {value}")
@@ -337,8 +429,9 @@ def _validate_numbers(cfg: Config) -> None:
     if ev.probe_epochs < 1 or ev.finetune_epochs < 1:
         raise ValueError(f"eval.probe_epochs and eval.finetune_epochs must be >= 1, got {ev.probe_epochs} and "
                          f"{ev.finetune_epochs}")
-    if list(ev.finetune_milestones) != sorted(set(ev.finetune_milestones)) or any(m < 1 for m in ev.finetune_milestones):
-        raise ValueError(f"eval.finetune_milestones must be increasing epochs >= 1, got {ev.finetune_milestones}")
+    for key, ms in (("eval.finetune_milestones", ev.finetune_milestones), ("eval.probe_milestones", ev.probe_milestones)):
+        if list(ms) != sorted(set(ms)) or any(m < 1 for m in ms):
+            raise ValueError(f"{key} must be increasing epochs >= 1, got {ms}")
     if not (math.isfinite(ev.finetune_lr) and ev.finetune_lr > 0) or not 0 <= ev.finetune_dropout < 1:
         raise ValueError(f"eval.finetune_lr must be > 0 and eval.finetune_dropout in [0, 1), got {ev.finetune_lr} "
                          f"and {ev.finetune_dropout}")
@@ -361,8 +454,14 @@ def _validate_schedule(cfg: Config) -> None:
         raise ValueError(f"schedule.cycle_milestones must be increasing epochs >= 1, got {sc.cycle_milestones}")
     if len(set(sc.modalities)) != 2:
         raise ValueError(f"schedule.modalities must name two different modalities, got {sc.modalities}")
+    network = BACKBONES[cfg.model.backbone].network if cfg.model.backbone in BACKBONES else None
     for m in sc.modalities:
-        lookup(MODALITIES, m, "modality")
+        modality = lookup(MODALITIES, m, "modality")
+        if network and modality.network != network:
+            raise ValueError(f"schedule.modalities={','.join(sc.modalities)}: backbone {cfg.model.backbone!r} reads "
+                             f"{network} input, not {m!r}")
+        if cfg.data.dataset not in modality.datasets:
+            raise ValueError(f"schedule.modalities: dataset {cfg.data.dataset!r} carries no {m!r} modality")
     if cfg.ssl.joint and METHODS[cfg.ssl.method].step != "cross-modal-mix":
         raise ValueError(f"ssl.joint trains two networks that mix into each other: it needs a cross-modal "
                          f"mixing method (cm-mixup, cmmc), not {cfg.ssl.method!r}")
@@ -372,7 +471,9 @@ def _validate_mixing(cfg: Config) -> None:
     s = cfg.ssl
     backbone = BACKBONES[cfg.model.backbone]
     letters = "cthw" if backbone.network == "video" else "ctv"
-    for key, dims, allowed in (("ssl.cut_dims", s.cut_dims, letters), ("ssl.input_cut_dims", s.input_cut_dims, "thw")):
+    input_letters = "thw" if backbone.network == "video" else "tv"        # skeletons: never cut persons
+    for key, dims, allowed in (("ssl.cut_dims", s.cut_dims, letters), ("ssl.input_cut_dims", s.input_cut_dims,
+                                                                       input_letters)):
         if not dims or set(dims) - set(allowed) or len(set(dims)) != len(dims):
             raise ValueError(f"{key}={dims!r} must be distinct letters from {allowed!r}")
     for key, layers in (("ssl.layer_k", s.layer_k), ("ssl.layer_l", s.layer_l)):

@@ -40,9 +40,9 @@ from .config import COURSE_PROFILES, Config, apply_overrides, preset
 log = logging.getLogger(__name__)
 
 # Seconds one cell may run under `cmmc course` before its lesson fails: well above the slowest
-# cell of each profile (tiny ~80 s, cpu ~11 min: the training cells, on a loaded 2-core machine),
-# far below the hour a hung cell used to wait.
-CELL_TIMEOUT = {"tiny": 300, "cpu": 3600}
+# cell of each profile (tiny ~3 min: lesson 08's table; cpu ~25 min: lesson 03's three seeds of
+# stage 1 and two rows, on a 2-core machine), so that only a hung cell reaches it.
+CELL_TIMEOUT = {"tiny": 600, "cpu": 3000}
 # Training seeds a lesson can afford per profile, for a spread across seeds.
 SEEDS = {"tiny": (0, 1, 2), "cpu": (0,)}
 # Training seeds of the ablation lessons (03-05, 08): every row of the table is trained per seed.
@@ -68,6 +68,10 @@ class Lesson:
 
     def run_dir(self, name: str) -> Path:
         return self.runs_dir / name
+
+    def with_overrides(self, *overrides: str) -> Config:
+        """A copy of the lesson's config with ``key=value`` overrides (validated)."""
+        return apply_overrides(copy.deepcopy(self.cfg), list(overrides))
 
     def savefig(self, fig, name: str) -> Path:
         self.fig_dir.mkdir(parents=True, exist_ok=True)

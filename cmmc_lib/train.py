@@ -456,10 +456,14 @@ def prepare_method(method: torch.nn.Module, cfg: Config, env: Env) -> torch.nn.M
 
 
 def make_optimizer(method: torch.nn.Module, cfg: Config, env: Env) -> torch.optim.Optimizer:
-    """Adam over the trainable parameters; fused into a few kernels on CUDA."""
+    """``optim.optimizer`` over the trainable parameters: Adam (CoCLR) or SGD with momentum
+    ``optim.sgd_momentum``, no Nesterov (SkeletonCLR); fused into a few kernels on CUDA."""
     params = [p for p in method.parameters() if p.requires_grad]
     fused = {"fused": True} if env.device.type == "cuda" else {}
-    return torch.optim.Adam(params, lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay, **fused)
+    o = cfg.optim
+    if o.optimizer == "sgd":
+        return torch.optim.SGD(params, lr=o.lr, momentum=o.sgd_momentum, weight_decay=o.weight_decay, **fused)
+    return torch.optim.Adam(params, lr=o.lr, weight_decay=o.weight_decay, **fused)
 
 
 def train_step(model, method, optimizer, batch: dict, cfg: Config, pos: Position, env: Env):
@@ -531,18 +535,21 @@ class EpochLog:
         """Fetch the recorded steps, check their losses and write their rows."""
         if not self.pending:
             return
-        keys = [k for k in METRIC_FIELDS if k in self.pending[0][4]]
-        values = _host_values([loss for *_, loss in self.pending]
-                              + [s[k] for *_, s, _ in self.pending for k in keys])
+        logged = [[k for k in METRIC_FIELDS if k in s] for *_, s, _ in self.pending]   # per step: stats
+        values = _host_values([loss for *_, loss in self.pending]                     # may come and go
+                              + [s[k] for (*_, s, _), keys in zip(self.pending, logged) for k in keys])
         checked, stats = values[:len(self.pending)], values[len(self.pending):]
         pending, self.pending = self.pending, []
+        offsets = [0]
+        for keys in logged:
+            offsets.append(offsets[-1] + len(keys))
         for n, (epoch, step, lr, seconds, _, _) in enumerate(pending):
             if not math.isfinite(checked[n]):
                 last = self.run.checkpoint_path("last")
                 raise NonFiniteLossError(f"loss is {checked[n]} at step {step - 1} (epoch {epoch}): stopping; "
                                          f"the last good checkpoint {last if last.is_file() else '(none yet)'} is "
                                          f"intact - lower the learning rate and resume")
-            row = dict(zip(keys, stats[n * len(keys):(n + 1) * len(keys)]))
+            row = dict(zip(logged[n], stats[offsets[n]:offsets[n + 1]]))
             self.losses.append(row.get("loss", checked[n]))
             self.last_loss = self.losses[-1]
             if self.env.main:

@@ -123,3 +123,15 @@ def test_mining_is_monitored_against_the_class_rate_chance_gives():
     # chance: of the 5 other-source entries, 2 (entries 1, 5) are of class 0
     assert stats == pytest.approx({"mined_same_class": 0.5, "queue_same_class": 0.4})
     assert step.mining_stats(queue_pos, torch.tensor([1]), torch.tensor([0]), full=False) == {}
+
+
+def test_mining_rates_reach_metrics_csv_once_the_queue_is_full(tiny_root, tmp_path):
+    from cmmc_lib.runs import read_metrics
+    from cmmc_lib.train import pretrain
+    cfg = preset("tiny", ["ssl.method=coclr", "optim.epochs=1", "run.progress=false", "knn_every=0",
+                          f"data.root={tiny_root}", "run.log_every=100"])     # one flush for the whole run
+    pretrain(cfg, tmp_path / "coclr")
+    steps = [r for r in read_metrics(tmp_path / "coclr") if r["kind"] == "step"]
+    # queue 16, batch 8: full after 2 steps; the rates appear from then on, in the same flush
+    assert [r["mined_same_class"] is not None for r in steps] == [False, False] + [True] * (len(steps) - 2)
+    assert all(0 <= r["queue_same_class"] <= 1 for r in steps[2:])

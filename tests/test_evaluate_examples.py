@@ -100,3 +100,24 @@ def test_recall_by_subset_splits_the_queries_but_keeps_the_whole_gallery():
     r = recall_by_subset(queries, q_labels, gallery, g_labels, [True, True, False, False], ks=(1,))
     assert r["n_in"] == 2 and r["n_out"] == 2
     assert r["in"][1] == 1.0 and r["out"][1] == 0.5
+
+
+def test_mined_positives_rank_other_sources_by_the_miners_embedding():
+    from cmmc_lib.evaluate.examples import mined_positives
+
+    class Miner(torch.nn.Module):                      # embeds a clip by its mean value: a 1-d "network"
+        def forward(self, x):
+            v = x.flatten(1).mean(1, keepdim=True)
+            return torch.nn.functional.normalize(torch.cat([v, torch.ones_like(v)], 1), dim=1)
+
+    values = [0.0, 0.1, 5.0, 5.1, 0.05]                  # two clusters; video 4 shares video 0's source
+    labels = [0, 0, 1, 1, 1]
+    sources = [0, 1, 2, 3, 0]
+    dataset = [{"flow": torch.full((1, 2, 1, 2, 2), v), "label": l, "source": s}
+               for v, l, s in zip(values, labels, sources)]
+    r = mined_positives(Miner(), dataset, "flow", k=1, num_queries=5, seed=0)
+    best = dict(zip(r.queries, r.mined[:, 0].tolist()))
+    assert best[0] == 1 and best[2] == 3 and best[3] == 2    # nearest of another source
+    assert best[4] == 1                                      # not video 0: its own source
+    assert r.rate == pytest.approx(3 / 5)                    # 0->1, 2->3, 3->2 share the class
+    assert 0 < r.chance < 1

@@ -182,3 +182,46 @@ def recall_by_subset(query_feats, query_labels, gallery_feats, gallery_labels, m
         out[name] = (retrieval_hit_rate(q[part], labels[part], g, gallery_labels, ks, center=False)
                      if part.any() else {k: float("nan") for k in ks})
     return out
+
+
+@dataclass
+class MinedPositives:
+    """What CoCLR's miner picks for some queries: ``queries`` (dataset indices), ``mined``
+    (Q, K) indices of the other videos it ranks closest, ``same_class`` (Q, K) bool, and the
+    rates: ``rate`` (share of mined entries of the query's class over *all* queries) against
+    ``chance`` (the share of same-class videos among each query's candidates, averaged)."""
+    queries: list[int]
+    mined: Tensor
+    same_class: Tensor
+    rate: float
+    chance: float
+
+
+@torch.no_grad()
+def mined_positives(encoder, dataset, modality: str, k: int = 5, num_queries: int = 4, seed: int = 0,
+                    batch_size: int = 8, device: str = "cpu") -> MinedPositives:
+    """CoCLR's mining over a whole dataset: every video embedded by ``encoder`` (the frozen other
+    network: backbone and projection head, L2-normalised), and for each video the ``k`` most
+    similar videos of *other* sources (same-source clips are positives anyway). Returns the picks
+    of ``num_queries`` queries drawn with ``seed`` and the rates over every query."""
+    from torch.utils.data import DataLoader
+
+    from .common import collate_list, item_clips
+
+    encoder = encoder.eval().to(device)
+    embeddings, labels, sources = [], [], []
+    for items in DataLoader(dataset, batch_size=batch_size, collate_fn=collate_list):
+        clips = torch.stack([item_clips(item, modality)[0] for item in items])
+        embeddings.append(encoder(clips.to(device)).float().cpu())
+        labels += [int(item["label"]) for item in items]
+        sources += [int(item["source"]) for item in items]
+    z = torch.cat(embeddings)
+    labels_t, sources_t = torch.tensor(labels), torch.tensor(sources)
+    candidate = sources_t[None, :] != sources_t[:, None]             # other sources only
+    sim = (z @ z.T).masked_fill(~candidate, float("-inf"))
+    top = sim.topk(min(k, len(z) - 1), dim=1).indices
+    same = labels_t[top] == labels_t[:, None]
+    chance = float(((labels_t[None, :] == labels_t[:, None]) & candidate).sum(1).float().div(
+        candidate.sum(1).clamp(min=1)).mean())
+    order = torch.randperm(len(z), generator=torch.Generator().manual_seed(seed))[:num_queries].tolist()
+    return MinedPositives(order, top[order], same[order], float(same.float().mean()), chance)
