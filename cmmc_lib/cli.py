@@ -61,7 +61,7 @@ def fmt_probe(r: dict) -> str:
 
 def cmd_data_check(a) -> dict:
     from .data.check import check_dataset
-    result = check_dataset(a.dataset, Path(a.root), split=a.split, decode=a.decode)
+    result = check_dataset(a.dataset, Path(a.root), split=a.split, decode=a.decode, trust_pickle=a.trust_pickle)
     empty = [name for name, c in result["subsets"].items() if not c["found"]]
     if empty:
         result.setdefault("notes", []).append(f"no video found for: {', '.join(empty)}")
@@ -439,6 +439,8 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--root", required=True)
     sp.add_argument("--split", type=int, default=1)
     sp.add_argument("--decode", action="store_true", help="also decode every video to find unreadable ones")
+    sp.add_argument("--trust-pickle", action="store_true",
+                    help="ntu60: read .pkl inputs (unpickling can run code: only files you trust)")
     sp = verb(data, "synth", cmd_data_synth, fmt_synth, help="write the synthetic dataset")
     sp.add_argument("--out", default=None, help="default: data/synthetic/<size>")
     sp.add_argument("--size", default="tiny", choices=list(SYNTHETIC_SIZES))
@@ -609,6 +611,7 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     try:
         result = args.fn(args)
+        _leave_process_group()
     except (CLIError, ValueError, OSError, KeyError, RuntimeError) as exc:
         msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         print(f"cmmc: error: {msg}", file=sys.stderr)
@@ -630,6 +633,13 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(result, dict) and result.get("interrupted"):
         return 130
     return 0 if not (isinstance(result, dict) and result.get("failed_run")) else 1
+
+
+def _leave_process_group() -> None:
+    """Under torchrun, leave the process group the training joined (once, after every stage)."""
+    import torch.distributed as dist
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 # ----------------------------------------------------------------------------- output

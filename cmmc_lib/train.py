@@ -645,9 +645,8 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
 
     if interrupt.requested:
         log.warning("stopped at step %d; continue with: cmmc pretrain --resume --run-dir %s", pos.step, run.path)
-    if env.world > 1:
+    if env.world > 1:          # every rank done with this run; the group lives on for a pipeline's next stage
         dist.barrier()
-        dist.destroy_process_group()
     return {"run_dir": str(run.path), "steps": pos.step, "epochs": pos.epoch,
             "seconds": time.perf_counter() - started, "final_loss": last_loss, "knn_r1": last_knn,
             "resumed_from": resumed_from, "finished": pos.epoch >= cfg.optim.epochs,

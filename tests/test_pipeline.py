@@ -108,3 +108,18 @@ def test_cmmc_pipeline_plans_the_paper_recipe_without_training():
         ("cycle1-flow", "cmmc", 100), ("cycle2-rgb", "cmmc", 100), ("cycle2-flow", "cmmc", 100)]
     assert plan[3]["source_run"].endswith("cycle1-rgb") and plan[3]["init_run"].endswith("stage1-flow")
     assert not (REPO / "runs" / "paper-cmmc").exists()
+
+
+@pytest.mark.slow
+def test_a_pipeline_runs_its_stages_under_torchrun(tiny_root, tmp_path):
+    # one process group for every stage: a stage must not leave it before the next one starts
+    env = {**__import__("os").environ, "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_port",
+                           "29541", "-m", "cmmc_lib.cli", "pipeline", "--preset", "tiny", "--method", "cmmc", "--json",
+                           "--run-dir", str(tmp_path / "p"), f"data.root={tiny_root}", "optim.epochs=1",
+                           "knn_every=0", "run.device=cpu"], capture_output=True, text=True, cwd=REPO, env=env,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert [s["name"] for s in out["stages"]] == ["stage1-rgb", "stage1-flow", "cycle1-rgb", "cycle1-flow"]
+    assert RunFolder(tmp_path / "p" / "cycle1-flow").is_finished()
