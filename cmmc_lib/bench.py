@@ -163,21 +163,33 @@ def shape_overrides(backbone: str | None = None, width: int | None = None, batch
     return out
 
 
+def input_shape(cfg: Config, modality: str) -> tuple[int, ...]:
+    """One sample's input shape: (C, T, S, S) clips, or (C, T, J, M) skeletons (the dataset's
+    layout; NTU: 25 joints, 2 persons)."""
+    from .registry import skeleton_layout
+    c = MODALITIES[modality].channels
+    if MODALITIES[modality].network == "skeleton":
+        layout = skeleton_layout(cfg.data.dataset)
+        return (c, cfg.data.skeleton_frames, layout.num_joints, 2 if layout.name == "ntu25" else 1)
+    return (c, cfg.data.clip_len, cfg.data.size, cfg.data.size)
+
+
 def synthetic_batch(cfg: Config, modalities: Sequence[str], device: torch.device, seed: int = 0) -> dict:
-    """Random clips of the config's shape, (B, 2, C, T, S, S) per modality, on ``device``."""
+    """Random inputs of the config's shape, (B, 2, *input_shape) per modality, on ``device``."""
     g = torch.Generator().manual_seed(seed)
-    b, t, s = cfg.optim.batch_size, cfg.data.clip_len, cfg.data.size
-    return {m: torch.randn(b, 2, MODALITIES[m].channels, t, s, s, generator=g).to(device) for m in modalities}
+    b = cfg.optim.batch_size
+    return {m: torch.randn(b, 2, *input_shape(cfg, m), generator=g).to(device) for m in modalities}
 
 
 def build_bench_method(cfg: Config):
     """The method step of ``cfg`` with a randomly initialised source network when it mixes
     across modalities (the benchmark times the computation, not what the weights know)."""
     from .models import build_backbone
-    from .ssl.factory import build_method
+    from .ssl.factory import build_method, layout_for
     source = None
     if METHODS[cfg.ssl.method].cross_modal and not cfg.ssl.joint:
-        source = build_backbone(cfg.model.backbone, MODALITIES[cfg.ssl.other_modality].channels, cfg.model.width)
+        source = build_backbone(cfg.model.backbone, MODALITIES[cfg.ssl.other_modality].channels, cfg.model.width,
+                                layout_for(cfg))
     return build_method(cfg, source_backbone=source)
 
 
@@ -419,7 +431,7 @@ def _bench_step(preset_name, methods, amps, device, steps, warmup, overrides, ch
             results += time_steps(cfgs, dev, steps, warmup, breakdown, seed=seed, cpu_memory=cpu_memory)
     out = {"preset": preset_name, "device": str(dev), "device_name": device_name(dev),
            "threads": torch.get_num_threads(), "torch": torch.__version__, "backbone": base.model.backbone,
-           "batch": base.optim.batch_size, "clip": [base.data.clip_len, base.data.size, base.data.size],
+           "batch": base.optim.batch_size, "clip": list(input_shape(base, base.ssl.modality)[1:]),
            "steps": steps, "warmup": warmup, "overrides": list(overrides), "results": results,
            "ratios": step_ratios(results)}
     ok = [r for r in results if not r.get("error")]

@@ -26,10 +26,45 @@ class Modality:
 
 @dataclass(frozen=True)
 class Dataset:
-    """A dataset the loaders read: how many official splits it has (``data.split`` 1..splits)."""
+    """A dataset the loaders read: how many official splits it has (``data.split`` 1..splits) and
+    the joint layout of its skeletons (a key of :data:`SKELETON_LAYOUTS`; None: no skeletons)."""
     name: str
     splits: int
     summary: str
+    skeleton_layout: str | None = None
+
+
+@dataclass(frozen=True)
+class SkeletonLayout:
+    """The joints of a dataset's skeletons: what ST-GCN's graph, the bone stream and the pose
+    heatmaps' body parts are built from. Joint indices are 0-based.
+
+    bones:  (child, parent) pairs; the root (``parents[root] == root``) is absent.
+    center: the joint the ST-GCN spatial partition measures distances to (its graph centre).
+    root:   the joint skeletons are centred on in preprocessing.
+    coords: the leading channels that are coordinates (3: x, y, z; 2: x, y with a confidence
+            third): the shear augmentation acts on these only.
+    parts:  body-part groups (trunk, left arm, right arm, left leg, right leg): one heatmap
+            channel each for the RGB + Pose route, so the channel count is the same for every layout.
+    mirror: the part each part becomes in a horizontally flipped frame (left <-> right).
+    """
+    name: str
+    num_joints: int
+    bones: tuple[tuple[int, int], ...]
+    center: int
+    root: int
+    coords: int
+    parts: tuple[tuple[int, ...], ...]
+    mirror: tuple[int, ...]
+    summary: str
+
+    @property
+    def parents(self) -> tuple[int, ...]:
+        """The parent of every joint (the root is its own)."""
+        out = list(range(self.num_joints))
+        for child, parent in self.bones:
+            out[child] = parent
+        return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -70,18 +105,47 @@ def _table(*items):
 
 
 DATASETS: dict[str, Dataset] = _table(
-    Dataset("synthetic", 3, "the generated stick-figure actions (cmmc data synth), UCF101 layout"),
+    Dataset("synthetic", 3, "the generated stick-figure actions (cmmc data synth), UCF101 layout", "synthetic15"),
     Dataset("ucf101", 3, "UCF101, official splits 1-3"),
     Dataset("hmdb51", 3, "HMDB51, official splits 1-3"),
-    Dataset("ntu60", 2, "NTU RGB+D 60: split 1 cross-subject, 2 cross-view"),
+    Dataset("ntu60", 2, "NTU RGB+D 60: split 1 cross-subject, 2 cross-view", "ntu25"),
 )
-VIDEO_DATASETS = ("synthetic", "ucf101", "hmdb51")
+VIDEO_DATASETS = ("synthetic", "ucf101", "hmdb51", "ntu60")
+POSE_DATASETS = tuple(d.name for d in DATASETS.values() if d.skeleton_layout)
+
+# NTU RGB+D (Kinect v2), 1-based as NTU documents it: (child, parent); joint 21 (spine shoulder)
+# is the root of the bone stream and the centre of ST-GCN's graph.
+_NTU_BONES_1 = ((1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21), (10, 9),
+                (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1), (18, 17), (19, 18),
+                (20, 19), (22, 23), (23, 8), (24, 25), (25, 12))
+SKELETON_LAYOUTS: dict[str, SkeletonLayout] = _table(
+    SkeletonLayout(
+        "ntu25", 25, tuple((c - 1, p - 1) for c, p in _NTU_BONES_1), center=20, root=1, coords=3,
+        # trunk + head; left arm (shoulder .. thumb); right arm; left leg; right leg (0-based)
+        parts=((0, 1, 2, 3, 20), (4, 5, 6, 7, 21, 22), (8, 9, 10, 11, 23, 24), (12, 13, 14, 15),
+               (16, 17, 18, 19)),
+        mirror=(0, 2, 1, 4, 3), summary="NTU RGB+D Kinect v2: 25 joints, x y z in metres"),
+    SkeletonLayout(
+        # the synthetic figure (cmmc_lib.data.render.JOINT_NAMES / BONES): head, neck, right arm
+        # (2-4), left arm (5-7), pelvis, right leg (9-11), left leg (12-14); x y in px + confidence
+        "synthetic15", 15, ((0, 1), (2, 1), (3, 2), (4, 3), (5, 1), (6, 5), (7, 6), (8, 1), (9, 8),
+                            (10, 9), (11, 10), (12, 8), (13, 12), (14, 13)),
+        center=1, root=8, coords=2,
+        parts=((0, 1, 8), (5, 6, 7), (2, 3, 4), (12, 13, 14), (9, 10, 11)),
+        mirror=(0, 2, 1, 4, 3), summary="the synthetic stick figure: 15 joints, x y in px and a confidence"),
+)
+NUM_POSE_PARTS = 5
 
 MODALITIES: dict[str, Modality] = _table(
     Modality("rgb", 3, "video", VIDEO_DATASETS, "colour frames, values in [-1, 1]"),
     Modality("flow", 2, "video", VIDEO_DATASETS, "optical flow (x, y) in px / 20, TV-L1 or DIS"),
-    Modality("pose", 3, "skeleton", ("ntu60", "synthetic"), "skeleton joints (x, y, z or confidence)",
-             available=False),
+    Modality("heatmap", NUM_POSE_PARTS, "video", POSE_DATASETS,
+             "2-D pose as heatmap volumes (RGB + Pose): one Gaussian per joint, one channel per body part"),
+    Modality("joint", 3, "skeleton", POSE_DATASETS, "skeleton stream: joint coordinates (SkeletonCLR)"),
+    Modality("motion", 3, "skeleton", POSE_DATASETS, "skeleton stream: x[t+1] - x[t] (last frame 0)"),
+    Modality("bone", 3, "skeleton", POSE_DATASETS, "skeleton stream: x[joint] - x[parent]"),
+    Modality("pose", 3, "skeleton", POSE_DATASETS, "2-D keypoints (x, y, confidence) of a video's frames: "
+             "drawn and rendered into `heatmap`, never trained as such", available=False),
 )
 
 BACKBONES: dict[str, BackboneSpec] = _table(
@@ -113,6 +177,14 @@ def lookup(table: dict, name: str, what: str):
         raise ValueError(f"{what} {name!r} is not available yet in this version; choose one of "
                          f"{', '.join(ready)}")
     return item
+
+
+def skeleton_layout(dataset: str) -> SkeletonLayout:
+    """The joint layout of ``dataset``'s skeletons (ValueError for a dataset without any)."""
+    name = lookup(DATASETS, dataset, "dataset").skeleton_layout
+    if name is None:
+        raise ValueError(f"dataset {dataset!r} has no skeletons; these do: {', '.join(POSE_DATASETS)}")
+    return SKELETON_LAYOUTS[name]
 
 
 def available(table: dict) -> tuple[str, ...]:

@@ -312,7 +312,8 @@ class RunFolder:
                                  f"{', '.join(ckpt.get('backbones', {cfg.ssl.modality: 0}))})")
             weights = ckpt["backbones"][modality]
             cfg.ssl.other_modality, cfg.ssl.modality = cfg.ssl.modality, modality
-        backbone = build_backbone(cfg.model.backbone, in_channels(cfg.ssl.modality), width=cfg.model.width)
+        backbone = build_backbone(cfg.model.backbone, in_channels(cfg.ssl.modality), width=cfg.model.width,
+                                  layout=skeleton_layout_of(cfg))
         try:
             backbone.load_state_dict(weights)
         except (RuntimeError, TypeError, AttributeError) as exc:
@@ -330,7 +331,8 @@ class RunFolder:
         prefix = "moco.encoder_q."
         weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
         m = cfg.model
-        encoder = build_encoder(m.backbone, in_channels(cfg.ssl.modality), m.width, m.proj_hidden, m.proj_dim)
+        encoder = build_encoder(m.backbone, in_channels(cfg.ssl.modality), m.width, m.proj_hidden, m.proj_dim,
+                                skeleton_layout_of(cfg))
         try:
             encoder.load_state_dict(weights)
         except (RuntimeError, TypeError) as exc:
@@ -353,6 +355,14 @@ class RunFolder:
 def in_channels(modality: str) -> int:
     """Input channels of a modality's network (rgb 3, flow 2)."""
     return lookup(MODALITIES, modality, "modality").channels
+
+
+def skeleton_layout_of(cfg: Config) -> str | None:
+    """The skeleton layout a run's skeleton network was built on (its dataset's); None for video."""
+    from .registry import BACKBONES, DATASETS
+    if BACKBONES[cfg.model.backbone].network != "skeleton":
+        return None
+    return DATASETS[cfg.data.dataset].skeleton_layout
 
 
 # ----------------------------------------------------------------------------- shortcuts

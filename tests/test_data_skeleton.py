@@ -10,8 +10,11 @@ import torch
 import torch.nn.functional as F
 
 from cmmc_lib.data.skeleton import (CENTER_JOINT, NTU_PARENTS, center_skeleton,
-                                    load_stgcn_arrays, preprocess_skeleton, read_ntu_skeleton,
-                                    read_ntu_xyz, resize_frames, select_bodies, skeleton_stream)
+                                    load_stgcn_arrays, normalize_2d_pose, preprocess_skeleton,
+                                    read_ntu_colour_pose, read_ntu_skeleton, read_ntu_xyz,
+                                    resize_frames, select_bodies, shear, skeleton_stream,
+                                    temporal_crop)
+from cmmc_lib.registry import SKELETON_LAYOUTS
 from tests._gen_fixtures import require_realdata
 
 REAL_FILES = ("S001C001P001R001A001", "S001C001P001R001A011", "S002C001P003R001A003",
@@ -198,3 +201,89 @@ def test_npy_arrays_are_memory_mapped_and_label_pickles_need_trust(tmp_path):
     np.save(tmp_path / "flat.npy", data[0])
     with pytest.raises(ValueError, match=r"\(N, C, T, V, M\)"):
         load_stgcn_arrays(tmp_path / "flat.npy", tmp_path / "labels.npy")
+
+
+# ----------------------------------------------------------------------------- colour pose
+@pytest.mark.realdata
+def test_real_colour_pose_lies_in_the_rgb_frame_of_its_video():
+    path = require_realdata("ntu60", "skeletons", "S001C001P001R001A001.skeleton")
+    pose = read_ntu_colour_pose(path)
+    assert pose.shape == (2, 103, 25, 3) and pose.dtype == np.float32
+    assert np.all(pose[1] == 0)                                  # one actor: no second body
+    xy, conf = pose[0, ..., :2], pose[0, ..., 2]
+    assert np.all((xy[..., 0] > 0) & (xy[..., 0] < 1920) & (xy[..., 1] > 0) & (xy[..., 1] < 1080))
+    assert set(np.unique(conf)) <= {0.0, 0.5, 1.0} and conf.mean() > 0.8
+    assert np.all(xy[:, 3, 1] < xy[:, 0, 1])                     # the head is above the base of the spine
+
+
+def test_colour_pose_keeps_the_bodies_of_the_xyz_ranking(tmp_path):
+    rng = np.random.default_rng(8)
+    frames = [[(1, _body(rng) * 0.1), (2, _body(rng) * 2.0)] for _ in range(4)]   # body 2 moves more
+    text = format_skeleton(frames)
+    lines = text.split("\r\n")
+    body = None
+    for i, line in enumerate(lines):                      # give each body its own colour pixel
+        fields = line.split()
+        if len(fields) == 10:
+            body = int(fields[0])
+        elif len(fields) == 12:
+            fields[5:7] = [str(100 * body), str(50 * body)]
+            fields[11] = "1" if body == 1 else "2"        # body 1 inferred, body 2 tracked
+            lines[i] = " ".join(fields)
+    path = tmp_path / "S001C001P001R001A050.skeleton"
+    path.write_text("\r\n".join(lines), newline="")
+    pose = read_ntu_colour_pose(path)
+    assert pose.shape == (2, 4, 25, 3)
+    assert np.all(pose[0, ..., :2] == (200, 100)) and np.all(pose[0, ..., 2] == 1.0)    # the active body first
+    assert np.all(pose[1, ..., :2] == (100, 50)) and np.all(pose[1, ..., 2] == 0.5)
+
+
+# ----------------------------------------------------------------------------- 2-D poses
+def test_normalized_2d_pose_is_free_of_size_and_place_but_keeps_travel():
+    rng = np.random.default_rng(9)
+    layout = SKELETON_LAYOUTS["synthetic15"]
+    pose = np.concatenate([rng.uniform(10, 50, (6, 15, 2)), np.ones((6, 15, 1))], axis=-1).astype(np.float32)
+    pose[:, :, 0] += np.arange(6)[:, None] * 3                 # walks to the right
+    moved = pose.copy()
+    moved[..., :2] = pose[..., :2] * 2 + 17                    # twice as big, elsewhere
+    a, b = normalize_2d_pose(pose, layout), normalize_2d_pose(moved, layout)
+    assert a.shape == (3, 6, 15, 1)
+    np.testing.assert_allclose(a, b, atol=1e-5)
+    assert np.allclose(a[:2, :, layout.root].mean(axis=1), 0, atol=1e-6)     # centred over the clip
+    assert a[0, -1, layout.root, 0] > a[0, 0, layout.root, 0]                # the walk is still there
+    hidden = pose.copy()
+    hidden[2, 4, 2] = 0
+    assert np.all(normalize_2d_pose(hidden, layout)[:, 2, 4] == 0)
+    with pytest.raises(ValueError, match=r"\(T, 15, 3\)"):
+        normalize_2d_pose(np.zeros((6, 25, 3)), layout)
+
+
+# ----------------------------------------------------------------------------- augmentations
+def test_temporal_crop_pads_with_mirrored_frames_and_keeps_the_length():
+    data = np.zeros((3, 12, 25, 2), np.float32)
+    data[0] = np.arange(12, dtype=np.float32)[:, None, None] + 1
+    # pad 12 // 6 = 2: the padded sequence is 2 1 | 1 .. 12 | 12 11; a window starts at 0..4
+    padded = [2, 1] + list(range(1, 13)) + [12, 11]
+    starts = set()
+    for seed in range(40):
+        out = temporal_crop(data, np.random.default_rng(seed))
+        assert out.shape == data.shape
+        window = out[0, :, 0, 0].tolist()
+        matches = [s for s in range(5) if padded[s:s + 12] == window]
+        assert len(matches) == 1, window
+        starts.add(matches[0])
+    assert starts == {0, 1, 2, 3, 4}
+    assert np.all(out[1:] == 0)
+
+
+def test_shear_is_one_matrix_on_the_coordinates_only():
+    rng = np.random.default_rng(10)
+    data = rng.normal(size=(3, 5, 25, 2)).astype(np.float32)
+    data[..., 1] = 0                                               # an absent second person
+    out = shear(data, np.random.default_rng(3))
+    r = np.linalg.lstsq(data[..., 0].reshape(3, -1).T, out[..., 0].reshape(3, -1).T, rcond=None)[0].T
+    assert np.allclose(np.diag(r), 1, atol=1e-4) and np.all(np.abs(r - np.eye(3)) <= 0.5 + 1e-4)
+    assert np.all(out[..., 1] == 0)
+    two_d = shear(data, np.random.default_rng(3), coords=2)        # x, y and a confidence
+    np.testing.assert_array_equal(two_d[2], data[2])
+    np.testing.assert_allclose(two_d[:2], out[:2] - np.einsum("i,tvm->itvm", r[:2, 2], data[2]), atol=1e-5)

@@ -12,7 +12,10 @@ that reads well when printed::
 ``unreadable`` is None unless ``decode=True`` (every found video is then decoded fully: one
 that cannot be opened, whose decoder fails or reports errors, or that ends before the frames
 its container promises is unreadable, see ``video.probe_video``; for NTU-60 every skeleton
-file is parsed, and ``no_bodies`` counted per subset). ``ok`` is False when any expected video
+file is parsed, and ``no_bodies`` counted per subset). NTU-60 roots may hold raw ``.skeleton``
+files, ST-GCN's preprocessed arrays (``<root>/xsub/train_data.npy`` ...) and/or combined
+pickles (``<root>/preprocessed/*.pkl``, read only with ``trust_pickle=True``), and RGB videos
+(``<root>/rgb``): ``sources`` says what is there and which one training reads. ``ok`` is False when any expected video
 is missing or unreadable (``cmmc data check`` then exits with status 1).
 A root or split folder that cannot be used raises FileNotFoundError with a one-line message;
 malformed split lines raise ValueError.
@@ -38,14 +41,14 @@ NTU60_COUNTS_WITH_SKELETON = {"xsub": (40091, 16487), "xview": (37646, 18932)}
 
 
 def check_dataset(dataset: str, root: Path | str, split: int = 1, decode: bool = False,
-                  progress: bool = False) -> dict:
+                  progress: bool = False, trust_pickle: bool = False) -> dict:
     """Counts of expected / found / missing (/ unreadable) videos per subset of a root."""
     lookup(DATASETS, dataset, "dataset")
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist (see data/README.md)")
     if dataset == "ntu60":
-        return _check_ntu60(root, decode)
+        return _check_ntu60(root, decode, trust_pickle)
     return _check_videos(dataset, root, split, decode, progress)
 
 
@@ -113,14 +116,80 @@ def _ntu_status(path: Path) -> str | None:
     return None
 
 
-def _check_ntu60(root: Path, decode: bool) -> dict:
-    for name in ("skeletons", "nturgb+d_skeletons", "nturgbd_skeletons_s001_to_s017"):
-        folder = root / name
-        if folder.is_dir():
+def _ntu_sources(root: Path, trust_pickle: bool) -> tuple[dict, dict]:
+    """What an NTU-60 root holds besides raw skeletons: ``(sources, counts)``; ``counts`` maps
+    ``protocol/subset`` to the samples of the preprocessed input training would read."""
+    from .skeleton_clips import (NTU_PROTOCOLS, find_ntu_arrays, find_ntu_pickles, find_skeleton_folder,
+                                 ntu60_source)
+    from .datasets import NTU_RGB_FOLDERS
+    folder = find_skeleton_folder(root)
+    rgb = next((root / f for f in NTU_RGB_FOLDERS if (root / f).is_dir()), None)
+    rgb_count = 0
+    if rgb is not None:
+        for p in rgb.iterdir():
+            try:
+                parse_ntu_name(p.name)
+                rgb_count += 1
+            except ValueError:
+                pass
+    sources = {"skeletons": len(list(folder.glob("*.skeleton"))) if folder else 0,
+               "arrays": {}, "pickle": [str(p) for p in find_ntu_pickles(root)], "rgb_videos": rgb_count}
+    counts: dict[str, int] = {}
+    for split, protocol in NTU_PROTOCOLS.items():
+        for subset in ("train", "test"):
+            try:
+                files = find_ntu_arrays(root, protocol, subset)
+            except FileNotFoundError as e:
+                sources["arrays"][f"{protocol}/{subset}"] = str(e)
+                continue
+            if files:
+                sources["arrays"][f"{protocol}/{subset}"] = str(files[0])
+    kind = None
+    for k in ("arrays", "skeletons", "pickle"):
+        if (k == "arrays" and sources["arrays"]) or (k != "arrays" and sources[k]):
+            kind = k
             break
-    else:
-        raise FileNotFoundError(f"no skeleton folder under {root}: expected "
-                                f"{root / 'skeletons'}/*.skeleton (see data/README.md)")
+    sources["training_reads"] = kind
+    if kind in ("arrays", "pickle"):
+        for split, protocol in NTU_PROTOCOLS.items():
+            for subset in ("train", "test"):
+                try:
+                    counts[f"{protocol}/{subset}"] = len(ntu60_source(root, split, subset, kind, trust_pickle))
+                except (FileNotFoundError, ValueError) as e:
+                    counts[f"{protocol}/{subset}"] = str(e).splitlines()[0]
+    return sources, counts
+
+
+def _check_preprocessed(root: Path, sources: dict, counts: dict) -> dict:
+    """The report of a root holding no raw skeletons, only preprocessed arrays or pickles."""
+    out = {"dataset": "ntu60", "root": str(root), "split": "xsub+xview", "ok": True, "classes": 60,
+           "subsets": {}, "notes": [], "sources": sources}
+    for protocol in ("xsub", "xview"):
+        for subset, expected in zip(("train", "test"), NTU60_COUNTS_WITH_SKELETON[protocol]):
+            got = counts.get(f"{protocol}/{subset}", 0)
+            problem = got if isinstance(got, str) else None
+            found = 0 if problem else got
+            out["subsets"][f"{protocol}/{subset}"] = {
+                "expected": expected, "found": found, "missing": max(expected - found, 0),
+                "unreadable": 1 if problem else 0, "missing_examples": [],
+                "unreadable_examples": [problem] if problem else []}
+            if problem or found < expected:
+                out["ok"] = False
+    out["notes"].append(f"read from the preprocessed {sources['training_reads']} (expected: the samples with "
+                        "skeleton data, as ST-GCN's ntu_gendata.py writes them)")
+    return out
+
+
+def _check_ntu60(root: Path, decode: bool, trust_pickle: bool = False) -> dict:
+    from .skeleton_clips import find_skeleton_folder
+    folder = find_skeleton_folder(root)
+    sources, counts = _ntu_sources(root, trust_pickle)
+    if folder is None:
+        if sources["training_reads"] is None:
+            raise FileNotFoundError(f"no skeleton folder under {root}: expected "
+                                    f"{root / 'skeletons'}/*.skeleton, {root / 'xsub'}/train_data.npy or "
+                                    f"{root / 'preprocessed'}/*.pkl (see data/README.md)")
+        return _check_preprocessed(root, sources, counts)
     files = sorted(p.name for p in folder.glob("*.skeleton"))
     if not files:
         raise FileNotFoundError(f"{folder} holds no .skeleton files")
@@ -133,7 +202,7 @@ def _check_ntu60(root: Path, decode: bool) -> dict:
         except ValueError:
             unparsed.append(f)
     out = {"dataset": "ntu60", "root": str(root), "split": "xsub+xview", "ok": True,
-           "classes": 60, "subsets": {}, "notes": []}
+           "classes": 60, "subsets": {}, "notes": [], "sources": sources}
     status = {f: _ntu_status(folder / f) for f in names} if decode else {}
     for protocol in ("xsub", "xview"):
         sp = ntu60_split(names, protocol)
@@ -163,4 +232,8 @@ def _check_ntu60(root: Path, decode: bool) -> dict:
     if not decode:
         out["notes"].append("unreadable not checked: pass decode=True (--decode) to parse "
                             "every skeleton file")
+    if sources["training_reads"] != "skeletons":
+        out["notes"].append(f"training reads the preprocessed {sources['training_reads']} (data.ntu_source=auto): "
+                            + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    out["notes"].append(f"{sources['rgb_videos']} RGB videos (for rgb / heatmap runs on NTU-60)")
     return out

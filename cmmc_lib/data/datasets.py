@@ -4,8 +4,14 @@
 :class:`MultiModalClips`. Item ``i`` is a dict::
 
     "rgb":  float32 (V, 3, T, S, S) in [-1, 1]      "flow": float32 (V, 2, T, S, S) = px / 20
-    "pose": float32 (V, 3, T, J) (x, y in the crop in [-1, 1], confidence)
+    "pose": float32 (V, 3, T, J) (x, y in the crop in [-1, 1], confidence; (V, 3, T, J, M) for
+            several persons, as NTU's)
+    "heatmap": float32 (V, P, T, S, S) in [0, 1]: the pose as one heatmap channel per body part
     "label": int (0-based)  "index": int  "video": str  "group": int (-1 if none)
+
+Skeleton streams (``joint``, ``motion``, ``bone``) are not clips: :func:`build_dataset` hands them
+to :mod:`cmmc_lib.data.skeleton_clips`. NTU-60 as video: RGB in ``<root>/rgb/<sample>_rgb.avi``,
+its 2-D pose from ``<root>/skeletons/<sample>.skeleton`` (colour-image coordinates).
 
 V = ``views`` random windows with random crops when ``train`` (every modality of one view
 shares its window, crop and flip), else ``eval_windows`` evenly spaced windows with the
@@ -57,22 +63,26 @@ from .video import (VideoReadError, decode_video, eval_windows, read_clip, resiz
 log = logging.getLogger(__name__)
 
 MODALITIES = tuple(registry.MODALITIES)
+#: Modalities read by a skeleton network (the streams); ``pose`` (keypoints of a video) is a clip item.
+SKELETON_STREAMS = tuple(m for m, spec in registry.MODALITIES.items() if spec.network == "skeleton" and m != "pose")
 _CORRUPT = (VideoReadError, FrameReadError)
 
 
 class MultiModalClips(Dataset):
     """Clips of the videos in ``entries`` under ``root`` (see the module docstring).
 
-    root/videos/<relpath> are the videos, root/flow/<video>/ the flow rawframes,
-    root/pose/<video>.npy the (T, J, 3) keypoints. ``data`` says how clips are cut (its
-    ``dataset``, ``root`` and ``split`` are not read here: ``entries`` already name the videos).
+    root/videos/<relpath> are the videos (``videos_dir``: another folder, NTU's ``rgb``),
+    root/flow/<video>/ the flow rawframes, root/pose/<video>.npy the (T, J, 3) keypoints (NTU:
+    root/skeletons/<video>.skeleton). ``data`` says how clips are cut (its ``root`` and ``split``
+    are not read here: ``entries`` already name the videos; its ``dataset`` names the skeleton layout).
     """
 
     def __init__(self, root: Path | str, entries: Sequence[VideoEntry], classes: Sequence[str],
                  modalities: Sequence[str] = ("rgb",), train: bool = True,
-                 data: DataConfig | None = None, seed: int = 0):
+                 data: DataConfig | None = None, seed: int = 0, videos_dir: str = "videos"):
         data = data or DataConfig()
         self.root = Path(root)
+        self.videos_dir = videos_dir
         self.modalities = tuple(modalities)
         bad = [m for m in self.modalities if m not in MODALITIES]
         if not self.modalities or bad:
@@ -89,8 +99,13 @@ class MultiModalClips(Dataset):
             raise ValueError(f"need at least one view per item, got {self.num_views}")
         self.cache = data.cache
         self.classes = list(classes)
+        layout_name = registry.DATASETS[data.dataset].skeleton_layout if data.dataset in registry.DATASETS else None
+        self.layout = registry.SKELETON_LAYOUTS[layout_name] if layout_name else None
+        if "heatmap" in self.modalities and self.layout is None:
+            raise ValueError(f"dataset {data.dataset!r} has no skeleton layout: no pose heatmaps")
         self.transform = ClipTransform(data.size, train, data.crop_scale, data.flip_flow, data.color_jitter,
-                                       data.grayscale)
+                                       data.grayscale, layout=self.layout, heatmap_sigma=data.heatmap_sigma,
+                                       heatmap_limbs=data.heatmap_limbs)
         self.entries, self.paths = self._locate(list(entries))
         self.labels = [e.label for e in self.entries]
         self.videos = [e.video for e in self.entries]
@@ -115,20 +130,20 @@ class MultiModalClips(Dataset):
         flow/pose, a warning for videos listed but absent."""
         if not entries:
             raise ValueError(f"no videos in this split of {self.root}")
-        needs_video = "rgb" in self.modalities or "pose" in self.modalities
+        needs_video = bool({"rgb", "pose", "heatmap"} & set(self.modalities))
         paths: list[Path | None] = [None] * len(entries)
         if needs_video:
-            index = VideoIndex(self.root / "videos")
+            index = VideoIndex(self.root / self.videos_dir)
             paths = [index.find(e.relpath) for e in entries]
             missing = [e.relpath for e, p in zip(entries, paths) if p is None]
             if len(missing) == len(entries):
                 raise FileNotFoundError(f"none of the {len(entries)} videos of the split is "
-                                        f"under {self.root / 'videos'} (e.g. {missing[0]}); "
+                                        f"under {self.root / self.videos_dir} (e.g. {missing[0]}); "
                                         "see data/README.md and `cmmc data check`")
             if missing:
                 log.warning("%d of %d videos of the split are missing under %s and left out "
                             "(first: %s); run `cmmc data check` for the list", len(missing),
-                            len(entries), self.root / "videos", missing[0])
+                            len(entries), self.root / self.videos_dir, missing[0])
                 kept = [(e, p) for e, p in zip(entries, paths) if p is not None]
                 entries, paths = [e for e, _ in kept], [p for _, p in kept]
         if "flow" in self.modalities:
@@ -139,14 +154,13 @@ class MultiModalClips(Dataset):
                     f"{self.root / 'flow'} (first: {no_flow[0]}); extract it with "
                     f"`cmmc flow extract {self.root / 'videos'} --out {self.root / 'flow'} "
                     "--method tvl1`")
-        if "pose" in self.modalities:
-            no_pose = [e.video for e in entries
-                       if not (self.root / "pose" / f"{e.video}.npy").is_file()]
+        if {"pose", "heatmap"} & set(self.modalities):
+            no_pose = [e.video for e in entries if self._pose_path(e) is None]
             if no_pose:
                 raise FileNotFoundError(
                     f"no pose for {len(no_pose)} of {len(entries)} videos under "
                     f"{self.root / 'pose'} (first: {no_pose[0]}.npy); pose keypoints exist "
-                    "for the synthetic dataset (`cmmc data synth`)")
+                    "for the synthetic dataset (`cmmc data synth`) and NTU-60 (<root>/skeletons)")
         return entries, paths
 
     # ------------------------------------------------------------------ public API
@@ -217,6 +231,7 @@ class MultiModalClips(Dataset):
         ref = clips["rgb"] if "rgb" in clips else clips.get("flow")
         frame_hw = (ref.shape[2:4] if ref is not None       # (H, W) at short_side
                     else resized_hw(*self._pose_frame_hw(j), self.short_side))
+        keypoints = "pose" in clips or "heatmap" in clips
         views = []
         for v in range(len(windows)):
             params = self.transform.sample(rng, frame_hw)
@@ -224,14 +239,15 @@ class MultiModalClips(Dataset):
                 params, rgb=clips["rgb"][v] if "rgb" in clips else None,
                 flow=clips["flow"][v] if "flow" in clips else None,
                 pose=clips["pose"][v] if "pose" in clips else None,
-                pose_frame_hw=self._pose_frame_hw(j) if "pose" in clips else None))
+                pose_frame_hw=self._pose_frame_hw(j) if keypoints else None,
+                heatmap=clips["heatmap"][v] if "heatmap" in clips else None))
         item = {m: torch.stack([view[m] for view in views]) for m in self.modalities}
         item.update(label=e.label, index=j, video=e.video, group=e.group, source=self.sources[j])
         return item
 
     def _num_frames(self, j: int) -> int:
         """Frames of video j: of the video (RGB asked), else of the flow, else of the pose."""
-        for m in ("rgb", "flow", "pose"):
+        for m in ("rgb", "flow", "pose", "heatmap"):
             if m in self.modalities:
                 return self._count(m, j)
         raise AssertionError("unreachable")
@@ -241,7 +257,7 @@ class MultiModalClips(Dataset):
         return self.paths[j].stem if m == "rgb" else self.entries[j].video
 
     def _in_frame_cache(self, m: str, j: int) -> bool:
-        if self.frame_cache is None or m == "pose":
+        if self.frame_cache is None or m in ("pose", "heatmap"):
             return False
         if (m, j) not in self._on_disk:
             self._on_disk[m, j] = self.frame_cache.has(m, self._cache_id(m, j))
@@ -260,7 +276,7 @@ class MultiModalClips(Dataset):
                                          "holds no flow frames")
                 self._counts[m, j] = n
             else:
-                self._counts[m, j] = len(self._pose(j))
+                self._counts[m, j] = self._pose(j).shape[1]
         return self._counts[m, j]
 
     def _load_all(self, m: str, j: int) -> np.ndarray:
@@ -285,9 +301,10 @@ class MultiModalClips(Dataset):
     def _read(self, m: str, j: int, windows: np.ndarray) -> np.ndarray:
         """Frames of ``windows`` (V, T) as (V, T, ...) for modality m; indices past this
         modality's last frame repeat it."""
-        if m == "pose":
-            pose = self._pose(j)
-            return pose[np.minimum(windows, len(pose) - 1)]
+        if m in ("pose", "heatmap"):
+            pose = self._pose(j)                               # (M, T, J, 3)
+            out = pose[:, np.minimum(windows, pose.shape[1] - 1)].swapaxes(0, 1)   # (V, M, Tw, J, 3)
+            return out[:, 0] if pose.shape[0] == 1 else out
         n = self._count(m, j)
         idx = np.minimum(windows, n - 1)
         if self._in_frame_cache(m, j):
@@ -304,13 +321,44 @@ class MultiModalClips(Dataset):
                                       self.short_side)
         return frames[inverse.reshape(idx.shape)]
 
+    def _pose_path(self, e: VideoEntry) -> Path | None:
+        """The keypoints of a video: ``<root>/pose/<video>.npy``, else (NTU) its ``.skeleton`` file."""
+        npy = self.root / "pose" / f"{e.video}.npy"
+        if npy.is_file():
+            return npy
+        for folder in ("skeletons", "nturgb+d_skeletons"):
+            skel = self.root / folder / f"{e.video}.skeleton"
+            if skel.is_file():
+                return skel
+        return None
+
     def _pose(self, j: int) -> np.ndarray:
+        """The keypoints of video j as float32 (M, T, J, 3) (x, y px of the video frame, confidence)."""
         key = ("pose", j)
         if key not in self._frames:
-            path = self.root / "pose" / f"{self.entries[j].video}.npy"
-            pose = np.load(path, allow_pickle=False)
-            if pose.ndim != 3 or pose.shape[-1] != 3 or len(pose) == 0:
-                raise FrameReadError(f"{path}: pose must be (T, J, 3), got {pose.shape}")
+            path = self._pose_path(self.entries[j])
+            if path is None:
+                raise FrameReadError(f"no pose for {self.entries[j].video}")
+            if path.suffix == ".skeleton":
+                from .skeleton import read_ntu_colour_pose
+                try:
+                    pose = read_ntu_colour_pose(path)
+                except ValueError as e:
+                    raise FrameReadError(str(e)) from None
+            else:
+                pose = np.load(path, allow_pickle=False)
+                if self.data.pose_noise > 0 or self.data.pose_drop > 0:     # as a pose estimator reports it
+                    from .skeleton import simulate_pose_estimator
+                    from .skeleton_clips import pose_seed
+                    pose = simulate_pose_estimator(pose, self.data.pose_noise, self.data.pose_drop,
+                                                   pose_seed(self.entries[j].video), self.layout or "synthetic15")
+                if pose.ndim == 3:
+                    pose = pose[None]
+            if pose.ndim != 4 or pose.shape[-1] != 3 or pose.shape[1] == 0:
+                raise FrameReadError(f"{path}: pose must be (T, J, 3) or (M, T, J, 3), got {pose.shape}")
+            if self.layout is not None and pose.shape[2] != self.layout.num_joints:
+                raise FrameReadError(f"{path}: {pose.shape[2]} joints, but the {self.layout.name} layout has "
+                                     f"{self.layout.num_joints}")
             self._frames[key] = pose.astype(np.float32)
         return self._frames[key]
 
@@ -323,29 +371,74 @@ class MultiModalClips(Dataset):
 
 def build_dataset(data_cfg: DataConfig, subset: str, train: bool,
                   modalities: Sequence[str] = ("rgb",), *, seed: int = 0,
-                  **overrides) -> MultiModalClips:
+                  **overrides):
     """The dataset of ``data_cfg`` (root from :func:`cmmc_lib.config.data_root`).
 
     subset: "train" or "test" (the official split ``data_cfg.split``); train: random views
     (else deterministic eval windows); overrides: DataConfig fields to replace
     (``eval_windows=1``); seed: the dataset seed of the reproducibility contract.
+    Modalities read by a video network give a :class:`MultiModalClips`; skeleton streams
+    (``joint``, ``motion``, ``bone``) a :class:`cmmc_lib.data.skeleton_clips.SkeletonClips`.
     """
     known = {f.name for f in dataclasses.fields(DataConfig)}
     unknown = sorted(set(overrides) - known)
     if unknown:
         raise ValueError(f"unknown DataConfig field(s): {', '.join(unknown)}")
     cfg = dataclasses.replace(data_cfg, **overrides)
+    streams = [m for m in modalities if m in SKELETON_STREAMS]
+    if streams and len(streams) == len(tuple(modalities)):
+        from .skeleton_clips import build_skeleton_dataset
+        return build_skeleton_dataset(cfg, subset, train, modalities, seed)
+    if streams:
+        raise ValueError(f"modalities {tuple(modalities)} mix skeleton streams and video clips: one dataset "
+                         "holds one or the other")
     if cfg.dataset not in registry.VIDEO_DATASETS:
         raise ValueError(f"dataset {cfg.dataset!r} has no clip dataset; choose one of "
-                         f"{', '.join(registry.VIDEO_DATASETS)} (ntu60: see cmmc_lib.data.skeleton)")
+                         f"{', '.join(registry.VIDEO_DATASETS)}")
     root = data_root(cfg)
     if cfg.dataset == "synthetic":
         ensure_synthetic(cfg)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist: see data/README.md, or set "
                                 f"data.root=... or CMMC_DATA_ROOT")
+    if cfg.dataset == "ntu60":
+        split, videos_dir = ntu60_video_split(root, cfg.split)
+        return MultiModalClips(root, split.subset(subset), split.classes, modalities, train, cfg, seed, videos_dir)
     split = load_split(cfg.dataset, root, cfg.split)
     return MultiModalClips(root, split.subset(subset), split.classes, modalities, train, cfg, seed)
+
+
+NTU_RGB_FOLDERS = ("rgb", "nturgb+d_rgb", "videos")
+
+
+def ntu60_video_split(root: Path, split: int):
+    """NTU-60 as videos: ``(Split, videos folder name)`` from the RGB files
+    ``<root>/rgb/SsssCcccPpppRrrrAaaa_rgb.avi`` (split 1 cross-subject, 2 cross-view; video id =
+    the sample name, so flow and pose are found by it; group = the performer)."""
+    from .splits import VIDEO_EXTENSIONS, Split, ntu60_split, parse_ntu_name
+    folder = next((root / f for f in NTU_RGB_FOLDERS if (root / f).is_dir()), None)
+    if folder is None:
+        raise FileNotFoundError(f"no NTU RGB videos under {root}: expected {root / 'rgb'}/S001C001P001R001A001_rgb.avi "
+                                "... (see data/README.md)")
+    names = []
+    for path in sorted(folder.iterdir()):
+        try:
+            if path.suffix.lower() in VIDEO_EXTENSIONS and parse_ntu_name(path.name):
+                names.append(path.name)
+        except ValueError:
+            continue
+    if not names:
+        raise ValueError(f"ntu60: {folder} holds no RGB video named as an NTU sample "
+                         "(SsssCcccPpppRrrrAaaa_rgb.avi; see data/README.md)")
+    protocol = {1: "xsub", 2: "xview"}[split]
+    raw = ntu60_split(names, protocol)
+    out = Split("ntu60", protocol, raw.classes)
+    for subset in ("train", "test"):
+        for e in raw.subset(subset):
+            f = parse_ntu_name(e.relpath)
+            sample = f"S{f.setup:03d}C{f.camera:03d}P{f.performer:03d}R{f.replication:03d}A{f.action:03d}"
+            out.subset(subset).append(VideoEntry(e.relpath, e.label, sample, f.performer))
+    return out, folder.name
 
 
 def ensure_synthetic(cfg: DataConfig) -> Path:

@@ -4,7 +4,9 @@ A pose sequence ``(T, J, 3)`` (x, y in px with pixel centres at integers, confid
 heatmap volume ``(J, T, H, W)``: one Gaussian per joint, scaled by its confidence, so that a
 video backbone (S3D) consumes pose exactly as it consumes RGB or flow and feature shapes match.
 Limb heatmaps (a Gaussian of the distance to each bone segment) are the alternative channels.
-Several persons ``(M, T, J, 3)`` are merged by a maximum, as PoseC3D does.
+Several persons ``(M, T, J, 3)`` are merged by a maximum, as PoseC3D does. :func:`part_heatmaps`
+groups the joints into body parts (one channel each) so that every skeleton layout gives the same
+number of channels: the ``heatmap`` modality the training loop reads.
 """
 from __future__ import annotations
 
@@ -71,4 +73,23 @@ def limb_heatmaps(pose: PoseArray, bones: tuple[tuple[int, int], ...], size: tup
         d2 = (px - u * seg[..., 0, None, None]) ** 2 + (py - u * seg[..., 1, None, None]) ** 2
         conf = np.minimum(pose[:, :, a, 2], pose[:, :, b, 2])[..., None, None]
         out[i] = (np.exp(-d2 / (2 * sigma ** 2)) * conf).max(axis=0)
+    return out
+
+
+def part_heatmaps(pose: PoseArray, parts: tuple[tuple[int, ...], ...], size: tuple[int, int],
+                  sigma: float = 1.0, frame_size: tuple[int, int] | None = None,
+                  bones: tuple[tuple[int, int], ...] = ()) -> np.ndarray:
+    """float32 (P, T, H, W) in [0, 1]: one channel per body part, the maximum of its joints'
+    Gaussians (:func:`joint_heatmaps`) and, with ``bones`` ((child, parent) pairs), of the limb
+    heatmaps of the bones whose child joint belongs to the part. A fixed number of channels for
+    any joint layout (NTU's 25 joints, the synthetic figure's 15): what a video backbone needs."""
+    joints = joint_heatmaps(pose, size, sigma, frame_size)                 # (J, T, H, W)
+    limbs = limb_heatmaps(pose, bones, size, sigma, frame_size) if bones else None
+    out = np.zeros((len(parts),) + joints.shape[1:], np.float32)
+    for p, members in enumerate(parts):
+        out[p] = joints[list(members)].max(axis=0)
+        if limbs is not None:
+            mine = [i for i, (child, _) in enumerate(bones) if child in members]
+            if mine:
+                np.maximum(out[p], limbs[mine].max(axis=0), out=out[p])
     return out

@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from ..registry import SKELETON_LAYOUTS, SkeletonLayout
+
 log = logging.getLogger(__name__)
 
 NUM_JOINTS = 25
@@ -27,13 +29,10 @@ NTU_JOINT_NAMES = (
     "spine_shoulder", "left_hand_tip", "left_thumb", "right_hand_tip", "right_thumb",
 )
 # (child, parent), 1-based, as in ST-GCN's NTU graph (and 2s-AGCN's bone data); 21 is the root.
-NTU_BONES = ((1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21),
-             (10, 9), (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1),
-             (18, 17), (19, 18), (20, 19), (22, 23), (23, 8), (24, 25), (25, 12))
-NTU_PARENTS = np.arange(NUM_JOINTS)           # 0-based parent of each joint; the root is its own
-for _child, _parent in NTU_BONES:
-    NTU_PARENTS[_child - 1] = _parent - 1
-CENTER_JOINT = 1                              # "middle of spine" (NTU joint 2)
+# The table lives in cmmc_lib.registry.SKELETON_LAYOUTS["ntu25"] (0-based), listed once.
+NTU_BONES = tuple((c + 1, p + 1) for c, p in SKELETON_LAYOUTS["ntu25"].bones)
+NTU_PARENTS = np.array(SKELETON_LAYOUTS["ntu25"].parents)   # 0-based parent of each joint; the root is its own
+CENTER_JOINT = SKELETON_LAYOUTS["ntu25"].root                # "middle of spine" (NTU joint 2)
 BODY_FIELDS = ("clipped_edges", "hand_left_confidence", "hand_left_state",
                "hand_right_confidence", "hand_right_state", "is_restricted", "lean_x", "lean_y",
                "tracking_state")
@@ -167,14 +166,15 @@ def body_activity(xyz: np.ndarray) -> float:
     return float(np.var(xyz, axis=0).sum()) if len(xyz) > 1 else 0.0
 
 
-def select_bodies(seq: NTUSkeleton, max_bodies: int = 2, num_joints: int = NUM_JOINTS
-                  ) -> np.ndarray:
+def select_bodies(seq: NTUSkeleton, max_bodies: int = 2, num_joints: int = NUM_JOINTS,
+                  fields: tuple[int, ...] = (0, 1, 2)) -> np.ndarray:
     """The ``max_bodies`` most active bodies as float32 ``(3, T, V, M)`` xyz (zeros where a
     person is absent).
 
     Bodies are identified by their Kinect body id across frames (not by their position in a
     frame's list), ranked by :func:`body_activity`, most active in slot 0; ties keep the order
-    of first appearance.
+    of first appearance. ``fields``: the joint values kept (indices of :data:`JOINT_FIELDS`;
+    default x, y, z), always ranked by the xyz activity; the output has ``len(fields)`` channels.
     """
     tracks: dict[int, list[tuple[int, np.ndarray]]] = {}
     for t, bodies in enumerate(seq.frames):
@@ -182,12 +182,12 @@ def select_bodies(seq: NTUSkeleton, max_bodies: int = 2, num_joints: int = NUM_J
             if b.joints.shape[0] != num_joints:
                 raise ValueError(f"{seq.name}: frame {t + 1} body {b.body_id} has "
                                  f"{b.joints.shape[0]} joints, expected {num_joints}")
-            tracks.setdefault(b.body_id, []).append((t, b.xyz))
-    ranked = sorted(tracks, key=lambda bid: -body_activity(np.stack([x for _, x in tracks[bid]])))
-    out = np.zeros((3, seq.num_frames, num_joints, max_bodies), np.float32)
+            tracks.setdefault(b.body_id, []).append((t, b.joints))
+    ranked = sorted(tracks, key=lambda bid: -body_activity(np.stack([x[:, :3] for _, x in tracks[bid]])))
+    out = np.zeros((len(fields), seq.num_frames, num_joints, max_bodies), np.float32)
     for m, bid in enumerate(ranked[:max_bodies]):
-        for t, xyz in tracks[bid]:
-            out[:, t, :, m] = xyz.T
+        for t, joints in tracks[bid]:
+            out[:, t, :, m] = joints[:, list(fields)].T
     if len(ranked) > max_bodies:
         log.debug("%s: kept %d of %d bodies", seq.name, max_bodies, len(ranked))
     return out
@@ -196,6 +196,18 @@ def select_bodies(seq: NTUSkeleton, max_bodies: int = 2, num_joints: int = NUM_J
 def read_ntu_xyz(path: str | Path, max_bodies: int = 2) -> np.ndarray:
     """``select_bodies(read_ntu_skeleton(path))``: float32 (3, T, 25, max_bodies)."""
     return select_bodies(read_ntu_skeleton(path), max_bodies)
+
+
+def read_ntu_colour_pose(path: str | Path, max_bodies: int = 2) -> np.ndarray:
+    """The 2-D pose of an NTU ``.skeleton`` file in the pixels of its RGB video (1920 x 1080):
+    float32 ``(M, T, 25, 3)`` = (colour x, colour y, confidence) per body, the bodies chosen and
+    ordered as :func:`select_bodies` does. Confidence: Kinect tracking state / 2 (tracked 1,
+    inferred 0.5, not tracked or absent 0). Frame t is frame t of the RGB video (same count)."""
+    data = select_bodies(read_ntu_skeleton(path), max_bodies,
+                         fields=(JOINT_FIELDS.index("color_x"), JOINT_FIELDS.index("color_y"),
+                                 JOINT_FIELDS.index("tracking_state")))
+    data[2] = np.clip(data[2] / 2.0, 0.0, 1.0)
+    return np.ascontiguousarray(data.transpose(3, 1, 2, 0))
 
 
 # --------------------------------------------------------------------------- preprocessing
@@ -250,6 +262,87 @@ def preprocess_skeleton(data: np.ndarray, length: int = 50,
     """SkeletonCLR-style input: centre on the spine, then resize the valid frames to ``length``.
     (3, T, 25, M) -> float32 (3, length, 25, M)."""
     return resize_frames(center_skeleton(data, center_joint), length)
+
+
+def normalize_2d_pose(pose: np.ndarray, layout: str | SkeletonLayout = "synthetic15") -> np.ndarray:
+    """A 2-D keypoint sequence ``(T, J, 3)`` (x, y px, image y down; confidence) as a skeleton
+    sample ``(3, T, J, 1)`` (ST-GCN's Kinetics layout: x, y, confidence).
+
+    x and y are centred on the layout's root joint (the pelvis of the synthetic figure) averaged
+    over the clip, so the figure's travel (a walk, a jump) stays in the data, and divided by its
+    mean trunk length (root to graph centre: pelvis to neck), so the figure's size, a nuisance,
+    does not; y points up. Joints with confidence 0 are zero in every channel.
+    """
+    spec = SKELETON_LAYOUTS[layout] if isinstance(layout, str) else layout
+    pose = np.asarray(pose, np.float32)
+    if pose.ndim != 3 or pose.shape[1:] != (spec.num_joints, 3):
+        raise ValueError(f"expected a ({spec.name}) pose (T, {spec.num_joints}, 3), got shape {pose.shape}")
+    xy, conf = pose[..., :2], pose[..., 2]
+    seen = conf[:, spec.root] > 0
+    if not seen.any():
+        seen = np.ones(len(pose), bool)
+    centre = xy[seen, spec.root].mean(axis=0)
+    trunk = np.linalg.norm(xy[seen, spec.center] - xy[seen, spec.root], axis=-1).mean()
+    scale = trunk if trunk > 1e-6 else 1.0
+    out = np.empty_like(pose)
+    out[..., 0] = (xy[..., 0] - centre[0]) / scale
+    out[..., 1] = -(xy[..., 1] - centre[1]) / scale
+    out[..., 2] = conf
+    out[conf <= 0] = 0
+    return np.ascontiguousarray(out.transpose(2, 0, 1)[..., None])
+
+
+def simulate_pose_estimator(pose: np.ndarray, noise: float = 0.0, drop: float = 0.0, seed: int = 0,
+                            layout: str | SkeletonLayout = "synthetic15") -> np.ndarray:
+    """Exact 2-D keypoints ``(T, J, 3)`` (or ``(M, T, J, 3)``) as a pose estimator would report
+    them: every joint of every frame moves by ``N(0, (noise * trunk)^2)`` pixels (trunk: the clip's
+    mean distance from the layout's root to its graph centre, so the jitter scales with the
+    figure) and is missed (confidence 0) with probability ``drop``. Deterministic from ``seed``
+    (the same video always gets the same "estimate", as a fixed estimator's output would)."""
+    spec = SKELETON_LAYOUTS[layout] if isinstance(layout, str) else layout
+    pose = np.array(pose, np.float32)
+    if noise <= 0 and drop <= 0:
+        return pose
+    rng = np.random.default_rng(seed)
+    xy, conf = pose[..., :2], pose[..., 2]
+    seen = (conf[..., spec.root] > 0) & (conf[..., spec.center] > 0)
+    d = np.linalg.norm(xy[..., spec.center, :] - xy[..., spec.root, :], axis=-1)
+    trunk = float(d[seen].mean()) if seen.any() else 1.0
+    xy += rng.normal(0.0, noise * trunk, xy.shape).astype(np.float32)
+    conf[rng.random(conf.shape) < drop] = 0
+    return pose
+
+
+# --------------------------------------------------------------------------- augmentations
+def temporal_crop(data: np.ndarray, rng: np.random.Generator, pad_ratio: int = 6) -> np.ndarray:
+    """SkeletonCLR's temporal crop of ``(C, T, V, M)``: pad ``T // pad_ratio`` frames at both ends
+    with the first / last frames in reverse (a mirror), then a window of T frames from a start
+    drawn uniformly in ``[0, 2 * pad]``. Same shape out."""
+    data = _check_ctvm(data)
+    t = data.shape[1]
+    pad = t // pad_ratio
+    if pad == 0:
+        return data.copy()
+    padded = np.concatenate([data[:, :pad][:, ::-1], data, data[:, -pad:][:, ::-1]], axis=1)
+    start = int(rng.integers(0, 2 * pad + 1))
+    return np.ascontiguousarray(padded[:, start:start + t])
+
+
+def shear(data: np.ndarray, rng: np.random.Generator, amplitude: float = 0.5, coords: int = 3) -> np.ndarray:
+    """SkeletonCLR's shear of ``(C, T, V, M)``: ``x' = R x`` on the first ``coords`` channels with
+    ``R = [[1, s_a, s_b], [s_c, 1, s_d], [s_e, s_f, 1]]`` (its top-left ``coords x coords`` block
+    for 2-D data), every off-diagonal ``s ~ U(-amplitude, amplitude)``; other channels (a
+    confidence) are kept. Absent persons stay zero."""
+    data = _check_ctvm(data)
+    if not 1 <= coords <= data.shape[0]:
+        raise ValueError(f"coords must be in 1..{data.shape[0]}, got {coords}")
+    r = np.eye(3, dtype=np.float64)
+    off = rng.uniform(-amplitude, amplitude, 6)
+    r[0, 1], r[0, 2], r[1, 0], r[1, 2], r[2, 0], r[2, 1] = off
+    r = r[:coords, :coords]
+    out = data.copy()
+    out[:coords] = np.einsum("ij,jtvm->itvm", r, data[:coords]).astype(np.float32)
+    return out
 
 
 def skeleton_stream(data: np.ndarray, stream: str = "joint",

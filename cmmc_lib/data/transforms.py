@@ -16,7 +16,11 @@ short side); outputs are float32 tensors ``(C, T, S, S)`` in [-1, 1]:
 * Pose: ``(T, J, 3)`` keypoints (x, y in pixels of the source frame, cv2 convention: pixel
   column i has its centre at x = i; confidence) -> ``(3, T, J)`` with x, y in the crop mapped
   to [-1, 1] (-1 = left/top edge of the crop) and the confidence, set to 0 for joints that fall
-  outside the crop (their coordinates are kept, beyond +-1).
+  outside the crop (their coordinates are kept, beyond +-1). Several persons ``(M, T, J, 3)``
+  give ``(3, T, J, M)``.
+* Heatmap (the RGB + Pose route): the same keypoints rendered in the crop as ``(P, T, S, S)``
+  in [0, 1], one channel per body part of the skeleton layout (:func:`transform_heatmap`); on a
+  flip the left and right parts swap channels, as a mirrored person's left arm is seen as a right one.
 """
 from __future__ import annotations
 
@@ -211,22 +215,47 @@ def transform_flow(frames, params: ViewParams, size: int, flip_flow: bool = True
     return x.permute(1, 0, 2, 3).contiguous()
 
 
-def transform_pose(keypoints, params: ViewParams, frame_hw: tuple[int, int]) -> torch.Tensor:
-    """float (T, J, 3) keypoints (x, y px of a ``frame_hw`` = (H, W) frame, confidence) ->
-    float32 (3, T, J): x, y in crop coordinates in [-1, 1] (flipped with the view), and the
-    confidence (0 for joints outside the crop)."""
+def _crop_keypoints(keypoints, params: ViewParams, frame_hw: tuple[int, int]):
+    """(x, y, conf) tensors of (..., T, J) keypoints in crop fractions (0..1 inside the crop,
+    flipped with the view)."""
     kp = torch.as_tensor(np.asarray(keypoints, dtype=np.float32))
-    if kp.ndim != 3 or kp.shape[-1] != 3:
-        raise ValueError(f"pose must be (T, J, 3), got {tuple(kp.shape)}")
+    if kp.ndim not in (3, 4) or kp.shape[-1] != 3:
+        raise ValueError(f"pose must be (T, J, 3) or (M, T, J, 3), got {tuple(kp.shape)}")
     H, W = frame_hw
     top, left, h, w = params.box
     x = ((kp[..., 0] + 0.5) / W - left) / w                       # 0..1 inside the crop
     y = ((kp[..., 1] + 0.5) / H - top) / h
     if params.flip:
         x = 1 - x
+    return x, y, kp[..., 2]
+
+
+def transform_pose(keypoints, params: ViewParams, frame_hw: tuple[int, int]) -> torch.Tensor:
+    """float (T, J, 3) keypoints (x, y px of a ``frame_hw`` = (H, W) frame, confidence) ->
+    float32 (3, T, J): x, y in crop coordinates in [-1, 1] (flipped with the view), and the
+    confidence (0 for joints outside the crop). (M, T, J, 3) -> (3, T, J, M)."""
+    x, y, conf = _crop_keypoints(keypoints, params, frame_hw)
     inside = (x >= 0) & (x <= 1) & (y >= 0) & (y <= 1)
-    conf = torch.where(inside, kp[..., 2], torch.zeros_like(kp[..., 2]))
-    return torch.stack([2 * x - 1, 2 * y - 1, conf])
+    conf = torch.where(inside, conf, torch.zeros_like(conf))
+    out = torch.stack([2 * x - 1, 2 * y - 1, conf])
+    return out.permute(0, 2, 3, 1).contiguous() if out.ndim == 4 else out
+
+
+def transform_heatmap(keypoints, params: ViewParams, frame_hw: tuple[int, int], size: int, layout,
+                      sigma: float = 1.0, limbs: bool = False) -> torch.Tensor:
+    """float (T, J, 3) or (M, T, J, 3) keypoints (x, y px of a ``frame_hw`` frame, confidence) ->
+    float32 (P, T, size, size) heatmaps of the view's crop (:func:`cmmc_lib.data.pose.part_heatmaps`:
+    one channel per body part of ``layout``, a :class:`cmmc_lib.registry.SkeletonLayout`; persons
+    merged by a maximum). A joint's Gaussian peaks at its pixel of the resized crop; ``sigma`` in
+    those pixels. On a flip, part p's channel shows the part mirrored into it (``layout.mirror``)."""
+    from .pose import part_heatmaps
+
+    x, y, conf = _crop_keypoints(keypoints, params, frame_hw)
+    px = torch.stack([x * size - 0.5, y * size - 0.5, conf], dim=-1).numpy()      # pixel centres at integers
+    maps = part_heatmaps(px, layout.parts, (size, size), sigma, bones=layout.bones if limbs else ())
+    if params.flip:
+        maps = maps[list(layout.mirror)]
+    return torch.from_numpy(np.ascontiguousarray(maps))
 
 
 class ClipTransform:
@@ -240,8 +269,10 @@ class ClipTransform:
     def __init__(self, size: int, train: bool, crop_scale: tuple[float, float] = (0.3, 1.0),
                  flip_flow: bool = True, color_jitter: float = 0.8, grayscale: float = 0.2,
                  flip_p: float = 0.5, ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                 jitter_strength: tuple[float, float, float, float] = JITTER_STRENGTH):
+                 jitter_strength: tuple[float, float, float, float] = JITTER_STRENGTH,
+                 layout=None, heatmap_sigma: float = 1.0, heatmap_limbs: bool = False):
         self.size, self.train = size, train
+        self.layout, self.heatmap_sigma, self.heatmap_limbs = layout, heatmap_sigma, heatmap_limbs
         self.crop_scale, self.ratio = tuple(crop_scale), tuple(ratio)
         self.flip_flow, self.flip_p = flip_flow, flip_p
         self.color_jitter, self.grayscale = color_jitter, grayscale
@@ -255,8 +286,14 @@ class ClipTransform:
                                   self.color_jitter, self.grayscale, self.jitter_strength)
 
     def __call__(self, params: ViewParams, rgb=None, flow=None, pose=None,
-                 pose_frame_hw: tuple[int, int] | None = None) -> dict[str, torch.Tensor]:
+                 pose_frame_hw: tuple[int, int] | None = None, heatmap=None) -> dict[str, torch.Tensor]:
         out = {}
+        if heatmap is not None:
+            if pose_frame_hw is None or self.layout is None:
+                raise ValueError("heatmaps need pose_frame_hw (the (H, W) the keypoints refer to) and the "
+                                 "transform's skeleton layout")
+            out["heatmap"] = transform_heatmap(heatmap, params, pose_frame_hw, self.size, self.layout,
+                                               self.heatmap_sigma, self.heatmap_limbs)
         if rgb is not None:
             out["rgb"] = transform_rgb(rgb, params, self.size)
         if flow is not None:

@@ -7,6 +7,10 @@ multiplied by 0.1 at epochs 60 and 80 (``paper/METHOD.md`` section 6). CoCLR's d
 
 We report the accuracy **after the last epoch** (CoCLR's script keeps the best test epoch,
 which peeks at the test set).
+
+SkeletonCLR's protocol (``features="raw"``): a plain linear layer on the pooled features as they
+are (no L2-normalisation, no BatchNorm), SGD momentum 0.9, lr 3.0, no weight decay, batch 128,
+lr x0.1 after epoch 80 of 100. SkeletonCLR too reports its best test epoch; we report the last.
 """
 from __future__ import annotations
 
@@ -25,11 +29,12 @@ log = logging.getLogger(__name__)
 
 # ----------------------------------------------------------------------------- the probe
 class LinearProbe(nn.Module):
-    """BatchNorm1d + Linear on (N, D) features -> (N, K) logits."""
+    """BatchNorm1d + Linear on (N, D) features -> (N, K) logits (``batchnorm=False``: Linear only)."""
 
-    def __init__(self, dim: int, num_classes: int, generator: torch.Generator | None = None):
+    def __init__(self, dim: int, num_classes: int, generator: torch.Generator | None = None,
+                 batchnorm: bool = True):
         super().__init__()
-        self.bn = nn.BatchNorm1d(dim)
+        self.bn = nn.BatchNorm1d(dim) if batchnorm else nn.Identity()
         self.fc = nn.Linear(dim, num_classes)
         with torch.no_grad():
             self.fc.weight.normal_(0.0, 0.01, generator=generator)
@@ -42,25 +47,32 @@ class LinearProbe(nn.Module):
 def linear_probe(train_feats, train_labels, test_feats, test_labels, num_classes: int,
                  epochs: int = 100, lr: float = 1.0, milestones: Sequence[int] = (60, 80),
                  batch_size: int = 1024, weight_decay: float = 1e-3, momentum: float = 0.9,
-                 seed: int = 0, device: str | torch.device = "cpu", progress: bool = False) -> dict:
+                 seed: int = 0, device: str | torch.device = "cpu", progress: bool = False,
+                 features: str = "bn") -> dict:
     """Train the probe on (N, D) train features, evaluate on (M, D) test features.
 
+    ``features``: ``bn`` (CoCLR: L2-normalised features, BatchNorm1d + Linear) or ``raw``
+    (SkeletonCLR: Linear on the features as they are).
+
     Returns ``top1``, ``top5`` (test accuracy in [0, 1]; top5 is top-min(5, K)), ``test_probs``
-    (M, K) softmax probabilities, ``confusion`` (K, K) int64 (row = true class), ``train_top1``
-    (train accuracy after training, eval mode) and ``train_loss`` (mean loss per epoch).
-    Deterministic given ``seed``: initialisation and shuffling use their own generator.
+    (M, K) softmax probabilities, ``test_logits`` (M, K), ``confusion`` (K, K) int64 (row = true
+    class), ``train_top1`` (train accuracy after training, eval mode) and ``train_loss`` (mean
+    loss per epoch). Deterministic given ``seed``: initialisation and shuffling use their own generator.
     """
     from tqdm.auto import trange
 
+    if features not in ("bn", "raw"):
+        raise ValueError(f"features must be 'bn' or 'raw', got {features!r}")
     device = torch.device(device)
-    x_train = F.normalize(as_features(train_feats, "train features"), dim=1).to(device)
-    x_test = F.normalize(as_features(test_feats, "test features"), dim=1).to(device)
+    prep = (lambda x: x) if features == "raw" else (lambda x: F.normalize(x, dim=1))
+    x_train = prep(as_features(train_feats, "train features")).to(device)
+    x_test = prep(as_features(test_feats, "test features")).to(device)
     y_train = as_labels(train_labels, x_train.shape[0], "train labels").to(device)
     y_test = as_labels(test_labels, x_test.shape[0], "test labels").to(device)
     if x_train.shape[1] != x_test.shape[1]:
         raise ValueError(f"train features are {x_train.shape[1]}-d but test features "
                          f"{x_test.shape[1]}-d")
-    if x_train.shape[0] < 2:
+    if x_train.shape[0] < 2 and features == "bn":
         raise ValueError("the linear probe needs at least 2 training samples (BatchNorm)")
     if epochs < 1 or batch_size < 2:
         raise ValueError(f"epochs must be >= 1 and batch_size >= 2, got {epochs} and {batch_size}")
@@ -68,7 +80,7 @@ def linear_probe(train_feats, train_labels, test_feats, test_labels, num_classes
     check_class_labels(y_test, num_classes, "test labels")
 
     gen = torch.Generator().manual_seed(seed)
-    probe = LinearProbe(x_train.shape[1], num_classes, generator=gen).to(device)
+    probe = LinearProbe(x_train.shape[1], num_classes, generator=gen, batchnorm=features == "bn").to(device)
     optimizer = torch.optim.SGD(probe.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     n = x_train.shape[0]
     losses = []
@@ -80,7 +92,7 @@ def linear_probe(train_feats, train_labels, test_feats, test_labels, num_classes
         total = 0.0
         for start in range(0, n, batch_size):
             idx = order[start:start + batch_size]
-            if len(idx) < 2:            # BatchNorm cannot train on one sample: drop a lone tail
+            if len(idx) < 2 and features == "bn":   # BatchNorm cannot train on one sample: drop a lone tail
                 continue
             loss = F.cross_entropy(probe(x_train[idx]), y_train[idx])
             optimizer.zero_grad(set_to_none=True)
@@ -91,7 +103,9 @@ def linear_probe(train_feats, train_labels, test_feats, test_labels, num_classes
 
     probe.eval()
     with torch.no_grad():
-        test_probs = probe(x_test).softmax(dim=1)
+        test_logits = probe(x_test)
+        test_probs = test_logits.softmax(dim=1)
         train_top1 = topk_accuracy(probe(x_train), y_train, 1)
     summary = classification_summary(test_probs, y_test, num_classes)
-    return {**summary, "test_probs": test_probs.cpu(), "train_top1": train_top1, "train_loss": losses}
+    return {**summary, "test_probs": test_probs.cpu(), "test_logits": test_logits.cpu(), "train_top1": train_top1,
+            "train_loss": losses}

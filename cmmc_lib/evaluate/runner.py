@@ -9,8 +9,14 @@ config are loaded from the run folder; the datasets come from the run's ``DataCo
 
 Features are cached under ``<run>/features/`` (see :mod:`.features`). Each stream is reported
 on its own, and with a second run the fused result beside them (retrieval: sum of similarity
-matrices; linear / fine-tune: mean of class probabilities). The result is a JSON-serialisable
-dict, also appended to ``<run>/eval.jsonl``.
+matrices; linear / fine-tune: mean of class probabilities; two skeleton streams: mean of the
+linear layers' logits, as METHOD.md says for SkeletonCLR's two-stream). The result is a
+JSON-serialisable dict, also appended to ``<run>/eval.jsonl``.
+
+Skeleton runs (ST-GCN on the joint / motion / bone streams) are evaluated on their skeleton
+dataset (one view per sample, no augmentation) with the run's ``eval.probe_*`` protocol: the
+skeleton settings of the presets give SkeletonCLR's (raw features, SGD lr 3.0, no weight decay,
+batch 128, lr x0.1 at 80% of the epochs); NTU-60 split 1 is cross-subject, split 2 cross-view.
 """
 from __future__ import annotations
 
@@ -143,35 +149,56 @@ def _retrieval(streams: list[Stream], ks, device, feature_batch, num_workers, pr
             "ks_skipped": skipped, "streams": per_stream, "fused": fused}
 
 
+def probe_milestones(ev, epochs: int) -> tuple[int, ...]:
+    """The linear probe's lr decay epochs: ``eval.probe_milestones`` (scaled when ``epochs``
+    differs from ``eval.probe_epochs``), else METHOD.md's 60% and 80% of the epochs."""
+    if ev.probe_milestones:
+        return tuple(sorted({max(1, round(m * epochs / ev.probe_epochs)) for m in ev.probe_milestones}))
+    return tuple(sorted({round(0.6 * epochs), round(0.8 * epochs)}))
+
+
+def _is_skeleton(stream: Stream) -> bool:
+    from ..registry import BACKBONES
+    return BACKBONES[stream.cfg.model.backbone].network == "skeleton"
+
+
 def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, progress, opts) -> dict:
-    epochs = streams[0].cfg.eval.probe_epochs if epochs is None else epochs
+    ev = streams[0].cfg.eval
+    epochs = ev.probe_epochs if epochs is None else epochs
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    # METHOD.md: lr x0.1 at epochs 60 and 80 of 100; other lengths keep the same fractions
-    milestones = tuple(opts.get("milestones") or sorted({round(0.6 * epochs), round(0.8 * epochs)}))
-    per_stream, probs, test_sets = [], [], []
+    # METHOD.md: lr x0.1 at epochs 60 and 80 of 100 (SkeletonCLR: at 80); other lengths keep the fractions
+    milestones = tuple(opts.get("milestones") or probe_milestones(ev, epochs))
+    per_stream, probs, logits, test_sets = [], [], [], []
     for s in streams:
         train_ds, train = _stream_split(s, "train", device, feature_batch, num_workers, progress)
         _, test = _stream_split(s, "test", device, feature_batch, num_workers, progress)
         classes = list(train_ds.classes)
+        e = s.cfg.eval
         res = linear_probe(train.feats, train.labels, test.feats, test.labels, len(classes),
-                           epochs=epochs, lr=opts.get("lr", 1.0), milestones=milestones,
-                           batch_size=batch_size or 1024, weight_decay=opts.get("weight_decay", 1e-3),
-                           seed=opts.get("seed", s.cfg.run.seed), device=device, progress=progress)
+                           epochs=epochs, lr=opts.get("lr", e.probe_lr), milestones=milestones,
+                           batch_size=batch_size or e.probe_batch_size,
+                           weight_decay=opts.get("weight_decay", e.probe_weight_decay),
+                           seed=opts.get("seed", s.cfg.run.seed), device=device, progress=progress,
+                           features=e.probe_features)
         per_stream.append({"run": str(s.run_dir), "modality": s.modality, **_json_summary(res),
                            "train_top1": res["train_top1"], "final_train_loss": res["train_loss"][-1],
-                           "num_train": len(train), "num_test": len(test), "classes": classes})
+                           "num_train": len(train), "num_test": len(test), "classes": classes,
+                           "probe": e.probe_features})
         probs.append(res["test_probs"])
+        logits.append(res["test_logits"])
         test_sets.append(test)
-    fused = None
+    fused, fusion = None, None
     if len(streams) == 2:
         _same_videos(test_sets[0], test_sets[1], "test")
         num_classes = len(per_stream[0]["classes"])
-        fused = _json_summary(classification_summary(fuse_probabilities(*probs), test_sets[0].labels,
-                                                     num_classes))
+        fusion = "logits" if all(_is_skeleton(s) for s in streams) else "probabilities"
+        scores = (logits[0] + logits[1]) / 2 if fusion == "logits" else fuse_probabilities(*probs)
+        fused = _json_summary(classification_summary(scores, test_sets[0].labels, num_classes))
     first = per_stream[0]
     return {"num_train": first["num_train"], "num_test": first["num_test"], "classes": first["classes"],
-            "epochs": epochs, "milestones": list(milestones), "streams": per_stream, "fused": fused}
+            "epochs": epochs, "milestones": list(milestones), "streams": per_stream, "fused": fused,
+            "fusion": fusion}
 
 
 def _finetune(streams, epochs, batch_size, device, num_workers, progress, opts) -> dict:

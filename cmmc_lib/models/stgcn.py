@@ -17,38 +17,49 @@ For (3, 50, 25, 2): blocks 0-3 -> (w, 50, 25, 2), 4-6 -> (2w, 25, 25, 2), 7-8 ->
 Learnable edge-importance masks on every unit, dropout 0.5 inside units 1-9, as SkeletonCLR.
 Pooling: mean over T and V, then over persons -> (N, 16w).
 
-Graph: NTU RGB+D, 25 joints, spatial-configuration partition (root / centripetal / centrifugal,
-3 adjacency matrices) around joint 21 (spine), as the ST-GCN reference code builds it: hop
-distances are computed up to ``max_hop=1``, so joints farther than one hop from the centre
-count as equally far and their edges fall in the "root" partition. We keep that quirk because
-the SkeletonCLR numbers were obtained with it.
+Graph: the skeleton layout of the dataset (``layout``, a key of
+:data:`cmmc_lib.registry.SKELETON_LAYOUTS`: NTU RGB+D's 25 joints by default, or the synthetic
+figure's 15), spatial-configuration partition (root / centripetal / centrifugal, 3 adjacency
+matrices) around the layout's centre (NTU: joint 21, the spine), as the ST-GCN reference code
+builds it: hop distances are computed up to ``max_hop=1``, so joints farther than one hop from
+the centre count as equally far and their edges fall in the "root" partition. We keep that quirk
+because the SkeletonCLR numbers were obtained with it.
+
+Initialisation (SkeletonCLR / CrosSCLR's ``weights_init``): convolution and linear weights
+N(0, 0.02), biases 0, BatchNorm weights N(1, 0.02) and biases 0 (:func:`skeletonclr_init`).
 """
 from __future__ import annotations
 
 import torch
 from torch import Tensor, nn
 
+from ..registry import SKELETON_LAYOUTS, lookup
 from .base import Backbone
 
-NTU_NUM_JOINTS = 25
-NTU_CENTER_JOINT = 21  # 1-based: the spine joint
+NTU_NUM_JOINTS = SKELETON_LAYOUTS["ntu25"].num_joints
+NTU_CENTER_JOINT = SKELETON_LAYOUTS["ntu25"].center + 1  # 1-based: the spine joint
 # 1-based bone list of the NTU RGB+D skeleton (the Kinect v2 joint order).
-NTU_EDGES = ((1, 2), (2, 21), (3, 21), (4, 3), (5, 21), (6, 5), (7, 6), (8, 7), (9, 21),
-             (10, 9), (11, 10), (12, 11), (13, 1), (14, 13), (15, 14), (16, 15), (17, 1),
-             (18, 17), (19, 18), (20, 19), (22, 23), (23, 8), (24, 25), (25, 12))
+NTU_EDGES = tuple((c + 1, p + 1) for c, p in SKELETON_LAYOUTS["ntu25"].bones)
 
 
 def ntu_spatial_adjacency(max_hop: int = 1) -> Tensor:
-    """The (3, 25, 25) spatial-partition adjacency of the NTU skeleton.
+    """The (3, 25, 25) spatial-partition adjacency of the NTU skeleton (see
+    :func:`spatial_adjacency`)."""
+    return spatial_adjacency("ntu25", max_hop)
+
+
+def spatial_adjacency(layout: str = "ntu25", max_hop: int = 1) -> Tensor:
+    """The (3, V, V) spatial-partition adjacency of a skeleton layout.
 
     ``A[k, j, i]`` weights joint i's features in joint j's output for partition k (root,
     centripetal, centrifugal); each column of the summed matrix sums to 1 (in-degree normalised,
     ST-GCN's ``normalize_digraph``).
     """
-    v = NTU_NUM_JOINTS
+    spec = lookup(SKELETON_LAYOUTS, layout, "skeleton layout")
+    v = spec.num_joints
     link = torch.eye(v)
-    for i, j in NTU_EDGES:
-        link[i - 1, j - 1] = link[j - 1, i - 1] = 1.0
+    for i, j in spec.bones:
+        link[i, j] = link[j, i] = 1.0
     hop = torch.full((v, v), float("inf"))
     reach = torch.eye(v)
     for d in range(max_hop + 1):
@@ -56,7 +67,7 @@ def ntu_spatial_adjacency(max_hop: int = 1) -> Tensor:
         reach = reach @ link
     adjacency = (hop <= max_hop).float()
     normalised = adjacency / adjacency.sum(0, keepdim=True)    # divide column i by its degree
-    center = NTU_CENTER_JOINT - 1
+    center = spec.center
     to_center = hop[:, center]
     parts = []
     for d in range(max_hop + 1):
@@ -120,6 +131,9 @@ class PersonBlock(nn.Module):
         if x.dim() != 5:
             raise ValueError(f"ST-GCN blocks take (N, C, T, V, M) tensors, got shape {tuple(x.shape)}")
         n, c, t, v, m = x.shape
+        if v != self.unit.A.shape[-1]:
+            raise ValueError(f"this ST-GCN's graph has {self.unit.A.shape[-1]} joints but the input has {v} "
+                             f"(shape {tuple(x.shape)}): build it with the dataset's skeleton layout")
         x = x.permute(0, 4, 1, 2, 3)                                    # (N, M, C, T, V)
         if self.data_bn is not None:
             x = x.permute(0, 1, 4, 2, 3).reshape(n * m, v * c, t)       # (N*M, V*C, T)
@@ -135,12 +149,13 @@ class STGCN(Backbone):
         in_channels: coordinates per joint (3: x, y, z; the motion stream is also 3).
         width: channels of the first units; 16 is SkeletonCLR's size.
         dropout: dropout inside units 1-9 (SkeletonCLR: 0.5).
+        layout: the skeleton layout whose graph the units convolve over (``ntu25``, ``synthetic15``).
     """
 
-    def __init__(self, in_channels: int = 3, width: int = 16, dropout: float = 0.5):
+    def __init__(self, in_channels: int = 3, width: int = 16, dropout: float = 0.5, layout: str = "ntu25"):
         if width < 1:
             raise ValueError(f"width must be >= 1, got {width}")
-        a = ntu_spatial_adjacency()
+        a = spatial_adjacency(layout)
         w = width
         plan = [(in_channels, w, 1), (w, w, 1), (w, w, 1), (w, w, 1), (w, 2 * w, 2),
                 (2 * w, 2 * w, 1), (2 * w, 2 * w, 1), (2 * w, 4 * w, 2), (4 * w, 4 * w, 1),
@@ -152,7 +167,23 @@ class STGCN(Backbone):
             blocks.append(PersonBlock(unit, data_bn))
         super().__init__(in_channels, 16 * w, blocks)
         self.width = w
+        self.layout = layout
         self.num_joints = a.shape[1]
+        skeletonclr_init(self)
 
     def extra_repr(self) -> str:
-        return super().extra_repr() + f", width={self.width}"
+        return super().extra_repr() + f", width={self.width}, layout={self.layout}"
+
+
+def skeletonclr_init(module: nn.Module) -> nn.Module:
+    """SkeletonCLR's initialisation, in place: every Conv/Linear weight N(0, 0.02) and bias 0,
+    every BatchNorm weight N(1, 0.02) and bias 0. Returns ``module``."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine:
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return module
