@@ -247,8 +247,11 @@ def describe_rows(rows: list[dict[str, Any]], metrics: Sequence[str], chance: di
 
 # ----------------------------------------------------------------------------- tables
 def _fmt(row: dict, cell: str) -> str:
+    """``mean ± std`` over seeds in %; one seed has no spread across seeds: its value alone."""
     mean, std = row[f"{cell}/mean"], row[f"{cell}/std"]
-    return "-" if math.isnan(mean) else f"{100 * mean:.1f} ± {100 * std:.1f}"
+    if math.isnan(mean):
+        return "-"
+    return f"{100 * mean:.1f}" if len(row[cell]) < 2 else f"{100 * mean:.1f} ± {100 * std:.1f}"
 
 
 def markdown_table(rows: list[dict[str, Any]], spec: Table, seeds: int, sizes: dict[str, dict[str, int]],
@@ -262,14 +265,17 @@ def markdown_table(rows: list[dict[str, Any]], spec: Table, seeds: int, sizes: d
         cells = [row["stream"], row["name"]] + [_fmt(row, f"{m}/{d}") for m in spec.metrics for d in DATASETS]
         cells += ["-" if v is None else f"{v}" for v in poster]
         lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"Mean ± std over {seeds} training seed(s), in %."]
+    notes = [f"Mean ± sample std over {seeds} training seeds, in %." if seeds > 1 else
+             "One training seed, in %: no spread across seeds; see each dataset's binomial standard error."]
     for d in DATASETS:
         if d in sizes:
             s = sizes[d]
+            se = 100 * math.sqrt(0.25 / s["num_test"])
             levels = ", ".join(f"{m} {100 * chance[f'{m}/{d}']:.1f}" for m in spec.metrics
                                if f"{m}/{d}" in chance)
             notes.append(f"{d}: {s['num_test']} test videos, {s['num_train']} train videos, "
-                         f"{s['num_classes']} classes; chance: {levels}.")
+                         f"{s['num_classes']} classes; chance: {levels}; one run's binomial standard error "
+                         f"is at most {se:.1f} points.")
     notes.append("The poster's numbers are S3D on UCF101 (pre-training) and HMDB51 (transfer): they show "
                  "the direction of the effects the synthetic data can reproduce, not numbers to match.")
     return "\n".join(lines + [""] + notes) + "\n"

@@ -95,6 +95,7 @@ def test_cmmc_ablate_tiny_writes_every_row(tiny_root, tmp_path):
             assert len(row[cell]) == 1 and 0 <= row[cell][0] <= 1
     md = (tmp_path / "abl" / "ablation.md").read_text()
     assert md.count("| rgb |") == 4 and "| 55.8 | 28.3 | 42.8 | 19.1 |" in md and "chance: linear 16.7" in md
+    assert "± 0.0" not in md and "One training seed" in md and "binomial standard error" in md
     assert len((tmp_path / "abl" / "ablation.csv").read_text().splitlines()) == 1 + 4 * 2 * 2
 
 
@@ -123,3 +124,17 @@ def test_a_pipeline_runs_its_stages_under_torchrun(tiny_root, tmp_path):
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert [s["name"] for s in out["stages"]] == ["stage1-rgb", "stage1-flow", "cycle1-rgb", "cycle1-flow"]
     assert RunFolder(tmp_path / "p" / "cycle1-flow").is_finished()
+
+
+def test_ablation_table_gives_spread_over_seeds_and_none_for_one_seed():
+    from cmmc_lib.ablation import TABLES, aggregate, markdown_table
+    spec = TABLES["ablation"]
+    def record(seed, value):
+        r = {"seed": seed, "method": "moco", "protocol": "linear", "dataset": "pretrain"}
+        r.update({f"{s}/linear": value for s in spec.streams})
+        return r
+    sizes = {"pretrain": {"num_test": 100, "num_train": 200, "num_classes": 10}}
+    two = markdown_table(aggregate([record(0, 0.40), record(1, 0.50)], spec), spec, 2, sizes, {})
+    assert "| rgb | MoCo (baseline) | 45.0 ± 7.1 |" in two and "sample std over 2 training seeds" in two
+    one = markdown_table(aggregate([record(0, 0.40)], spec), spec, 1, sizes, {})
+    assert "| rgb | MoCo (baseline) | 40.0 |" in one and "at most 5.0 points" in one
