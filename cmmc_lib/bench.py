@@ -175,21 +175,27 @@ def input_shape(cfg: Config, modality: str) -> tuple[int, ...]:
 
 
 def synthetic_batch(cfg: Config, modalities: Sequence[str], device: torch.device, seed: int = 0) -> dict:
-    """Random inputs of the config's shape, (B, 2, *input_shape) per modality, on ``device``."""
+    """Random inputs of the config's shape, (B, 2, *input_shape) per modality, on ``device``, and
+    ``source`` (B,): every clip from its own video (what CoCLR's positives are keyed on)."""
     g = torch.Generator().manual_seed(seed)
     b = cfg.optim.batch_size
-    return {m: torch.randn(b, 2, *input_shape(cfg, m), generator=g).to(device) for m in modalities}
+    batch = {m: torch.randn(b, 2, *input_shape(cfg, m), generator=g).to(device) for m in modalities}
+    batch["source"] = torch.arange(b, device=device)
+    return batch
 
 
 def build_bench_method(cfg: Config):
     """The method step of ``cfg`` with a randomly initialised source network when it mixes
     across modalities (the benchmark times the computation, not what the weights know)."""
-    from .models import build_backbone
+    from .models import build_backbone, build_encoder
     from .ssl.factory import build_method, layout_for
-    source = None
+    source, m = None, cfg.model
     if METHODS[cfg.ssl.method].cross_modal and not cfg.ssl.joint:
-        source = build_backbone(cfg.model.backbone, MODALITIES[cfg.ssl.other_modality].channels, cfg.model.width,
-                                layout_for(cfg))
+        channels = MODALITIES[cfg.ssl.other_modality].channels
+        if METHODS[cfg.ssl.method].step == "coclr":       # CoCLR mines with the whole encoder (its embedding)
+            source = build_encoder(m.backbone, channels, m.width, m.proj_hidden, m.proj_dim, layout_for(cfg))
+        else:
+            source = build_backbone(m.backbone, channels, m.width, layout_for(cfg))
     return build_method(cfg, source_backbone=source)
 
 

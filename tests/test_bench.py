@@ -177,3 +177,16 @@ def test_gpu_check_runs_end_to_end_on_cpu_at_its_reduced_size(tiny_root, tmp_pat
     assert "skipped" in saved["compiled"] and "skipped" in saved["cost"]
     assert saved["goals"]["cmmc_over_moco"]["met"].startswith("pending")
     assert report["seconds"] < 600
+
+
+def test_bench_step_times_every_registered_method_and_skeleton_streams():
+    from cmmc_lib.registry import METHODS
+    names = [n for n, m in METHODS.items() if m.available]
+    r = bench.bench_step("tiny", names, amps=["off"], device="cpu", steps=1, warmup=1, breakdown=False)
+    rows = {x["method"]: x for x in r["results"]}
+    assert set(rows) == set(names) and not [x["error"] for x in rows.values() if x["error"]]
+    assert {f"{n}/moco@off" for n in names if n != "moco"} <= set(r["ratios"]["over_moco"])
+    skel = bench.bench_step("tiny", ["moco", "cmmc"], amps=["off"], device="cpu", steps=1, warmup=1,
+                            overrides=["schedule.modalities=joint,motion", "ssl.modality=joint",
+                                       "ssl.other_modality=motion"], breakdown=False)
+    assert skel["backbone"] == "stgcn" and not any(x["error"] for x in skel["results"])
