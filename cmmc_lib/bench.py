@@ -843,111 +843,129 @@ def gpu_check(out: str | Path, reduced: bool | None = None, budget_s: float = 45
     On a machine without CUDA (or with ``reduced=True``) it runs the same phases at the tiny
     size (minutes on 2 CPU cores): a test of the script, not a measurement of the goals.
     """
-    from .train import resolve_device
-    t_start = time.perf_counter()
-    deadline = t_start + budget_s
-    dev = resolve_device(device)
-    reduced = dev.type != "cuda" if reduced is None else reduced
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    work = Path(work) if work else out / "work"
-    work.mkdir(parents=True, exist_ok=True)
-    repo = Path(__file__).resolve().parents[1]
-    realdata = Path(realdata) if realdata else Path(os.environ.get("CMMC_REALDATA", repo.parent / "shared" / "realdata"))
-    notebook = Path(notebook) if notebook else repo / "notebooks" / "06_gpu_training.ipynb"
-    cpus = os.cpu_count() or 1
-    sizes = _check_sizes(reduced, cpus)
-    report: dict[str, Any] = {"started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "path": str(out / "gpu_check.json"), "reduced": reduced,
-                              "budget_s": budget_s, "sizes": sizes, "machine": _machine(dev), "phases": {}}
-    path = out / "gpu_check.json"
+    check = _GpuCheck(out, reduced, budget_s, work, realdata, synthetic_root, notebook, device, progress)
+    check.phase("step", check.step)
+    if len(check.sizes["layouts"]) > 1 and "results" in (check.report.get("step") or {}):
+        check.phase("step_layouts", check.other_layouts, need_s=150)
+    check.phase("loader", check.loaders, need_s=30)
+    check.phase("lesson06", check.lesson, need_s=30)
+    check.phase("ddp", check.ddp)
+    check.phase("compiled", check.compiled, need_s=90)
+    return check.finish()
 
-    def save() -> None:
-        report["seconds"] = round(time.perf_counter() - t_start, 1)
+
+class _GpuCheck:
+    """The state of one GPU check: its folders, sizes, deadline and report; one method per phase."""
+
+    def __init__(self, out, reduced, budget_s, work, realdata, synthetic_root, notebook, device, progress):
+        from .train import resolve_device
+        self.t_start = time.perf_counter()
+        self.deadline = self.t_start + budget_s
+        self.dev = dev = resolve_device(device)
+        self.reduced = dev.type != "cuda" if reduced is None else reduced
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.work = Path(work) if work else self.out / "work"
+        self.work.mkdir(parents=True, exist_ok=True)
+        self.repo = Path(__file__).resolve().parents[1]
+        self.realdata = Path(realdata) if realdata else Path(os.environ.get("CMMC_REALDATA",
+                                                                            self.repo.parent / "shared" / "realdata"))
+        self.notebook = Path(notebook) if notebook else self.repo / "notebooks" / "06_gpu_training.ipynb"
+        self.synth = Path(synthetic_root) if synthetic_root else self.work / "synthetic-tiny"
+        self.cpus = os.cpu_count() or 1
+        self.sizes = _check_sizes(self.reduced, self.cpus)
+        self.progress = progress
+        self.path = self.out / "gpu_check.json"
+        self.report: dict[str, Any] = {
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "path": str(self.path), "reduced": self.reduced,
+            "budget_s": budget_s, "sizes": self.sizes, "machine": _machine(dev), "phases": {}}
+        self.step_kw = dict(device=str(dev), steps=self.sizes["steps"], warmup=self.sizes["warmup"],
+                            overrides=self.sizes["overrides"], threads=1 if dev.type == "cpu" else None,
+                            progress=progress)
+        self.save()
+
+    def save(self) -> None:
         from .runs import atomic_write
-        text = json.dumps(_nan_to_none(report), indent=1, default=str)
-        atomic_write(path, lambda tmp: tmp.write_text(text + "\n"))
+        self.report["seconds"] = round(time.perf_counter() - self.t_start, 1)
+        text = json.dumps(_nan_to_none(self.report), indent=1, default=str)
+        atomic_write(self.path, lambda tmp: tmp.write_text(text + "\n"))
 
-    def phase(name: str, fn: Callable[[], Any], need_s: float = 0.0) -> None:
-        left = deadline - time.perf_counter()
+    def phase(self, name: str, fn: Callable[[], Any], need_s: float = 0.0) -> None:
+        """Run one phase if ``need_s`` seconds are left; an error is recorded, never raised."""
+        left = self.deadline - time.perf_counter()
         if left < need_s:
-            report[name] = {"skipped": f"{left:.0f} s left of the budget, this phase needs about {need_s:.0f} s"}
+            self.report[name] = {"skipped": f"{left:.0f} s left of the budget, this phase needs about {need_s:.0f} s"}
         else:
-            if progress:
+            if self.progress:
                 log.info("gpu-check: %s (%.0f s left)", name, left)
             t0 = time.perf_counter()
             try:
-                report[name] = fn()
+                self.report[name] = fn()
             except Exception as e:                            # one phase failing must not lose the others
                 log.warning("gpu-check: %s failed: %s", name, e, exc_info=log.isEnabledFor(logging.DEBUG))
-                report[name] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
-            report["phases"][name] = round(time.perf_counter() - t0, 1)
-        save()
+                self.report[name] = {"error": f"{type(e).__name__}: {str(e)[:500]}"}
+            self.report["phases"][name] = round(time.perf_counter() - t0, 1)
+        self.save()
 
-    save()
-    step_kw = dict(device=str(dev), steps=sizes["steps"], warmup=sizes["warmup"], overrides=sizes["overrides"],
-                   threads=1 if dev.type == "cpu" else None, progress=progress)
-    phase("step", lambda: bench_step(sizes["preset"], ("moco", "cmmc"), amps=["off", "bf16"],
-                                     channels_last=sizes["layouts"][:1], **step_kw))
+    def step(self) -> dict:
+        return bench_step(self.sizes["preset"], ("moco", "cmmc"), amps=["off", "bf16"],
+                          channels_last=self.sizes["layouts"][:1], **self.step_kw)
 
-    def other_layouts() -> dict:                    # bf16 in the other layouts, merged into "step"
-        more = bench_step(sizes["preset"], ("moco", "cmmc"), amps=["bf16"], channels_last=sizes["layouts"][1:],
-                          breakdown=False, **step_kw)
-        report["step"]["results"] += more["results"]
-        report["step"]["ratios"] = step_ratios(report["step"]["results"])
-        return {"layouts": sizes["layouts"][1:], "rows": len(more["results"])}
-    if len(sizes["layouts"]) > 1 and isinstance(report.get("step"), dict) and "results" in report["step"]:
-        phase("step_layouts", other_layouts, need_s=150)
+    def other_layouts(self) -> dict:
+        """bf16 in the other layouts, merged into the ``step`` phase's rows."""
+        more = bench_step(self.sizes["preset"], ("moco", "cmmc"), amps=["bf16"],
+                          channels_last=self.sizes["layouts"][1:], breakdown=False, **self.step_kw)
+        self.report["step"]["results"] += more["results"]
+        self.report["step"]["ratios"] = step_ratios(self.report["step"]["results"])
+        return {"layouts": self.sizes["layouts"][1:], "rows": len(more["results"])}
 
-    def loaders() -> dict:
+    def _loader_with_cache(self, root: Path, name: str, cache_kw: dict, kw: dict, workers: list[int]) -> dict:
+        """``bench_loader`` decoding (``workers``), then from a frame cache built for the purpose."""
         from .data.frame_cache import build_frame_cache
-        res: dict[str, Any] = {}
-        synth = Path(synthetic_root) if synthetic_root else work / "synthetic-tiny"
-        if not (synth / "meta.json").is_file():
+        res = {name: bench_loader(root, workers=workers, **kw)}
+        short_side = bench_config(self.sizes["loader_preset"]).data.short_side
+        cache = build_frame_cache(root, self.work / f"cache-{root.name}", short_side, workers=min(self.cpus, 8),
+                                  progress=False, **cache_kw)
+        res[f"{name}_cached"] = bench_loader(root, workers=workers[-1:], frame_cache=cache["out"], **kw)
+        res[f"{name}_cached"]["build"] = {k: cache[k] for k in ("done", "seconds", "gib")}
+        return res
+
+    def loaders(self) -> dict:
+        sizes = self.sizes
+        if not (self.synth / "meta.json").is_file():
             from .data.synthetic import write_synthetic_dataset
-            write_synthetic_dataset(synth, size="tiny", workers=min(cpus, 8), progress=False)
+            write_synthetic_dataset(self.synth, size="tiny", workers=min(self.cpus, 8), progress=False)
         kw = dict(preset_name=sizes["loader_preset"], batch=sizes["loader_batch"], method="cmmc",
-                  overrides=[f"data.root={synth}", "data.dataset=synthetic"])
-        res["synthetic"] = bench_loader(synth, workers=sizes["loader_workers"], **kw)
-        cfg = bench_config(sizes["loader_preset"])
-        cache = build_frame_cache(synth, work / "cache-synthetic", cfg.data.short_side, workers=min(cpus, 8),
-                                  progress=False)
-        res["synthetic_cached"] = bench_loader(synth, workers=sizes["loader_workers"][-1:],
-                                               frame_cache=cache["out"], **kw)
-        res["synthetic_cached"]["build"] = {k: cache[k] for k in ("done", "seconds", "gib")}
-        ucf = realdata / "ucf101"
+                  overrides=[f"data.root={self.synth}", "data.dataset=synthetic"])
+        res = self._loader_with_cache(self.synth, "synthetic", {}, kw, sizes["loader_workers"])
+        ucf = self.realdata / "ucf101"
         if (ucf / "videos").is_dir() and (ucf / "splits").is_dir():
             kw = dict(preset_name=sizes["loader_preset"], batch=sizes["loader_batch"], modalities=("rgb",),
                       dataset="ucf101", subset="all", overrides=[f"data.root={ucf}"])
             workers = [w for w in sizes["loader_workers"] if w > 0] or [0]
-            res["real_ucf101"] = bench_loader(ucf, workers=[workers[0], workers[-1]] if len(workers) > 1 else workers,
-                                              **kw)
-            cache = build_frame_cache(ucf, work / "cache-ucf101", cfg.data.short_side, modalities=("rgb",),
-                                      workers=min(cpus, 8), progress=False)
-            res["real_ucf101_cached"] = bench_loader(ucf, workers=workers[-1:], frame_cache=cache["out"], **kw)
-            res["real_ucf101_cached"]["build"] = {k: cache[k] for k in ("done", "seconds", "gib")}
+            workers = [workers[0], workers[-1]] if len(workers) > 1 else workers
+            res.update(self._loader_with_cache(ucf, "real_ucf101", {"modalities": ("rgb",)}, kw, workers))
         else:
             res["real_ucf101"] = {"skipped": f"no real videos at {ucf}"}
         return res
-    phase("loader", loaders, need_s=30)
 
-    def lesson() -> dict:
-        params = {"PROFILE": sizes["lesson_profile"], "DEVICE": str(dev), "RUNS_DIR": str(work / "lesson06" / "runs"),
-                  "FIG_DIR": str(work / "lesson06" / "figures"), "BENCH_JSON": str(path)}
-        return run_notebook_inline(notebook, params)
-    phase("lesson06", lesson, need_s=30)
+    def lesson(self) -> dict:
+        params = {"PROFILE": self.sizes["lesson_profile"], "DEVICE": str(self.dev),
+                  "RUNS_DIR": str(self.work / "lesson06" / "runs"), "FIG_DIR": str(self.work / "lesson06" / "figures"),
+                  "BENCH_JSON": str(self.path)}
+        return run_notebook_inline(self.notebook, params)
 
-    def ddp() -> dict:
+    def ddp(self) -> dict:
         n = torch.cuda.device_count() if torch.cuda.is_available() else 0
         if n < 2:
             return {"ran": False, "reason": f"{n} GPU(s) on this machine: the 2-process NCCL run needs two "
                                             "(the CPU gloo run is tests/test_train.py)"}
-        synth = Path(synthetic_root) if synthetic_root else work / "synthetic-tiny"
-        run_dir = work / "ddp"
+        run_dir = self.work / "ddp"
         cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "cmmc_lib.cli",
-               "pretrain", "--preset", "tiny", "--json", "--run-dir", str(run_dir), f"data.root={synth}",
+               "pretrain", "--preset", "tiny", "--json", "--run-dir", str(run_dir), f"data.root={self.synth}",
                "run.max_steps=3", "ssl.queue_size=1000", "knn_every=0", "run.device=cuda"]
         t0 = time.perf_counter()
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=repo)
+        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180, cwd=self.repo)
         res = {"ran": True, "returncode": proc.returncode, "seconds": time.perf_counter() - t0,
                "stderr_tail": proc.stderr[-800:] if proc.returncode else None}
         if proc.returncode == 0:
@@ -957,36 +975,37 @@ def gpu_check(out: str | Path, reduced: bool | None = None, budget_s: float = 45
             res["queue_ptr_expected"] = 3 * ck["config"]["optim"]["batch_size"]
             res["ok"] = res["queue_ptr"] == res["queue_ptr_expected"]
         return res
-    phase("ddp", ddp)
 
-    def compiled() -> dict:
-        if reduced:
+    def compiled(self) -> dict:
+        if self.reduced:
             return {"skipped": "reduced run on a CPU: torch.compile is measured on the GPU"}
-        left = deadline - time.perf_counter() - 10
-        cmd = [sys.executable, "-m", "cmmc_lib.cli", "bench", "step", "--preset", sizes["preset"], "--methods",
-               "moco,cmmc", "--amp", "bf16", "--compile", "--steps", str(sizes["steps"]), "--warmup",
-               str(sizes["warmup"]), "--device", str(dev), "--json"]
+        left = self.deadline - time.perf_counter() - 10
+        cmd = [sys.executable, "-m", "cmmc_lib.cli", "bench", "step", "--preset", self.sizes["preset"], "--methods",
+               "moco,cmmc", "--amp", "bf16", "--compile", "--steps", str(self.sizes["steps"]), "--warmup",
+               str(self.sizes["warmup"]), "--device", str(self.dev), "--json"]
         try:
-            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=left, cwd=repo)
+            proc = subprocess.run(cmd, capture_output=True, text=True, timeout=left, cwd=self.repo)
         except subprocess.TimeoutExpired:
             return {"error": f"did not compile and run within the {left:.0f} s left"}
         if proc.returncode:
             return {"error": proc.stderr.strip().splitlines()[-1][:500] if proc.stderr.strip() else "failed"}
         return json.loads(proc.stdout)
-    phase("compiled", compiled, need_s=90)
 
-    report["goals"] = _goals(report)
-    try:
-        t = {}
-        for r in (report.get("step") or {}).get("results", []) + ((report.get("compiled") or {}).get("results") or []):
-            if not r.get("error") and r["amp"] == "bf16":
-                t[r["method"]] = min(t.get(r["method"], math.inf), r["seconds_per_step"])
-        report["cost"] = recipe_cost(t) if {"moco", "cmmc"} <= set(t) and not reduced else \
-            {"skipped": "reduced run: the cost needs the paper preset's step times on a GPU"}
-    except ValueError as e:
-        report["cost"] = {"error": str(e)}
-    save()
-    return report
+    def finish(self) -> dict:
+        """The goals judged and the recipe's GPU-hours from the bf16 step times; the report saved."""
+        report = self.report
+        report["goals"] = _goals(report)
+        try:
+            t = {}
+            for r in (report.get("step") or {}).get("results", []) + ((report.get("compiled") or {}).get("results") or []):
+                if not r.get("error") and r["amp"] == "bf16":
+                    t[r["method"]] = min(t.get(r["method"], math.inf), r["seconds_per_step"])
+            report["cost"] = recipe_cost(t) if {"moco", "cmmc"} <= set(t) and not self.reduced else \
+                {"skipped": "reduced run: the cost needs the paper preset's step times on a GPU"}
+        except ValueError as e:
+            report["cost"] = {"error": str(e)}
+        self.save()
+        return report
 
 
 def _nan_to_none(value: Any) -> Any:

@@ -410,57 +410,62 @@ def _fmt_generic(r: dict) -> str:
 
 
 # ----------------------------------------------------------------------------- parser
-def build_parser() -> argparse.ArgumentParser:
-    from .config import COURSE_PROFILES, PRESETS
-    from .data.flow import FLOW_METHODS
-    from .data.synthetic import SYNTHETIC_SIZES
-    from .registry import DATASETS, METHODS, MODALITIES, available
-    p = argparse.ArgumentParser(prog="cmmc", description=__doc__.splitlines()[0])
-    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
-    sub = p.add_subparsers(dest="verb", required=True)
+def _verb(parent, name, fn: Callable, fmt: Callable = _fmt_generic, **kw):
+    """A sub-command that calls ``fn(args)``, prints with ``fmt`` (or one JSON object with --json)."""
+    sp = parent.add_parser(name, **kw)
+    sp.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
+    sp.set_defaults(fn=fn, fmt=fmt)
+    return sp
 
-    def verb(parent, name, fn: Callable, fmt: Callable = _fmt_generic, **kw):
-        sp = parent.add_parser(name, **kw)
-        sp.add_argument("--json", action="store_true", help="print exactly one JSON object on stdout")
-        sp.set_defaults(fn=fn, fmt=fmt)
-        return sp
 
-    sp = verb(sub, "mask", cmd_mask, fmt_mask, help="sample one tesseract and print it")
+def _add_mask(sub) -> None:
+    """cmmc mask."""
+    sp = _verb(sub, "mask", cmd_mask, fmt_mask, help="sample one tesseract and print it")
     sp.add_argument("--shape", required=True, help="per-sample map shape C,T,H,W (or C,T,V)")
     sp.add_argument("--alpha", type=float, default=1.0)
     sp.add_argument("--dims", default="cthw")
     sp.add_argument("--seed", type=int, default=0)
 
+
+def _add_data(sub) -> None:
+    """cmmc data probe|check|synth|cache."""
+    from .data.flow import FLOW_METHODS
+    from .data.synthetic import SYNTHETIC_SIZES
+    from .registry import DATASETS
     data = sub.add_parser("data", help="inspect, check and generate datasets").add_subparsers(dest="what", required=True)
-    sp = verb(data, "probe", cmd_data_probe, fmt_probe, help="decode videos fully: frames, size, fps, errors")
+    sp = _verb(data, "probe", cmd_data_probe, fmt_probe, help="decode videos fully: frames, size, fps, errors")
     sp.add_argument("paths", nargs="+")
-    sp = verb(data, "check", cmd_data_check, fmt_check, help="what a prepared root holds against the official split")
+    sp = _verb(data, "check", cmd_data_check, fmt_check, help="what a prepared root holds against the official split")
     sp.add_argument("--dataset", required=True, choices=list(DATASETS))
     sp.add_argument("--root", required=True)
     sp.add_argument("--split", type=int, default=1)
     sp.add_argument("--decode", action="store_true", help="also decode every video to find unreadable ones")
     sp.add_argument("--trust-pickle", action="store_true",
                     help="ntu60: read .pkl inputs (unpickling can run code: only files you trust)")
-    sp = verb(data, "synth", cmd_data_synth, fmt_synth, help="write the synthetic dataset")
+    sp = _verb(data, "synth", cmd_data_synth, fmt_synth, help="write the synthetic dataset")
     sp.add_argument("--out", default=None, help="default: data/synthetic/<size>")
     sp.add_argument("--size", default="tiny", choices=list(SYNTHETIC_SIZES))
     sp.add_argument("--seed", type=int, default=0)
     sp.add_argument("--videos", type=int, default=None, help="override the number of videos")
     sp.add_argument("--flow-method", default="dis", choices=list(FLOW_METHODS))
     sp.add_argument("--workers", type=int, default=1)
-    sp = verb(data, "cache", cmd_data_cache, fmt_data_cache,
-              help="pre-decode videos and flow to uint8 arrays at the short side (resumable)",
-              description="Decode every video (and flow folder) of a dataset root once into "
-                          "OUT/{rgb,flow}/<video>.npy at the short side; the dataset then memory-maps "
-                          "clips instead of decoding (data.frame_cache=auto reads ROOT/frames_s<short side>).")
+    sp = _verb(data, "cache", cmd_data_cache, fmt_data_cache,
+               help="pre-decode videos and flow to uint8 arrays at the short side (resumable)",
+               description="Decode every video (and flow folder) of a dataset root once into "
+                           "OUT/{rgb,flow}/<video>.npy at the short side; the dataset then memory-maps "
+                           "clips instead of decoding (data.frame_cache=auto reads ROOT/frames_s<short side>).")
     sp.add_argument("--root", required=True, help="dataset root (videos/, flow/)")
     sp.add_argument("--out", default=None, help="default: ROOT/frames_s<short side> (what data.frame_cache=auto reads)")
     sp.add_argument("--short-side", type=int, default=128)
     sp.add_argument("--modalities", default="rgb,flow", help="rgb, flow or rgb,flow")
     sp.add_argument("--workers", type=int, default=1)
 
+
+def _add_flow(sub) -> None:
+    """cmmc flow extract."""
+    from .data.flow import FLOW_METHODS
     flow = sub.add_parser("flow", help="optical flow").add_subparsers(dest="what", required=True)
-    sp = verb(flow, "extract", cmd_flow_extract, fmt_flow, help="extract flow to the rawframes layout (resumable)")
+    sp = _verb(flow, "extract", cmd_flow_extract, fmt_flow, help="extract flow to the rawframes layout (resumable)")
     sp.add_argument("input", help="a video or a folder of videos")
     sp.add_argument("--out", required=True)
     sp.add_argument("--method", default="tvl1", choices=list(FLOW_METHODS))
@@ -471,7 +476,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default=None, help="tvl1-torch: cpu, cuda, cuda:N or auto (default: CUDA if any)")
     sp.add_argument("--batch-size", type=int, default=None, help="tvl1-torch: frame pairs per call (1 on CPU, 32 on CUDA)")
 
-    sp = verb(sub, "pretrain", cmd_pretrain, fmt_pretrain, help="self-supervised pre-training; writes a run folder")
+
+def _add_training(sub) -> None:
+    """cmmc pretrain, eval, pipeline, ablate."""
+    from .config import PRESETS
+    from .registry import DATASETS, METHODS, MODALITIES, available
+    sp = _verb(sub, "pretrain", cmd_pretrain, fmt_pretrain, help="self-supervised pre-training; writes a run folder")
     sp.add_argument("--preset", default="tiny", choices=list(PRESETS))
     sp.add_argument("--method", default=None, choices=available(METHODS))
     sp.add_argument("--modality", default=None, choices=available(MODALITIES))
@@ -479,7 +489,7 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
     sp.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. lr=3e-4 ssl.layer_k=3")
 
-    sp = verb(sub, "eval", cmd_eval, fmt_eval, help="downstream evaluation of a run")
+    sp = _verb(sub, "eval", cmd_eval, fmt_eval, help="downstream evaluation of a run")
     sp.add_argument("protocol", choices=["retrieval", "linear", "finetune"])
     sp.add_argument("--run", required=True)
     sp.add_argument("--other-run", default=None, help="second stream for two-stream fusion")
@@ -494,16 +504,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--modality", default=None, help="which network of a run that trained two (joint)")
     sp.add_argument("--other-modality", default=None, help="which network of --other-run")
 
-    sp = verb(sub, "pipeline", cmd_pipeline, fmt_pipeline,
-              help="the recipe: stage 1 (each modality alone), then alternate cycles of the method")
+    sp = _verb(sub, "pipeline", cmd_pipeline, fmt_pipeline,
+               help="the recipe: stage 1 (each modality alone), then alternate cycles of the method")
     sp.add_argument("--preset", default="tiny", choices=list(PRESETS))
     sp.add_argument("--method", default=None, choices=available(METHODS), help="the stage-2 method")
     sp.add_argument("--run-dir", default=None, help="default: <run.out_root>/<preset>-<method>-pipeline")
     sp.add_argument("--plan", action="store_true", help="print the stages and where they go; train nothing")
     sp.add_argument("overrides", nargs="*", help="key=value, e.g. schedule.cycles=2 schedule.alternate=false")
 
-    sp = verb(sub, "ablate", cmd_ablate, fmt_ablate,
-              help="the poster's tables: the mixing ablation, or the comparison with CoCLR")
+    sp = _verb(sub, "ablate", cmd_ablate, fmt_ablate,
+               help="the poster's tables: the mixing ablation, or the comparison with CoCLR")
     sp.add_argument("--preset", default="tiny", choices=list(PRESETS))
     sp.add_argument("--seeds", type=int, default=3, help="training seeds 0..N-1")
     sp.add_argument("--table", default="ablation", choices=["ablation", "comparison"],
@@ -513,13 +523,16 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--no-curves", action="store_true", help="skip CMMC w/o alternate training (the curves)")
     sp.add_argument("overrides", nargs="*", help="key=value config overrides")
 
-    bench = sub.add_parser("bench", help="throughput on this machine: step, loader, flow, retrieval, gpu-check")
-    bench = bench.add_subparsers(dest="what", required=True)
-    sp = verb(bench, "step", cmd_bench_step, fmt_bench_step,
-              help="training-step throughput per method (steps/s, clips/s, peak memory, ratios)",
-              description="Times cmmc_lib.train.train_step on random clips already on the device, at a "
-                          "preset's shapes: steps/s, clips/s (rows of the batch), peak memory, the method / "
-                          "MoCo step-time ratio at equal batch with CMMC's breakdown, bf16 / fp32.")
+
+def _add_bench_step_loader(sub) -> None:
+    """cmmc bench step|loader (``sub``: the bench sub-parsers)."""
+    from .config import PRESETS
+    from .registry import DATASETS, METHODS, available
+    sp = _verb(sub, "step", cmd_bench_step, fmt_bench_step,
+               help="training-step throughput per method (steps/s, clips/s, peak memory, ratios)",
+               description="Times cmmc_lib.train.train_step on random clips already on the device, at a "
+                           "preset's shapes: steps/s, clips/s (rows of the batch), peak memory, the method / "
+                           "MoCo step-time ratio at equal batch with CMMC's breakdown, bf16 / fp32.")
     sp.add_argument("--preset", default="tiny", choices=list(PRESETS))
     sp.add_argument("--methods", default="moco", help="comma-separated, e.g. moco,cmmc (default: moco)")
     sp.add_argument("--amp", default=None, help="off (float32), bf16, or both: off,bf16 (default: the preset's "
@@ -539,11 +552,11 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--clip", default=None, help="C,T,H,W: override the clip shape (C: 3 rgb, 2 flow)")
     sp.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.clip_len=16")
 
-    sp = verb(bench, "loader", cmd_bench_loader, fmt_bench_loader,
-              help="clips/s of the training DataLoader per worker count",
-              description="Clips/s of the training DataLoader (decode, crop, transforms, collation through "
-                          "worker processes) at the preset's clip size, for each worker count; with --videos, "
-                          "the per-core decoding rate of the given files instead.")
+    sp = _verb(sub, "loader", cmd_bench_loader, fmt_bench_loader,
+               help="clips/s of the training DataLoader per worker count",
+               description="Clips/s of the training DataLoader (decode, crop, transforms, collation through "
+                           "worker processes) at the preset's clip size, for each worker count; with --videos, "
+                           "the per-core decoding rate of the given files instead.")
     sp.add_argument("--root", default=None, help="dataset root (default: the preset's)")
     sp.add_argument("--preset", default="tiny", choices=list(PRESETS))
     sp.add_argument("--dataset", default=None, choices=list(DATASETS), help="default: the preset's")
@@ -562,8 +575,12 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--clips", type=int, default=50, help="--videos: clips to decode")
     sp.add_argument("overrides", nargs="*", help="key=value config overrides")
 
-    sp = verb(bench, "flow", cmd_bench_flow, fmt_bench_flow,
-              help="optical flow fields/s at 320x240 per method (TV-L1, tvl1-torch per batch size, DIS, Farneback)")
+
+def _add_bench_others(sub) -> None:
+    """cmmc bench flow|retrieval|gpu-check (``sub``: the bench sub-parsers)."""
+    from .data.flow import FLOW_METHODS
+    sp = _verb(sub, "flow", cmd_bench_flow, fmt_bench_flow,
+               help="optical flow fields/s at 320x240 per method (TV-L1, tvl1-torch per batch size, DIS, Farneback)")
     sp.add_argument("--videos", nargs="+", required=True, help="video files (the first one is used)")
     sp.add_argument("--pairs", type=int, default=8)
     sp.add_argument("--methods", nargs="*", default=list(FLOW_METHODS))
@@ -571,17 +588,17 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="tvl1-torch: frame pairs per call")
     sp.add_argument("--threads", type=int, default=1, help="CPU threads (1: the per-core figure)")
 
-    sp = verb(bench, "retrieval", cmd_bench_retrieval, help="time and memory of retrieval R@k")
+    sp = _verb(sub, "retrieval", cmd_bench_retrieval, help="time and memory of retrieval R@k")
     sp.add_argument("--queries", type=int, default=3783)
     sp.add_argument("--gallery", type=int, default=9537)
     sp.add_argument("--dim", type=int, default=1024)
 
-    sp = verb(bench, "gpu-check", cmd_bench_gpu_check, fmt_gpu_check,
-              help="the GPU check: step, loader, lesson 06, DDP, compile; one JSON in under 8 minutes",
-              description="On a machine with a GPU: bench step at the paper preset (MoCo, CMMC; fp32, bf16; "
-                          "channels-last on/off; compiled if time allows), bench loader on synthetic and real "
-                          "videos, lesson 06 at a smoke size, a 2-process NCCL run when two GPUs exist. Writes "
-                          "OUT/gpu_check.json after every phase. Without a GPU: the same at a reduced size.")
+    sp = _verb(sub, "gpu-check", cmd_bench_gpu_check, fmt_gpu_check,
+               help="the GPU check: step, loader, lesson 06, DDP, compile; one JSON in under 8 minutes",
+               description="On a machine with a GPU: bench step at the paper preset (MoCo, CMMC; fp32, bf16; "
+                           "channels-last on/off; compiled if time allows), bench loader on synthetic and real "
+                           "videos, lesson 06 at a smoke size, a 2-process NCCL run when two GPUs exist. Writes "
+                           "OUT/gpu_check.json after every phase. Without a GPU: the same at a reduced size.")
     sp.add_argument("--out", required=True, help="folder for gpu_check.json")
     sp.add_argument("--work", default=None, help="folder for generated data and caches (default: OUT/work)")
     sp.add_argument("--budget", type=float, default=450.0, help="seconds the whole check may take")
@@ -589,13 +606,31 @@ def build_parser() -> argparse.ArgumentParser:
     sp.add_argument("--device", default="auto")
     sp.add_argument("--reduced", action="store_true", help="the reduced (CPU) size even on a GPU")
 
-    sp = verb(sub, "course", cmd_course, fmt_course, help="execute every notebook with papermill")
+
+def _add_course(sub) -> None:
+    """cmmc course."""
+    from .config import COURSE_PROFILES
+    sp = _verb(sub, "course", cmd_course, fmt_course, help="execute every notebook with papermill")
     sp.add_argument("--profile", default="tiny", choices=list(COURSE_PROFILES))
     sp.add_argument("--out", default="outputs/course")
     sp.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 01 02")
     sp.add_argument("--timeout", type=int, default=None,
-                    help="seconds per cell; default: the profile's (300 tiny, 1800 cpu)")
+                    help="seconds per cell; default: the profile's (600 tiny, 3000 cpu)")
     sp.add_argument("--notebooks", default=None, help="folder of the lessons (default: the repo's notebooks/)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``cmmc`` command line: one sub-command per verb, each with ``--json``."""
+    p = argparse.ArgumentParser(prog="cmmc", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = p.add_subparsers(dest="verb", required=True)
+    for add in (_add_mask, _add_data, _add_flow, _add_training):
+        add(sub)
+    bench = sub.add_parser("bench", help="throughput on this machine: step, loader, flow, retrieval, gpu-check")
+    bench = bench.add_subparsers(dest="what", required=True)
+    _add_bench_step_loader(bench)
+    _add_bench_others(bench)
+    _add_course(sub)
     return p
 
 

@@ -543,6 +543,32 @@ def _settle_unreported(jobs: list[tuple], reported: set[str], run: str) -> tuple
     return done, frames, left
 
 
+def _plan_extraction(videos: list[Path], out_dir: Path, method: str, bound: float, short_side: int | None,
+                     overwrite: bool, run: str, device: str | None, batch_size: int | None) -> tuple[list, int]:
+    """The jobs of an extraction (one tuple of :func:`_extract_one`'s arguments per video to do)
+    and how many videos are finished already (ValueError when two videos share an id)."""
+    by_id: dict[str, Path] = {}
+    for v in videos:
+        if v.stem in by_id:
+            raise ValueError(f"two videos share the id {v.stem!r}: {by_id[v.stem]} and {v}")
+        by_id[v.stem] = v
+    todo, skipped, other_method = [], 0, []
+    for vid, path in by_id.items():
+        if not overwrite and is_flow_complete(out_dir / vid):      # our marker: no decoding needed
+            skipped += 1
+            made = _read_marker(out_dir / vid)
+            if made and (made.get("method"), made.get("bound")) != (method, bound):
+                other_method.append(vid)
+        else:
+            todo.append((str(path), str(out_dir / vid), method, bound, short_side, not overwrite, run,
+                         device, batch_size))
+    if other_method:
+        log.warning("%d finished videos in %s were made with another method or bound (e.g. %s);"
+                    " kept as they are: pass overwrite=True to recompute them",
+                    len(other_method), out_dir, other_method[0])
+    return todo, skipped
+
+
 def extract_flow(inputs: str | Path | Iterable[str | Path], out_dir: str | Path,
                  method: str = "tvl1", workers: int = 1, bound: float = FLOW_BOUND,
                  short_side: int | None = None, overwrite: bool = False,
@@ -581,29 +607,10 @@ def extract_flow(inputs: str | Path | Iterable[str | Path], out_dir: str | Path,
     device = _check_extraction_args(method, workers, bound, short_side, device, batch_size)
     start = time.perf_counter()
     videos = find_videos(inputs)
-    by_id: dict[str, Path] = {}
-    for v in videos:
-        if v.stem in by_id:
-            raise ValueError(f"two videos share the id {v.stem!r}: {by_id[v.stem]} and {v}")
-        by_id[v.stem] = v
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-
     run = uuid.uuid4().hex[:12]                 # recorded in the markers this call writes
-    todo, skipped, other_method = [], 0, []
-    for vid, path in by_id.items():
-        if not overwrite and is_flow_complete(out_dir / vid):      # our marker: no decoding needed
-            skipped += 1
-            made = _read_marker(out_dir / vid)
-            if made and (made.get("method"), made.get("bound")) != (method, bound):
-                other_method.append(vid)
-        else:
-            todo.append((str(path), str(out_dir / vid), method, bound, short_side, not overwrite, run,
-                         device, batch_size))
-    if other_method:
-        log.warning("%d finished videos in %s were made with another method or bound (e.g. %s);"
-                    " kept as they are: pass overwrite=True to recompute them",
-                    len(other_method), out_dir, other_method[0])
+    todo, skipped = _plan_extraction(videos, out_dir, method, bound, short_side, overwrite, run, device, batch_size)
     summary = {"done": 0, "skipped_existing": skipped, "failed": [], "frames": 0,
                "seconds": 0.0, "method": method, "out_dir": str(out_dir),
                "interrupted": False, "remaining": 0}
