@@ -92,10 +92,12 @@ def skeleton_tesseract(shape, alpha: float = 1.0, seed: int = 0):
 
 def run_study(lesson, route: str, seeds=None) -> dict[str, Any]:
     """The pose study (:func:`cmmc_lib.pose_study.pose_study`) at the lesson's profile, in
-    ``<runs>/09-<route>``: trained once, then reused (train-or-load)."""
-    from .course import seeds_for
+    ``<runs>/09-<route>``, over the profile's ablation seeds (:data:`cmmc_lib.course.ABLATION_SEEDS`):
+    trained once, then reused (train-or-load)."""
+    from .course import ABLATION_SEEDS
     from .pose_study import pose_study
-    seeds = seeds_for(lesson.profile, lesson.cfg.run.seed) if seeds is None else seeds
+    if seeds is None:        # as the ablation lessons: one seed at tiny (mechanics), three at cpu
+        seeds = tuple(lesson.cfg.run.seed + s for s in ABLATION_SEEDS[lesson.profile])
     name = route.replace("+", "-")
     return pose_study(lesson.profile, route, seeds, lesson.run_dir(f"09-{name}"),
                       overrides=[f"data.root={lesson.data_root}", f"run.device={lesson.cfg.run.device}",
