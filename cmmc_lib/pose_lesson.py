@@ -112,7 +112,8 @@ def table_rows(result: dict[str, Any]) -> list[str]:
     lines = [f"{'stream':<11} {'method':<38} {'linear top-1':>14}  seeds"]
     from .pose_study import NAMES
     for r in rows:
-        lines.append(f"{r['stream']:<11} {NAMES[r['variant']]:<38} {100 * r['mean']:6.1f} ± {100 * r['std']:4.1f}%  "
+        spread = f" ± {100 * r['std']:4.1f}%" if r["n"] > 1 else "%" + " " * 7
+        lines.append(f"{r['stream']:<11} {NAMES[r['variant']]:<38} {100 * r['mean']:6.1f}{spread}  "
                      + " ".join(f"{100 * v:.1f}" for v in r["values"]))
     lines.append(f"chance {100 / rec['num_classes']:.1f}% ({rec['num_classes']} classes, {rec['num_test']} test samples)")
     return lines

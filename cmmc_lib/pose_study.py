@@ -142,8 +142,8 @@ def markdown_table(rows: list[dict[str, Any]], route: str, records: list[dict[st
     lines = ["| stream | method | linear top-1 (%) | seeds | poster NTU-60 row | CS | CV |", "|---|---|---|---|---|---|---|"]
     for row in rows:
         name, cs, cv = POSTER.get((route, row["stream"], row["variant"]), ("-", "-", "-"))
-        lines.append(f"| {row['stream']} | {NAMES[row['variant']]} | {100 * row['mean']:.1f} ± {100 * row['std']:.1f} "
-                     f"| {row['n']} | {name} | {cs} | {cv} |")
+        cell = f"{100 * row['mean']:.1f}" + (f" ± {100 * row['std']:.1f}" if row["n"] > 1 else "")
+        lines.append(f"| {row['stream']} | {NAMES[row['variant']]} | {cell} | {row['n']} | {name} | {cs} | {cv} |")
     notes = []
     if records:
         r = records[0]
@@ -151,7 +151,8 @@ def markdown_table(rows: list[dict[str, Any]], route: str, records: list[dict[st
         se = math.sqrt(0.5 * 0.5 / r["num_test"])
         notes.append(f"{preset_name} preset, {r['num_train']} train / {r['num_test']} test samples, {r['num_classes']} "
                      f"classes: chance {100 * chance:.1f}%; one run's binomial standard error is at most "
-                     f"{100 * se:.1f} points. Mean ± sample std over training seeds; linear probe accuracy after its "
+                     f"{100 * se:.1f} points. Mean ± sample std over training seeds (one seed: its value); linear probe "
+                     "accuracy after its "
                      f"last epoch; two streams fused by averaging {r['fusion']}.")
     notes.append("The poster's numbers are NTU-60 (S3D / ST-GCN, hundreds of GPU-hours); on the synthetic data "
                  "the table shows the mechanics and the direction of effects, not numbers to match.")
