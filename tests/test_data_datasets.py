@@ -263,3 +263,36 @@ def test_worker_options_prefetch_and_persistent_workers():
     assert "prefetch_factor" not in worker_options(2) and worker_options(2)["persistent_workers"] is False
     with pytest.raises(ValueError, match="data.prefetch must be >= 1"):
         worker_options(2, prefetch=0)
+
+
+def test_skipping_datasets_return_the_next_readable_item_and_warn_once(caplog):
+    from cmmc_lib.data.skipping import SkipsUnreadable
+
+    class Items(SkipsUnreadable):
+        noun = "clip"
+
+        def __init__(self, bad):
+            self.bad, self._skipped, self._warned = set(bad), [0] * 4, set()
+
+        def __len__(self):
+            return 4
+
+        def _item(self, j):
+            if j in self.bad:
+                raise OSError(f"broken {j}")
+            return {"index": j}
+
+        def _name(self, j):
+            return f"c{j}"
+
+        def _origin(self):
+            return "the toy set"
+
+    ds = Items(bad={1, 2})
+    assert [ds[i]["index"] for i in (0, 1, 2, 1, -1)] == [0, 3, 3, 3, 3]
+    assert caplog.text.count("skipping unreadable clip c1: broken 1") == 1
+    assert ds._skipped == [0, 1, 1, 0]
+    with pytest.raises(IndexError, match="out of range for 4 clips"):
+        ds[4]
+    with pytest.raises(RuntimeError, match="no readable clip among the 4 of the toy set"):
+        Items(bad={0, 1, 2, 3})[0]

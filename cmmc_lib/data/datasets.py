@@ -51,6 +51,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from .skipping import SkipsUnreadable
 from .. import registry
 from ..config import DataConfig, data_root
 from .frame_cache import open_frame_cache
@@ -68,7 +69,7 @@ SKELETON_STREAMS = tuple(m for m, spec in registry.MODALITIES.items() if spec.ne
 _CORRUPT = (VideoReadError, FrameReadError)
 
 
-class MultiModalClips(Dataset):
+class MultiModalClips(SkipsUnreadable, Dataset):
     """Clips of the videos in ``entries`` under ``root`` (see the module docstring).
 
     root/videos/<relpath> are the videos (``videos_dir``: another folder, NTU's ``rgb``),
@@ -76,6 +77,8 @@ class MultiModalClips(Dataset):
     root/skeletons/<video>.skeleton). ``data`` says how clips are cut (its ``root`` and ``split``
     are not read here: ``entries`` already name the videos; its ``dataset`` names the skeleton layout).
     """
+
+    unreadable, noun = _CORRUPT, "video"
 
     def __init__(self, root: Path | str, entries: Sequence[VideoEntry], classes: Sequence[str],
                  modalities: Sequence[str] = ("rgb",), train: bool = True,
@@ -197,27 +200,12 @@ class MultiModalClips(Dataset):
         self._scratch = None                     # no decoded video travels to the workers
         return counts
 
-    def __getitem__(self, i: int) -> dict:
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for {n} videos")
-        i %= n
-        for step in range(n):
-            j = (i + step) % n
-            if self._skipped[j]:
-                continue
-            try:
-                return self._item(j)
-            except _CORRUPT as e:
-                self._skip(j, e)
-        raise RuntimeError(f"no readable video among the {n} of {self.root}")
-
     # ------------------------------------------------------------------ loading
-    def _skip(self, j: int, err: Exception) -> None:
-        self._skipped[j] = 1
-        if j not in self._warned:
-            self._warned.add(j)
-            log.warning("skipping unreadable video %s: %s", self.entries[j].video, err)
+    def _name(self, j: int) -> str:
+        return self.entries[j].video
+
+    def _origin(self) -> str:
+        return str(self.root)
 
     def _item(self, j: int) -> dict:
         e = self.entries[j]

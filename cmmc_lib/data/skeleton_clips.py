@@ -49,6 +49,7 @@ from .. import registry
 from ..config import DataConfig, data_root
 from .skeleton import (STREAMS, load_stgcn_arrays, normalize_2d_pose, preprocess_skeleton, read_ntu_xyz,
                        resize_frames, shear, simulate_pose_estimator, skeleton_stream, temporal_crop)
+from .skipping import SkipsUnreadable
 from .splits import NTU60_NUM_CLASSES, load_split, ntu60_split, parse_ntu_name, source_of
 
 log = logging.getLogger(__name__)
@@ -84,8 +85,10 @@ class SkeletonSource:
         return len(self.labels)
 
 
-class SkeletonClips(Dataset):
+class SkeletonClips(SkipsUnreadable, Dataset):
     """Skeleton streams of the samples of ``source`` (see the module docstring)."""
+
+    unreadable, noun = (SkeletonReadError, OSError), "skeleton sample"
 
     def __init__(self, source: SkeletonSource, streams: Sequence[str] = ("joint",), train: bool = True,
                  data: DataConfig | None = None, seed: int = 0):
@@ -171,21 +174,6 @@ class SkeletonClips(Dataset):
             x = temporal_crop(x, rng, self.data.temporal_pad)
         return x
 
-    def __getitem__(self, i: int) -> dict:
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"index {i} out of range for {n} samples")
-        i %= n
-        for step in range(n):
-            j = (i + step) % n
-            if self._skipped[j]:
-                continue
-            try:
-                return self._item(j)
-            except (SkeletonReadError, OSError) as e:
-                self._skip(j, e)
-        raise RuntimeError(f"no readable skeleton sample in {self.src.origin}")
-
     # ------------------------------------------------------------------ internals
     def _item(self, j: int) -> dict:
         rng = np.random.default_rng([self.seed, self.epoch, j]) if self.train else None
@@ -196,11 +184,11 @@ class SkeletonClips(Dataset):
                     source=self.sources[j])
         return item
 
-    def _skip(self, j: int, err: Exception) -> None:
-        self._skipped[j] = 1
-        if j not in self._warned:
-            self._warned.add(j)
-            log.warning("skipping skeleton sample %s: %s", self.videos[j], err)
+    def _name(self, j: int) -> str:
+        return self.videos[j]
+
+    def _origin(self) -> str:
+        return str(self.src.origin)
 
 
 # --------------------------------------------------------------------------- sources
