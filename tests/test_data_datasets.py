@@ -291,7 +291,7 @@ def test_skipping_datasets_return_the_next_readable_item_and_warn_once(caplog):
     ds = Items(bad={1, 2})
     assert [ds[i]["index"] for i in (0, 1, 2, 1, -1)] == [0, 3, 3, 3, 3]
     assert caplog.text.count("skipping unreadable clip c1: broken 1") == 1
-    assert ds._skipped == [0, 1, 1, 0]
+    assert ds._skipped == [0, 1, 1, 0] and ds.num_skipped == 2
     with pytest.raises(IndexError, match="out of range for 4 clips"):
         ds[4]
     with pytest.raises(RuntimeError, match="no readable clip among the 4 of the toy set"):

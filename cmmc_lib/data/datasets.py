@@ -181,11 +181,6 @@ class MultiModalClips(SkipsUnreadable, Dataset):
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self._epoch[0] = int(epoch)
 
-    @property
-    def num_skipped(self) -> int:
-        """Number of distinct unreadable videos met so far (in this process and its workers)."""
-        return int(self._skipped.sum())
-
     def frame_counts(self, indices: Sequence[int] | None = None) -> list[int]:
         """Count (and remember) the frames of videos ``indices`` (default: all) now, e.g. before
         DataLoader workers are spawned: they inherit the counts and never decode a whole video

@@ -129,10 +129,6 @@ class SkeletonClips(SkipsUnreadable, Dataset):
             raise ValueError(f"epoch must be >= 0, got {epoch}")
         self._epoch[0] = int(epoch)
 
-    @property
-    def num_skipped(self) -> int:
-        return int(self._skipped.sum())
-
     def frame_counts(self, indices: Sequence[int] | None = None) -> list[int]:
         """Frames per sample after resampling (``data.skeleton_frames``; 0 for unreadable ones)."""
         out = []

@@ -21,6 +21,11 @@ class SkipsUnreadable:
     def _origin(self) -> str:
         raise NotImplementedError
 
+    @property
+    def num_skipped(self) -> int:
+        """Distinct unreadable items met so far (in this process and its loader workers)."""
+        return int(sum(self._skipped))
+
     def __getitem__(self, i: int) -> dict:
         n = len(self)
         if not -n <= i < n:
