@@ -32,6 +32,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from .config import Config, preset
+from .registry import METHODS
 from .pipeline import final_networks, plan_pipeline
 
 log = logging.getLogger(__name__)
@@ -41,8 +42,7 @@ STREAMS = ("rgb", "flow", "two-stream")
 #: metric -> the protocol that measures it and the key in its result
 METRICS = {"linear": ("linear", "top1"), "finetune": ("finetune", "top1"), "R@1": ("retrieval", "R@1"),
            "R@5": ("retrieval", "R@5")}
-NAMES = {"moco": "MoCo (baseline)", "mixup": "+ mixup", "cm-mixup": "+ CM mixup", "cmmc": "+ CM cutmix",
-         "coclr": "CoCLR", "coclr-cmmc": "CoCLR + CMMC"}
+NAMES = {name: method.label for name, method in METHODS.items()}
 
 
 @dataclass(frozen=True)

@@ -87,11 +87,15 @@ class Method:
     (block-k features, same modality), ``cross-modal-mix`` (block-k features with the other
     modality's block-l features; CMMC), ``coclr`` (CoCLR's mined positives).
     mix: ``mixup`` | ``cutmix`` | None.
+    label: the method's row name in tables and its legend entry in figures.
+    colour: its colour in every figure (a matplotlib colour name).
     """
     name: str
     step: str
     mix: str | None
     summary: str
+    label: str
+    colour: str
     available: bool = True
 
     @property
@@ -155,15 +159,20 @@ BACKBONES: dict[str, BackboneSpec] = _table(
 )
 
 METHODS: dict[str, Method] = _table(
-    Method("moco", "moco", None, "MoCo baseline: InfoNCE over batch keys and a queue"),
-    Method("mixup", "input-mix", "mixup", "+ mixup of the input clips (same modality)"),
-    Method("cutmix", "input-mix", "cutmix", "+ cutmix of the input clips (same modality)"),
-    Method("manifold-mixup", "manifold-mix", "mixup", "+ mixup of block-k features (same modality)"),
-    Method("manifold-cutmix", "manifold-mix", "cutmix", "+ tesseract cutmix of block-k features (same modality)"),
-    Method("cm-mixup", "cross-modal-mix", "mixup", "+ cross-modal mixup of block-k features"),
-    Method("cmmc", "cross-modal-mix", "cutmix", "+ cross-modal manifold cutmix (CMMC)"),
-    Method("coclr", "coclr", None, "CoCLR: positives mined by the other modality's frozen network"),
-    Method("coclr-cmmc", "coclr", "cutmix", "CoCLR + CMMC: mined positives and a cross-modal tesseract"),
+    Method("moco", "moco", None, "MoCo baseline: InfoNCE over batch keys and a queue", "MoCo (baseline)", "tab:blue"),
+    Method("mixup", "input-mix", "mixup", "+ mixup of the input clips (same modality)", "+ mixup", "tab:orange"),
+    Method("cutmix", "input-mix", "cutmix", "+ cutmix of the input clips (same modality)", "+ cutmix", "tab:olive"),
+    Method("manifold-mixup", "manifold-mix", "mixup", "+ mixup of block-k features (same modality)",
+           "+ manifold mixup", "tab:pink"),
+    Method("manifold-cutmix", "manifold-mix", "cutmix", "+ tesseract cutmix of block-k features (same modality)",
+           "+ manifold cutmix", "tab:brown"),
+    Method("cm-mixup", "cross-modal-mix", "mixup", "+ cross-modal mixup of block-k features", "+ CM mixup",
+           "tab:green"),
+    Method("cmmc", "cross-modal-mix", "cutmix", "+ cross-modal manifold cutmix (CMMC)", "+ CM cutmix", "tab:red"),
+    Method("coclr", "coclr", None, "CoCLR: positives mined by the other modality's frozen network", "CoCLR",
+           "tab:purple"),
+    Method("coclr-cmmc", "coclr", "cutmix", "CoCLR + CMMC: mined positives and a cross-modal tesseract",
+           "CoCLR + CMMC", "tab:cyan"),
 )
 
 

@@ -1,4 +1,6 @@
 """Presets and key=value overrides."""
+import dataclasses
+
 import pytest
 
 from cmmc_lib.config import Config, PRESETS, preset
@@ -55,7 +57,7 @@ def test_unknown_preset():
 
 def test_planned_names_are_known_but_refused_until_they_exist(monkeypatch):
     from cmmc_lib import registry
-    monkeypatch.setitem(registry.METHODS, "coclr", registry.Method("coclr", "coclr", None, "", available=False))
+    monkeypatch.setitem(registry.METHODS, "coclr", dataclasses.replace(registry.METHODS["coclr"], available=False))
     with pytest.raises(ValueError, match="method 'coclr' is not available yet"):
         preset("tiny", ["ssl.method=coclr"])
 
