@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
+import functools
 import json
 import logging
 import math
@@ -41,6 +42,7 @@ import torch
 
 from .config import Config, preset
 from .registry import METHODS, MODALITIES, available
+from .ssl.factory import build_method, random_source
 
 log = logging.getLogger(__name__)
 
@@ -185,18 +187,9 @@ def synthetic_batch(cfg: Config, modalities: Sequence[str], device: torch.device
 
 
 def build_bench_method(cfg: Config):
-    """The method step of ``cfg`` with a randomly initialised source network when it mixes
-    across modalities (the benchmark times the computation, not what the weights know)."""
-    from .models import build_backbone, build_encoder
-    from .ssl.factory import build_method, layout_for
-    source, m = None, cfg.model
-    if METHODS[cfg.ssl.method].cross_modal and not cfg.ssl.joint:
-        channels = MODALITIES[cfg.ssl.other_modality].channels
-        if METHODS[cfg.ssl.method].step == "coclr":       # CoCLR mines with the whole encoder (its embedding)
-            source = build_encoder(m.backbone, channels, m.width, m.proj_hidden, m.proj_dim, layout_for(cfg))
-        else:
-            source = build_backbone(m.backbone, channels, m.width, layout_for(cfg))
-    return build_method(cfg, source_backbone=source)
+    """The method of ``cfg`` with a randomly initialised source network when it mixes across
+    modalities (the benchmark times the computation, not what the weights know)."""
+    return build_method(cfg, random_source(cfg))
 
 
 def _clock(device: torch.device) -> Callable[[], float]:
@@ -221,30 +214,16 @@ class _Timed:
 
 
 @contextlib.contextmanager
-def _instrumented(step, device: torch.device):
-    """Time the source network's partial forward and the cross-modal mixing of ``step``."""
-    from . import mixing
-    timers = {"source": _Timed(step.source_features, device)}
-    patched = {}
-    for name in ("cross_modal_cutmix", "cross_modal_mixup"):
-        patched[name] = getattr(mixing, name)
-        timers.setdefault("mix", _Timed(None, device))
-    mix_timer = timers["mix"]
-
-    def wrap(fn):
-        def run(*a, **k):
-            mix_timer.fn = fn
-            return mix_timer(*a, **k)
-        return run
-    step.source_features = timers["source"]
-    for name, fn in patched.items():
-        setattr(mixing, name, wrap(fn))
+def _instrumented(method, device: torch.device):
+    """Time the source network's partial forward and the cross-modal mixing of ``method``'s mixer."""
+    mixer = method.mixer
+    timers = {"source": _Timed(mixer.source_features, device), "mix": _Timed(mixer.mix, device)}
+    mixer.source_features, mixer.mix = timers["source"], functools.wraps(mixer.mix)(timers["mix"])
     try:
         yield timers
     finally:
-        del step.source_features
-        for name, fn in patched.items():
-            setattr(mixing, name, fn)
+        del mixer.source_features
+        mixer.mix = timers["mix"].fn
 
 
 def cpu_peak_memory(cfg: Config, warmup: int = 2) -> float | None:
@@ -297,7 +276,7 @@ class StepRunner:
 
     def breakdown(self, steps: int) -> dict | None:
         """Median ms of the step, the source's partial forward and the mixing (instrumented)."""
-        if not hasattr(self.method, "source_features"):
+        if getattr(self.method, "mixer", None) is None:
             return None
         clock = _clock(self.device)
         with _instrumented(self.method, self.device) as timers:

@@ -195,9 +195,6 @@ class Config:
         cfg.preset = d.get("preset", cfg.preset)
         return cfg
 
-    def resolved_data_root(self) -> Path:
-        return data_root(self.data)
-
 
 def data_root(d: DataConfig) -> Path:
     """The directory a :class:`DataConfig` reads from (see its docstring). The synthetic data of
@@ -307,11 +304,7 @@ def preset(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
 def _set_other_stream(cfg: Config, overrides: list[str]) -> None:
     """With the skeleton face, ``ssl.modality=motion`` alone makes the other modality the other
     stream of ``schedule.modalities`` (joint), unless ``ssl.other_modality`` is given too."""
-    trial = copy.deepcopy(cfg)
-    for item in overrides:
-        key, value = item.split("=", 1)
-        section, name = _locate(trial, key.strip())
-        _set_field(getattr(trial, section), name, value.strip())
+    trial = _assign(copy.deepcopy(cfg), overrides)
     s, mods = trial.ssl, trial.schedule.modalities
     if s.other_modality == s.modality and s.modality in mods and len(mods) == 2:
         overrides.insert(len(SKELETON_SETTINGS[cfg.preset]), f"ssl.other_modality={mods[1 - mods.index(s.modality)]}")
@@ -319,31 +312,40 @@ def _set_other_stream(cfg: Config, overrides: list[str]) -> None:
 
 def names_skeleton_stream(cfg: Config, overrides: list[str] | tuple[str, ...]) -> bool:
     """True when ``overrides`` set ``ssl.modality``, ``ssl.other_modality`` or
-    ``schedule.modalities`` to a skeleton stream (a modality read by a skeleton network)."""
+    ``schedule.modalities`` to a skeleton stream (a modality read by a skeleton network).
+    Malformed overrides are left for :func:`apply_overrides` to refuse."""
     for item in overrides:
-        if "=" not in item:
-            continue
-        key, value = item.split("=", 1)
         try:
-            where = _locate(cfg, key.strip())
+            section, name, value = parse_override(cfg, item)
         except ValueError:
             continue
-        if where in _MODALITY_KEYS:
+        if (section, name) in _MODALITY_KEYS:
             names = [v.strip() for v in value.strip("()[] ").split(",")]
             if any(n in MODALITIES and MODALITIES[n].network == "skeleton" for n in names):
                 return True
     return False
 
 
-def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
-    """Apply ``key=value`` strings in place. ``key`` is ``section.name`` or a unique ``name``."""
+def parse_override(cfg: Config, item: str) -> tuple[str, str, str]:
+    """``"key=value"`` -> ``(section, field, value)``; ``key`` is ``section.name`` or a unique
+    ``name``. ValueError (one line) for a malformed item or an unknown or ambiguous key."""
+    if "=" not in item:
+        raise ValueError(f"override {item!r} is not key=value")
+    key, value = item.split("=", 1)
+    section, name = _locate(cfg, key.strip())
+    return section, name, value.strip()
+
+
+def _assign(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
     for item in overrides:
-        if "=" not in item:
-            raise ValueError(f"override {item!r} is not key=value")
-        key, value = item.split("=", 1)
-        section, name = _locate(cfg, key.strip())
-        _set_field(getattr(cfg, section), name, value.strip())
-    validate(cfg)
+        section, name, value = parse_override(cfg, item)
+        _set_field(getattr(cfg, section), name, value)
+    return cfg
+
+
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
+    """Apply ``key=value`` strings in place (:func:`parse_override`), then :func:`validate`."""
+    validate(_assign(cfg, overrides))
     return cfg
 
 
@@ -452,7 +454,7 @@ def _validate_numbers(cfg: Config) -> None:
 def _validate_schedule(cfg: Config) -> None:
     sc = cfg.schedule
     method = lookup(METHODS, sc.stage1_method, "method")
-    if method.cross_modal or method.step == "manifold-mix":
+    if not method.stage1:
         raise ValueError(f"schedule.stage1_method={sc.stage1_method!r}: stage 1 trains each modality alone "
                          f"(moco, mixup or cutmix)")
     if sc.cycles < 1 or sc.cycle_epochs < 1:
@@ -470,7 +472,12 @@ def _validate_schedule(cfg: Config) -> None:
                              f"{network} input, not {m!r}")
         if cfg.data.dataset not in modality.datasets:
             raise ValueError(f"schedule.modalities: dataset {cfg.data.dataset!r} carries no {m!r} modality")
-    if cfg.ssl.joint and METHODS[cfg.ssl.method].step != "cross-modal-mix":
+    method2 = METHODS[cfg.ssl.method]
+    if not sc.alternate and not method2.trains_jointly:
+        raise ValueError(f"schedule.alternate=false trains both networks at once, each mixing in the other's "
+                         f"current features: only cross-modal mixing methods can ("
+                         f"{', '.join(n for n, m in METHODS.items() if m.trains_jointly)}), not {cfg.ssl.method!r}")
+    if cfg.ssl.joint and not method2.trains_jointly:
         raise ValueError(f"ssl.joint trains two networks that mix into each other: it needs a cross-modal "
                          f"mixing method (cm-mixup, cmmc), not {cfg.ssl.method!r}")
 

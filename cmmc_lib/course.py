@@ -173,9 +173,10 @@ def protocol_features(run_dir: str | Path, subset: str, device: str = "cpu"):
     cached in the run's ``features/`` folder (:func:`cmmc_lib.evaluate.split_features`)."""
     from .evaluate.features import FeatureCache, split_features
     from .runs import RunFolder
+    from .ssl.factory import load_backbone
 
     run = RunFolder(run_dir)
-    backbone, cfg = run.load_backbone()
+    backbone, cfg = load_backbone(run)
     cache = FeatureCache(run.checkpoint_path("last"), run.features_dir)
     return split_features(backbone, cfg.data, cfg.ssl.modality, subset,
                           eval_windows=1 if subset == "train" else None, device=device, cache=cache)

@@ -89,7 +89,7 @@ def plan_pipeline(cfg: Config, root: str | Path, stage1_root: str | Path | None 
     latest = {m: str(s.run_dir) for m, s in first.items()}
     sc, method = cfg.schedule, METHODS[cfg.ssl.method]
     stage2 = dict(ssl__method=cfg.ssl.method, optim__milestones=tuple(sc.cycle_milestones))
-    if method.step == "cross-modal-mix" and not sc.alternate:
+    if method.trains_jointly and not sc.alternate:
         m, other = sc.modalities
         joint = derive(cfg, ssl__modality=m, ssl__other_modality=other, ssl__joint=True,
                        ssl__init_run=latest[m], ssl__source_run=latest[other],

@@ -5,11 +5,15 @@ dataset builder, the CLI's choices, the course and the notebooks. A name that is
 not ``available`` is known (it has a place in the plan and the config) but refused with one
 line until its code exists.
 
-Pure metadata: this module imports nothing of the package, so every layer may read it.
+Metadata, plus the mixing functions a method names: this module imports only
+:mod:`cmmc_lib.mixing` (pure tensor maths), so every layer may read it.
 """
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
+
+from . import mixing
 
 
 @dataclass(frozen=True)
@@ -80,28 +84,50 @@ class BackboneSpec:
 
 
 @dataclass(frozen=True)
-class Method:
-    """A training method: which step class runs it and what it mixes.
+class MethodSpec:
+    """Everything a training method is; the factory (:mod:`cmmc_lib.ssl.factory`), the tables and
+    the figures read it from here, so adding a mixing variant is a function in
+    :mod:`cmmc_lib.mixing` and one entry in :data:`METHODS`.
 
-    step: ``moco`` (no mixing), ``input-mix`` (the input clips, same modality), ``manifold-mix``
-    (block-k features, same modality), ``cross-modal-mix`` (block-k features with the other
-    modality's block-l features; CMMC), ``coclr`` (CoCLR's mined positives).
-    mix: ``mixup`` | ``cutmix`` | None.
-    label: the method's row name in tables and its legend entry in figures.
+    kind:   the family of training step, i.e. which class runs it: ``moco`` (no mixing),
+            ``input-mix`` (the input clips, same modality), ``manifold-mix`` (block-k features,
+            same modality), ``cross-modal-mix`` (block-k features with the other modality's
+            block-l features: CMMC), ``coclr`` (positives mined by the other modality).
+    mix:    the mixing function (one of :mod:`cmmc_lib.mixing`), or None. Same-modality kinds
+            call ``mix(x, **options)``, cross-modal ones ``mix(h1, h2, **options)``; each
+            function takes the options it declares among ``alpha``, ``dims``, ``perm``,
+            ``generator``, ``resample`` and ``centre``.
+    label:  the method's row name in tables and its legend entry in figures.
     colour: its colour in every figure (a matplotlib colour name).
+    source: what it needs of the other modality's network: None (nothing), ``backbone`` (its
+            blocks up to l, whose features are pasted in), ``encoder`` (backbone and projection
+            head: CoCLR mines positives with its embedding; CoCLR + CMMC also pastes its block-l
+            features).
     """
     name: str
-    step: str
-    mix: str | None
-    summary: str
+    kind: str
+    mix: Callable | None
     label: str
     colour: str
+    summary: str
+    source: str | None = None
     available: bool = True
 
     @property
     def cross_modal(self) -> bool:
         """Needs the other modality's network (a frozen source, or CoCLR's miner)."""
-        return self.step in ("cross-modal-mix", "coclr")
+        return self.source is not None
+
+    @property
+    def trains_jointly(self) -> bool:
+        """Can train both networks at once, each mixing in the other's current features (the
+        poster's "w/o alternate training"): the cross-modal mixing kind."""
+        return self.kind == "cross-modal-mix"
+
+    @property
+    def stage1(self) -> bool:
+        """Can be stage 1 of the recipe: trains one modality from its own input alone."""
+        return self.kind in ("moco", "input-mix")
 
 
 def _table(*items):
@@ -158,21 +184,25 @@ BACKBONES: dict[str, BackboneSpec] = _table(
     BackboneSpec("stgcn", "stgcn:STGCN", 10, "skeleton", True, "ST-GCN at SkeletonCLR's size"),
 )
 
-METHODS: dict[str, Method] = _table(
-    Method("moco", "moco", None, "MoCo baseline: InfoNCE over batch keys and a queue", "MoCo (baseline)", "tab:blue"),
-    Method("mixup", "input-mix", "mixup", "+ mixup of the input clips (same modality)", "+ mixup", "tab:orange"),
-    Method("cutmix", "input-mix", "cutmix", "+ cutmix of the input clips (same modality)", "+ cutmix", "tab:olive"),
-    Method("manifold-mixup", "manifold-mix", "mixup", "+ mixup of block-k features (same modality)",
-           "+ manifold mixup", "tab:pink"),
-    Method("manifold-cutmix", "manifold-mix", "cutmix", "+ tesseract cutmix of block-k features (same modality)",
-           "+ manifold cutmix", "tab:brown"),
-    Method("cm-mixup", "cross-modal-mix", "mixup", "+ cross-modal mixup of block-k features", "+ CM mixup",
-           "tab:green"),
-    Method("cmmc", "cross-modal-mix", "cutmix", "+ cross-modal manifold cutmix (CMMC)", "+ CM cutmix", "tab:red"),
-    Method("coclr", "coclr", None, "CoCLR: positives mined by the other modality's frozen network", "CoCLR",
-           "tab:purple"),
-    Method("coclr-cmmc", "coclr", "cutmix", "CoCLR + CMMC: mined positives and a cross-modal tesseract",
-           "CoCLR + CMMC", "tab:cyan"),
+METHODS: dict[str, MethodSpec] = _table(
+    MethodSpec("moco", "moco", None, "MoCo (baseline)", "tab:blue",
+               "MoCo baseline: InfoNCE over batch keys and a queue"),
+    MethodSpec("mixup", "input-mix", mixing.mixup, "+ mixup", "tab:orange",
+               "+ mixup of the input clips (same modality)"),
+    MethodSpec("cutmix", "input-mix", mixing.cutmix, "+ cutmix", "tab:olive",
+               "+ cutmix of the input clips (same modality)"),
+    MethodSpec("manifold-mixup", "manifold-mix", mixing.manifold_mixup, "+ manifold mixup", "tab:pink",
+               "+ mixup of block-k features (same modality)"),
+    MethodSpec("manifold-cutmix", "manifold-mix", mixing.manifold_cutmix, "+ manifold cutmix", "tab:brown",
+               "+ tesseract cutmix of block-k features (same modality)"),
+    MethodSpec("cm-mixup", "cross-modal-mix", mixing.cross_modal_mixup, "+ CM mixup", "tab:green",
+               "+ cross-modal mixup of block-k features", source="backbone"),
+    MethodSpec("cmmc", "cross-modal-mix", mixing.cross_modal_cutmix, "+ CM cutmix", "tab:red",
+               "+ cross-modal manifold cutmix (CMMC)", source="backbone"),
+    MethodSpec("coclr", "coclr", None, "CoCLR", "tab:purple",
+               "CoCLR: positives mined by the other modality's frozen network", source="encoder"),
+    MethodSpec("coclr-cmmc", "coclr", mixing.cross_modal_cutmix, "CoCLR + CMMC", "tab:cyan",
+               "CoCLR + CMMC: mined positives and a cross-modal tesseract", source="encoder"),
 )
 
 

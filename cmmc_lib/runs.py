@@ -12,24 +12,26 @@ runs/<name>/
 A checkpoint is a dict of plain data only (tensors, numbers, strings, lists, dicts): ``config``,
 ``step``, ``epoch``, ``batch`` (the position in the epoch), ``backbone`` (the query backbone's
 ``state_dict``: what evaluation uses), ``method`` (the whole method step: encoders, queue) and
-``optimizer``. Every file is written through :func:`atomic_write` and every checkpoint is read
-with ``weights_only=True`` (:func:`load_state`): nothing in a run folder can run code.
+``optimizer``. Every file is written through :func:`cmmc_lib.files.atomic_write` and every
+checkpoint is read with ``weights_only=True`` (:func:`cmmc_lib.files.load_state`): nothing in a
+run folder can run code. This module stores and loads state; turning a checkpoint into a network
+is :mod:`cmmc_lib.ssl.factory`'s job.
 """
 from __future__ import annotations
 
 import csv
 import json
+import logging
 import os
-import re
-import uuid
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import Any
+
+import torch
 
 from .config import Config
-from .registry import MODALITIES, lookup
+from .files import atomic_write, first_line, load_state, save_state
 
-if TYPE_CHECKING:                      # torch is imported on use: dataset writers' workers need none
-    import torch
+log = logging.getLogger(__name__)
 
 CONFIG_FILE = "config.json"
 METRICS_FILE = "metrics.csv"
@@ -45,65 +47,6 @@ _INT_FIELDS = ("epoch", "step")
 
 class UnsafeFileError(ValueError):
     """A file that would need to run code to load (not only tensors, numbers, strings, lists, dicts)."""
-
-
-# ----------------------------------------------------------------------------- safe files
-def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
-    """Write ``path`` so that a reader sees the old file or the complete new one, never half.
-
-    ``write(tmp)`` fills a uniquely named temporary file beside ``path`` (its name keeps
-    ``path``'s suffix, since encoders and ``np.save`` go by it), which then replaces ``path``
-    in one ``os.replace``. A failed or killed writer leaves at most a hidden ``.*.tmp-*`` file.
-    The one atomic writer of the package: checkpoints, configs, feature caches, videos, poses.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}-{uuid.uuid4().hex[:8]}{path.suffix}")
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def save_state(state: dict[str, Any], path: str | Path) -> Path:
-    """``torch.save`` atomically. ``state`` must hold only tensors, numbers, strings, bools,
-    None, lists, tuples and dicts: what :func:`load_state` accepts."""
-    import torch
-    return atomic_write(path, lambda tmp: torch.save(state, tmp))
-
-
-def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
-    """Load a file written by :func:`save_state` with ``weights_only=True``: nothing in the file
-    is executed. Raises FileNotFoundError, :class:`UnsafeFileError` (a pickled object that is not
-    plain data) or ValueError (not a torch file), each with one line naming the file."""
-    import pickle
-
-    import torch
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"no such file: {path}")
-    try:
-        state = torch.load(path, map_location=map_location, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
-        if found is None:                           # not a pickle we can read at all
-            raise ValueError(f"{path} is not a readable torch file (corrupt, or not written by torch.save)") \
-                from None
-        raise UnsafeFileError(f"refusing to load {path}: it holds Python objects, not only tensors and "
-                              f"plain data, so loading it could run code (it names {found.group(1)})") from None
-    except Exception as exc:
-        raise ValueError(f"{path} is not a readable torch file: {type(exc).__name__}: "
-                         f"{_first_line(exc)}") from None
-    if not isinstance(state, dict):
-        raise ValueError(f"{path} holds a {type(state).__name__}, expected a dict")
-    return state
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
 
 
 # ----------------------------------------------------------------------------- metrics.csv
@@ -225,7 +168,7 @@ class RunFolder:
                 raise ValueError(f"it holds a JSON {type(data).__name__}, not an object")
             return Config.from_dict(data)
         except (ValueError, TypeError, AttributeError) as exc:
-            raise ValueError(f"{self.config_path} is malformed: {_first_line(exc)}") from None
+            raise ValueError(f"{self.config_path} is malformed: {first_line(exc)}") from None
 
     def write_config(self, cfg: Config) -> Path:
         return atomic_write(self.config_path, lambda tmp: tmp.write_text(cfg.to_json() + "\n"))
@@ -282,8 +225,7 @@ class RunFolder:
         steps = self.step_checkpoints()
         if not steps:
             return None
-        import logging
-        logging.getLogger(__name__).warning("%s has no %s: resuming from %s", self.path, LAST, steps[-1].name)
+        log.warning("%s has no %s: resuming from %s", self.path, LAST, steps[-1].name)
         return self.load_checkpoint(steps[-1].name, map_location, needs)
 
     def is_finished(self) -> bool:
@@ -293,52 +235,6 @@ class RunFolder:
             return ckpt["epoch"] >= ckpt["config"]["optim"]["epochs"]
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return False
-
-    def load_backbone(self, which: str | int = "last", map_location: str | torch.device = "cpu",
-                      modality: str | None = None):
-        """A trained backbone of the run and the run's config: ``(backbone in eval mode, Config)``.
-
-        ``modality``: which network, for a run that trains two at once (joint training); the
-        returned config then names it as ``ssl.modality``. Default: the run's own modality.
-        """
-        from .models import build_backbone
-
-        cfg = self.read_config()
-        ckpt = self.load_checkpoint(which, map_location)
-        weights = ckpt["backbone"]
-        if modality not in (None, cfg.ssl.modality):
-            if modality not in ckpt.get("backbones", {}):
-                raise ValueError(f"{self.path} trained no {modality!r} network (it has: "
-                                 f"{', '.join(ckpt.get('backbones', {cfg.ssl.modality: 0}))})")
-            weights = ckpt["backbones"][modality]
-            cfg.ssl.other_modality, cfg.ssl.modality = cfg.ssl.modality, modality
-        backbone = build_backbone(cfg.model.backbone, in_channels(cfg.ssl.modality), width=cfg.model.width,
-                                  layout=skeleton_layout_of(cfg))
-        try:
-            backbone.load_state_dict(weights)
-        except (RuntimeError, TypeError, AttributeError) as exc:
-            raise ValueError(f"{self.checkpoint_path(which)} does not fit the {cfg.model.backbone} of "
-                             f"{self.config_path}: {_first_line(exc)}") from None
-        return backbone.eval(), cfg
-
-    def load_encoder(self, which: str | int = "last", map_location: str | torch.device = "cpu"):
-        """The run's query encoder, backbone *and* projection head (what CoCLR mines with):
-        ``(encoder in eval mode, Config)``."""
-        from .models import build_encoder
-
-        cfg = self.read_config()
-        state = self.load_checkpoint(which, map_location, needs=("config", "method"))["method"]
-        prefix = "moco.encoder_q."
-        weights = {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
-        m = cfg.model
-        encoder = build_encoder(m.backbone, in_channels(cfg.ssl.modality), m.width, m.proj_hidden, m.proj_dim,
-                                skeleton_layout_of(cfg))
-        try:
-            encoder.load_state_dict(weights)
-        except (RuntimeError, TypeError) as exc:
-            raise ValueError(f"{self.checkpoint_path(which)} holds no encoder of the {m.backbone} of "
-                             f"{self.config_path}: {_first_line(exc)}") from None
-        return encoder.eval(), cfg
 
     # ------------------------------------------------------------------ evaluations
     def append_eval(self, result: dict[str, Any]) -> None:
@@ -352,30 +248,11 @@ class RunFolder:
         return [json.loads(line) for line in self.eval_path.read_text().splitlines() if line.strip()]
 
 
-def in_channels(modality: str) -> int:
-    """Input channels of a modality's network (rgb 3, flow 2)."""
-    return lookup(MODALITIES, modality, "modality").channels
-
-
-def skeleton_layout_of(cfg: Config) -> str | None:
-    """The skeleton layout a run's skeleton network was built on (its dataset's); None for video."""
-    from .registry import BACKBONES, DATASETS
-    if BACKBONES[cfg.model.backbone].network != "skeleton":
-        return None
-    return DATASETS[cfg.data.dataset].skeleton_layout
-
-
 # ----------------------------------------------------------------------------- shortcuts
 def load_config(run_dir: str | Path) -> Config:
     return RunFolder(run_dir).read_config()
 
 
-def load_backbone(run_dir: str | Path, which: str | int = "last", map_location: str = "cpu"):
-    """``RunFolder(run_dir).load_backbone(...)``: ``(backbone in eval mode, Config)``."""
-    return RunFolder(run_dir).load_backbone(which, map_location)
-
-
 def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
     """Rows of a run's ``metrics.csv`` with numbers parsed (empty cells -> None)."""
     return RunFolder(run_dir).metrics.read()
-

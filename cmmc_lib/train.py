@@ -38,11 +38,17 @@ from typing import Any
 import torch
 import torch.distributed as dist
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
 from .config import Config, OptimConfig, apply_overrides, validate
-from .data.datasets import worker_options
+from .data.datasets import build_dataset, worker_options
+from .evaluate.features import split_features
+from .evaluate.retrieval import retrieval_hit_rate
+from .models.base import Backbone
+from .models.heads import Encoder
 from .registry import METHODS
 from .runs import METRIC_FIELDS, RunFolder
+from .ssl.factory import build_method, build_source, initialise
 
 log = logging.getLogger(__name__)
 
@@ -294,61 +300,9 @@ def default_run_name(cfg: Config) -> str:
 def build_training_data(cfg: Config, env: Env):
     """The training set (every modality the method reads) and the kNN monitor (None when
     ``run.knn_every`` is 0, and on ranks other than 0)."""
-    from .data.datasets import build_dataset
-
     train = build_dataset(cfg.data, "train", True, modalities_for(cfg), seed=cfg.run.seed)
     monitor = KNNMonitor(cfg, env.device) if cfg.run.knn_every > 0 and env.main else None
     return train, monitor
-
-
-def load_source(cfg: Config):
-    """The frozen other-modality network of a cross-modal method (``ssl.source_run``): its
-    backbone (CMMC's source), or for CoCLR its encoder (backbone and head: the miner); or None."""
-    if not (METHODS[cfg.ssl.method].cross_modal and cfg.ssl.source_run) or cfg.ssl.joint:
-        return None                                  # joint training starts the other network from it
-    run = RunFolder(cfg.ssl.source_run)
-    coclr = METHODS[cfg.ssl.method].step == "coclr"   # CoCLR mines with the whole encoder
-    source, src_cfg = run.load_encoder() if coclr else run.load_backbone()
-    if src_cfg.ssl.modality != cfg.ssl.other_modality:
-        raise ValueError(f"ssl.source_run {cfg.ssl.source_run} trained {src_cfg.ssl.modality!r}, but "
-                         f"ssl.other_modality is {cfg.ssl.other_modality!r}")
-    if (src_cfg.model.backbone, src_cfg.model.width) != (cfg.model.backbone, cfg.model.width):
-        log.warning("source network %s (width %d) differs from the trained %s (width %d): feature maps "
-                    "are resampled to match", src_cfg.model.backbone, src_cfg.model.width,
-                    cfg.model.backbone, cfg.model.width)
-    return source
-
-
-def init_from_run(moco, run_dir: str | Path, cfg: Config, modality: str) -> None:
-    """Start ``moco`` from a run: that run's query encoder (backbone and projection head) becomes
-    the query encoder and, copied, the key encoder; the queue stays fresh (METHOD.md section 4:
-    stage 2 continues stage 1, and CoCLR restarts its queue every cycle)."""
-    run = RunFolder(run_dir)
-    src = run.read_config()
-    mine = (modality, cfg.model.backbone, cfg.model.width, cfg.model.proj_hidden, cfg.model.proj_dim)
-    theirs = (src.ssl.modality, src.model.backbone, src.model.width, src.model.proj_hidden, src.model.proj_dim)
-    if mine != theirs:
-        raise ValueError(f"ssl.init_run {run.path} trained (modality, backbone, width, proj_hidden, proj_dim) = "
-                         f"{theirs}, but this run is {mine}")
-    if not run.is_finished():
-        log.warning("%s has not finished its schedule: starting from its last checkpoint", run.path)
-    prefix = "moco.encoder_q."
-    state = {k[len(prefix):]: v for k, v in run.load_checkpoint(needs=("method",))["method"].items()
-             if k.startswith(prefix)}
-    moco.encoder_q.load_state_dict(state)
-    moco.encoder_k.load_state_dict(state)
-
-
-def initialise(method, cfg: Config) -> None:
-    """A fresh run's starting weights: ``ssl.init_run`` for the trained network; in joint
-    training, ``ssl.source_run`` for the other one (which trains too)."""
-    if cfg.ssl.joint:
-        starts = {cfg.ssl.modality: cfg.ssl.init_run, cfg.ssl.other_modality: cfg.ssl.source_run}
-        for modality, run_dir in starts.items():
-            if run_dir:
-                init_from_run(method.steps[modality].moco, run_dir, cfg, modality)
-    elif cfg.ssl.init_run:
-        init_from_run(method.moco, cfg.ssl.init_run, cfg, cfg.ssl.modality)
 
 
 class KNNMonitor:
@@ -361,8 +315,6 @@ class KNNMonitor:
         self.datasets: dict[str, Any] = {"train": None, "test": None}
 
     def __call__(self, backbone) -> float:
-        from .evaluate.features import split_features
-        from .evaluate.retrieval import retrieval_hit_rate
         feats = {}
         for subset in ("train", "test"):
             self.datasets[subset], feats[subset] = split_features(
@@ -439,9 +391,7 @@ def prepare_method(method: torch.nn.Module, cfg: Config, env: Env) -> torch.nn.M
     if env.channels_last:
         method = method.to(memory_format=torch.channels_last_3d)
     if cfg.run.compile:
-        import torch._dynamo.config as dynamo
-        from .models.base import Backbone
-        from .models.heads import Encoder
+        import torch._dynamo.config as dynamo     # on use: only run.compile needs the compiler
         # blocks of one class share their code, so each block x grad mode x batch shape is a
         # recompilation of it: PyTorch's default limit (8) would quietly leave most blocks eager
         limit = "recompile_limit" if hasattr(dynamo, "recompile_limit") else "cache_size_limit"
@@ -516,7 +466,6 @@ class EpochLog:
         self.last_loss = math.nan
         self.bar = None
         if cfg.run.progress and env.main:
-            from tqdm.auto import tqdm
             self.bar = tqdm(total=steps, initial=pos.batch, desc=f"epoch {pos.epoch + 1}/{cfg.optim.epochs}",
                             leave=False, dynamic_ncols=True)
 
@@ -589,15 +538,13 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
     holds no run is refused); without it, a folder that already holds checkpoints is refused.
     ``run.max_steps`` caps the run's total number of optimiser steps.
     """
-    from .ssl.factory import build_method
-
     validate(cfg)
     env = setup_env(cfg)
     run = RunFolder(run_dir or Path(cfg.run.out_root) / default_run_name(cfg))
     ckpt = open_run(run, cfg, resume, env)
     torch.manual_seed(cfg.run.seed)
     train_ds, monitor = build_training_data(cfg, env)
-    method = prepare_method(build_method(cfg, source_backbone=load_source(cfg)), cfg, env)
+    method = prepare_method(build_method(cfg, build_source(cfg)), cfg, env)
     optimizer = make_optimizer(method, cfg, env)
     if ckpt is None:
         initialise(method, cfg)
@@ -652,11 +599,6 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
             "resumed_from": resumed_from, "finished": pos.epoch >= cfg.optim.epochs,
             "interrupted": interrupt.requested, "skipped_videos": getattr(train_ds, "num_skipped", 0),
             "device": str(env.device)}
-
-
-def is_finished(run_dir: str | Path) -> bool:
-    """True when ``run_dir`` holds a final checkpoint of a completed run (train-or-load)."""
-    return RunFolder(run_dir).is_finished()
 
 
 def train_or_load(cfg: Config, run_dir: str | Path) -> dict[str, Any]:

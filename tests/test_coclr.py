@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from cmmc_lib.config import preset
-from cmmc_lib.ssl.coclr import CoCLRStep, mine_positives, multi_positive_nce
+from cmmc_lib.ssl.coclr import CoCLRMethod, mine_positives, multi_positive_nce
 from cmmc_lib.ssl.factory import build_method
 
 
@@ -16,16 +16,16 @@ def unit(*rows):
 
 def test_mining_takes_the_top_k_of_the_other_modality_and_every_sibling():
     # queue of 6 entries: embeddings by the frozen other network, and each entry's source video
-    queue_second = unit([1, 0], [0.9, 0.1], [0, 1], [0.7, 0.7], [-1, 0], [1, 0.05])
+    queue_other = unit([1, 0], [0.9, 0.1], [0, 1], [0.7, 0.7], [-1, 0], [1, 0.05])
     queue_source = torch.tensor([7, 3, 3, 4, 5, -1])          # entry 5 is an empty slot (-1)
     kf = unit([1, 0], [0, 1])                                   # two queries' key clips, other modality
     source = torch.tensor([3, 9])
-    got = mine_positives(kf, queue_second, queue_source, source, topk=2)
+    got = mine_positives(kf, queue_other, queue_source, source, topk=2)
     # query 0: siblings of source 3 (entries 1, 2) + top-2 of the others by similarity: 0 and 5
     # query 1: no sibling; top-2: entry 2 (0, 1) and entry 3 (0.7, 0.7)
     assert got.tolist() == [[True, True, True, False, False, True],
                             [False, False, True, True, False, False]]
-    before_full = mine_positives(kf, queue_second, queue_source, source, topk=2, mine=False)
+    before_full = mine_positives(kf, queue_other, queue_source, source, topk=2, mine=False)
     assert before_full.tolist() == [[False, True, True, False, False, False], [False] * 6]
 
 
@@ -74,8 +74,8 @@ def test_the_own_key_leaves_the_positives_only_when_something_else_is_there():
     others = torch.tensor([[False, True, False, True],       # row 0: a sibling in the batch, a queue entry
                            [False, False, False, False]])    # row 1: nothing else
     own = torch.tensor([0, 1])
-    kept = CoCLRStep.positives(others, own, drop_own=False)
-    dropped = CoCLRStep.positives(others, own, drop_own=True)
+    kept = CoCLRMethod.positives(others, own, drop_own=False)
+    dropped = CoCLRMethod.positives(others, own, drop_own=True)
     assert kept.tolist() == [[True, True, False, True], [False, True, False, False]]
     assert dropped.tolist() == [[False, True, False, True], [False, True, False, False]]
 
@@ -95,14 +95,14 @@ def test_the_step_trains_the_query_only_and_keeps_its_three_queues_aligned(metho
                            generator=torch.Generator().manual_seed(it))
         loss.backward()
     assert torch.isfinite(loss) and (stats["lam"] < 1) == (method == "coclr-cmmc")
-    assert all(p.grad is None for p in step.sampler.parameters()) and not step.sampler.training
+    assert all(p.grad is None for p in step.miner.parameters()) and not step.miner.training
     assert all(p.grad is None for p in step.moco.encoder_k.parameters())
     # rows 0-3, then 4, 5, 0, 1, then 2-5: the sources wrap at the rows where MoCo wrote their keys
     assert step.queue_source.tolist() == [6, 7, 8, 9, 10, 11] and int(step.moco.queue_ptr) == 0
     assert int(step.queue_filled) == 6
-    with torch.no_grad():                                           # queue_second holds the sampler's view
-        expected = step.sampler(batch(2)["flow"][:, 1])
-    assert torch.allclose(step.queue_second[2:6], expected, atol=1e-5)
+    with torch.no_grad():                                           # queue_other holds the miner's view
+        expected = step.miner(batch(2)["flow"][:, 1])
+    assert torch.allclose(step.queue_other[2:6], expected, atol=1e-5)
 
 
 def test_coclr_without_the_source_of_each_clip_is_refused():

@@ -13,7 +13,7 @@ from cmmc_lib.data import datasets as datasets_module
 from cmmc_lib.data.datasets import build_dataset
 from cmmc_lib.data.synthetic import write_synthetic_dataset
 from cmmc_lib.evaluate import FeatureCache, Features, extract_features, feature_cache_key, split_features
-from cmmc_lib.runs import UnsafeFileError, load_state, save_state
+from cmmc_lib.files import UnsafeFileError, load_state, save_state
 
 
 def test_feature_is_the_mean_over_windows_in_dataset_order():

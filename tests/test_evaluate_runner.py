@@ -5,16 +5,15 @@ import json
 import pytest
 import torch
 
-pytest.importorskip("cmmc_lib.data.synthetic", reason="needs cmmc_lib.data.synthetic (dataset writer)")
-
-from cmmc_lib import runs  # noqa: E402
-from cmmc_lib.config import preset  # noqa: E402
-from cmmc_lib.data.datasets import build_dataset  # noqa: E402
-from cmmc_lib.data.synthetic import write_synthetic_dataset  # noqa: E402
-from cmmc_lib.evaluate import evaluate_run, extract_features, format_result, retrieval_hit_rate  # noqa: E402
-from cmmc_lib.evaluate import features as features_module  # noqa: E402
-from cmmc_lib.models import build_backbone  # noqa: E402
-from cmmc_lib.registry import MODALITIES  # noqa: E402
+from cmmc_lib import runs
+from cmmc_lib.config import preset
+from cmmc_lib.ssl.factory import load_backbone
+from cmmc_lib.data.datasets import build_dataset
+from cmmc_lib.data.synthetic import write_synthetic_dataset
+from cmmc_lib.evaluate import evaluate_run, extract_features, format_result, retrieval_hit_rate
+from cmmc_lib.evaluate import features as features_module
+from cmmc_lib.models import build_backbone
+from cmmc_lib.registry import MODALITIES
 
 
 @pytest.fixture(scope="module")
@@ -65,7 +64,7 @@ def test_retrieval_follows_the_protocol_and_reuses_cached_features(rgb_and_flow_
     rgb, _ = rgb_and_flow_runs
     first = evaluate_run(rgb, "retrieval", device="cpu", ks=(1, 5), progress=False, append=False)
     # the protocol by hand: gallery = train split, one window; queries = test split, eval windows
-    backbone, cfg = runs.load_backbone(rgb)
+    backbone, cfg = load_backbone(rgb)
     gallery = extract_features(backbone, build_dataset(cfg.data, "train", False, ("rgb",), eval_windows=1),
                                "rgb", progress=False)
     queries = extract_features(backbone, build_dataset(cfg.data, "test", False, ("rgb",)), "rgb", progress=False)

@@ -10,6 +10,7 @@ import torch
 from cmmc_lib.config import preset
 from cmmc_lib.pipeline import final_networks, plan_pipeline, run_pipeline
 from cmmc_lib.runs import RunFolder
+from cmmc_lib.ssl.factory import load_backbone
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +52,7 @@ def test_alternate_training_swaps_roles_and_the_frozen_network_never_moves(tiny_
     ckpt = {s["name"]: RunFolder(s["run_dir"]).load_checkpoint() for s in result["stages"]}
     for name, source in [("cycle1-rgb", "stage1-flow"), ("cycle1-flow", "cycle1-rgb"),
                          ("cycle2-rgb", "cycle1-flow"), ("cycle2-flow", "cycle2-rgb")]:
-        frozen = {k[len("source."):]: v for k, v in ckpt[name]["method"].items() if k.startswith("source.")}
+        frozen = {k[len("mixer.source."):]: v for k, v in ckpt[name]["method"].items() if k.startswith("mixer.source.")}
         # after a whole cycle of training beside it, the source holds exactly the other network's
         # latest weights, BatchNorm statistics included
         assert frozen.keys() == ckpt[source]["backbone"].keys()
@@ -67,8 +68,8 @@ def test_joint_training_trains_both_networks_from_their_stage1_weights(tiny_root
     result = run_pipeline(cfg, tmp_path / "p")
     assert result["final"] == {"rgb": str(tmp_path / "p" / "joint"), "flow": str(tmp_path / "p" / "joint")}
     joint = RunFolder(tmp_path / "p" / "joint")
-    flow, flow_cfg = joint.load_backbone(modality="flow")
-    stage1, _ = RunFolder(tmp_path / "p" / "stage1-flow").load_backbone()
+    flow, flow_cfg = load_backbone(joint, modality="flow")
+    stage1, _ = load_backbone(tmp_path / "p" / "stage1-flow")
     assert flow_cfg.ssl.modality == "flow" and flow.in_channels == 2
     moved = [not torch.equal(a, b) for a, b in zip(flow.state_dict().values(), stage1.state_dict().values())
              if a.is_floating_point()]

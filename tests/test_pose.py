@@ -214,14 +214,15 @@ def test_skeleton_cmmc_cuts_one_box_for_both_persons_and_pairs_samples_not_perso
     assert mix_dims(cfg) == ("cth", "th") and layout_for(cfg) == "ntu25"
     step = build_method(cfg)
     seen = {}
-    real = mixing.cross_modal_cutmix
+    real = step.mixer.mix
+    assert real is mixing.cross_modal_cutmix
 
-    def spy(h1, h2, *args, **kw):
-        out = real(h1, h2, *args, **kw)
+    def spy(h1, h2, **kw):
+        out = real(h1, h2, **kw)
         seen.update(h1=h1.detach(), h2=h2.detach(), out=out)
         return out
 
-    monkeypatch.setattr(mixing, "cross_modal_cutmix", spy)
+    monkeypatch.setattr(step.mixer, "mix", spy)
     ds = build_dataset(cfg.data, "train", True, ("joint", "motion"))
     batch = {m: torch.stack([ds[i][m] for i in range(4)]) for m in ("joint", "motion")}
     for seed in range(3):
@@ -244,6 +245,7 @@ def test_skeleton_pipeline_trains_alternately_and_two_streams_fuse_logits(tiny_r
     from cmmc_lib.evaluate.runner import evaluate_run
     from cmmc_lib.pipeline import run_pipeline
     from cmmc_lib.runs import RunFolder
+    from cmmc_lib.ssl.factory import load_backbone
     cfg = _cfg(tiny_root, "optim.epochs=1", "schedule.cycles=1", "run.progress=false", "run.knn_every=0")
     cfg.ssl.method = "cmmc"
     result = run_pipeline(cfg, tmp_path / "pipe")
@@ -252,7 +254,7 @@ def test_skeleton_pipeline_trains_alternately_and_two_streams_fuse_logits(tiny_r
     saved = run.read_config()
     assert (saved.ssl.method, saved.ssl.other_modality, saved.optim.optimizer) == ("cmmc", "motion", "sgd")
     assert saved.ssl.source_run.endswith("stage1-motion")
-    backbone, _ = run.load_backbone()
+    backbone, _ = load_backbone(run)
     assert backbone.num_joints == 15 and backbone.layout == "synthetic15"
     res = evaluate_run(result["final"]["joint"], "linear", other_run=result["final"]["motion"], device="cpu",
                        progress=False, epochs=3)

@@ -110,8 +110,8 @@ def test_heatmap_network_trains_with_cmmc_against_rgb(tiny_root, tmp_path):
                               f"ssl.other_modality={other}", "run.max_steps=2", "run.knn_every=0", "run.progress=false"])
         out = pretrain(cfg, tmp_path / modality)
         assert out["steps"] == 2 and math.isfinite(out["final_loss"])
-    from cmmc_lib.runs import RunFolder
-    backbone, saved = RunFolder(tmp_path / "heatmap").load_backbone()
+    from cmmc_lib.ssl.factory import load_backbone
+    backbone, saved = load_backbone(tmp_path / "heatmap")
     assert backbone.in_channels == 5 and saved.ssl.other_modality == "rgb"
 
 

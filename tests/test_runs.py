@@ -11,7 +11,9 @@ import pytest
 import torch
 
 from cmmc_lib.config import preset
-from cmmc_lib.runs import RunFolder, UnsafeFileError, atomic_write, load_state, save_state
+from cmmc_lib.files import UnsafeFileError, atomic_write, load_state, save_state
+from cmmc_lib.runs import RunFolder
+from cmmc_lib.ssl.factory import load_backbone
 from cmmc_lib.train import pretrain
 
 REPO = Path(__file__).resolve().parents[1]
@@ -101,7 +103,7 @@ def test_run_folder_holds_config_checkpoints_and_metrics(run_copy):
     ckpt = run.load_checkpoint()
     assert ckpt["format"] == "cmmc-checkpoint-1" and ckpt["step"] == 6 and ckpt["epoch"] == 1
     assert "scheduler" not in ckpt                     # the lr comes from lr_at(epoch): nothing to store
-    backbone, cfg = run.load_backbone()
+    backbone, cfg = load_backbone(run)
     assert not backbone.training and cfg.ssl.modality == "flow"
     rows = run.metrics.read()
     assert [r["step"] for r in rows if r["kind"] == "step"] == [1, 2, 3, 4, 5, 6]
@@ -122,7 +124,7 @@ def test_a_malformed_config_or_a_foreign_checkpoint_is_named_in_one_line(run_cop
     save_state({"weights": torch.zeros(3)}, run.checkpoint_path())
     with pytest.raises(ValueError, match=r"last\.pt is not a cmmc training checkpoint: it has no 'config', "
                                          r"'backbone' \(it holds: weights\)"):
-        run.load_backbone()
+        load_backbone(run)
     for text, why in [("{not json", "Expecting property name"), ("[1, 2]", "JSON list, not an object"),
                       ('{"ssl": [1]}', "malformed"), ('{"ssl": {"nope": 1}}', "unknown config key")]:
         run.config_path.write_text(text)

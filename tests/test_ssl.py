@@ -1,4 +1,4 @@
-"""MoCo (momentum encoder, queue, contrast), the soft-label InfoNCE, split-BN and MoCoStep."""
+"""MoCo (momentum encoder, queue, contrast), the soft-label InfoNCE, split-BN and MoCoMethod."""
 import math
 
 import pytest
@@ -6,7 +6,7 @@ import torch
 import torch.nn.functional as F
 
 from cmmc_lib.models import build_encoder
-from cmmc_lib.ssl import (MoCo, MoCoStep, SplitBatchNorm, concat_all_gather, contrast_stats,
+from cmmc_lib.ssl import (MoCo, MoCoMethod, SplitBatchNorm, concat_all_gather, contrast_stats,
                           rank, soft_info_nce, soft_targets, world_size)
 from cmmc_lib.ssl.bench import bench_step
 
@@ -189,10 +189,10 @@ def test_moco_with_split_bn_converts_only_the_key_encoder():
     assert k.shape == (4, 8) and torch.allclose(k.norm(dim=1), torch.ones(4), atol=1e-5)
 
 
-# --- MoCoStep ---------------------------------------------------------------------------------
+# --- MoCoMethod ---------------------------------------------------------------------------------
 
 def test_mocostep_gradient_reaches_query_encoder_only():
-    step = MoCoStep(tiny_moco(), "rgb").train()
+    step = MoCoMethod(tiny_moco(), "rgb").train()
     loss, stats = step.loss(clip_batch())
     loss.backward()
     assert all(p.grad is None for p in step.moco.encoder_k.parameters())
@@ -202,7 +202,7 @@ def test_mocostep_gradient_reaches_query_encoder_only():
 
 
 def test_mocostep_updates_queue_and_key_encoder_in_training_only():
-    step = MoCoStep(tiny_moco(queue_size=6, momentum=0.5), "rgb")
+    step = MoCoMethod(tiny_moco(queue_size=6, momentum=0.5), "rgb")
     with torch.no_grad():
         for p in step.moco.encoder_q.parameters():
             p.add_(0.1)
@@ -220,7 +220,7 @@ def test_mocostep_updates_queue_and_key_encoder_in_training_only():
 
 def test_mocostep_loss_decreases_on_a_fixed_batch():
     torch.manual_seed(0)
-    step = MoCoStep(tiny_moco(queue_size=0, momentum=0.9), "rgb").train()
+    step = MoCoMethod(tiny_moco(queue_size=0, momentum=0.9), "rgb").train()
     optim = torch.optim.Adam([p for p in step.parameters() if p.requires_grad], lr=3e-3)
     batch = clip_batch(b=6)
     losses = []
@@ -234,7 +234,7 @@ def test_mocostep_loss_decreases_on_a_fixed_batch():
 
 
 def test_mocostep_rejects_batches_without_two_views():
-    step = MoCoStep(tiny_moco(), "flow")
+    step = MoCoMethod(tiny_moco(), "flow")
     with pytest.raises(ValueError, match="no 'flow' entry"):
         step.loss(clip_batch())
     with pytest.raises(ValueError, match="V>=2"):

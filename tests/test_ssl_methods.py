@@ -28,7 +28,7 @@ def test_every_method_trains_the_query_encoder_only(method):
     assert (stats["lam"] == 1.0) == (METHODS[method].mix is None)
     assert all(p.grad is None for p in step.moco.encoder_k.parameters())
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in step.moco.encoder_q.parameters())
-    frozen = getattr(step, "source", None) or getattr(step, "sampler", None)   # CMMC's source, CoCLR's miner
+    frozen = getattr(step, "source", None) or getattr(step, "miner", None)   # CMMC's source, CoCLR's miner
     assert (frozen is not None) == METHODS[method].cross_modal
     if frozen is not None:
         assert all(p.grad is None for p in frozen.parameters())

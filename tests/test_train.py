@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from cmmc_lib import runs
+from cmmc_lib import runs, train
 from cmmc_lib.config import preset
-from cmmc_lib.runs import read_metrics
-from cmmc_lib.train import (NonFiniteLossError, epoch_order, is_finished, pretrain, resume_config,
+from cmmc_lib.runs import RunFolder, read_metrics
+from cmmc_lib.train import (NonFiniteLossError, epoch_order, pretrain, resume_config,
                             train_or_load)
 
 REPO = Path(__file__).resolve().parents[1]
@@ -37,11 +37,10 @@ def step_losses(run_dir):
 
 def patch_step_loss(monkeypatch, after_loss):
     """Every method step the loop builds passes its n-th loss through ``after_loss(n, loss)``."""
-    import cmmc_lib.ssl.factory as factory
-    real = factory.build_method
+    real = train.build_method
 
-    def build(cfg, source_backbone=None):
-        step = real(cfg, source_backbone)
+    def build(cfg, source=None):
+        step = real(cfg, source)
         original, calls = step.loss, {"n": 0}
 
         def loss(batch, generator=None):
@@ -50,7 +49,7 @@ def patch_step_loss(monkeypatch, after_loss):
             return after_loss(calls["n"], value), stats
         step.loss = loss
         return step
-    monkeypatch.setattr(factory, "build_method", build)
+    monkeypatch.setattr(train, "build_method", build)
     return real
 
 
@@ -164,7 +163,7 @@ def test_interrupted_run_resumes_exactly(tiny_root, tmp_path):
     pretrain(cut, tmp_path / "cut")
     cut = runs.RunFolder(tmp_path / "cut")
     shutil.copy(cut.checkpoint_path(3), cut.checkpoint_path("last"))
-    assert not is_finished(tmp_path / "cut")
+    assert not RunFolder(tmp_path / "cut").is_finished()
     resumed = pretrain(resume_config(tmp_path / "cut"), tmp_path / "cut", resume=True)
     assert resumed["resumed_from"] == 3 and resumed["finished"]
     assert step_losses(tmp_path / "cut") == step_losses(tmp_path / "full")
@@ -177,7 +176,6 @@ def test_interrupted_run_resumes_exactly(tiny_root, tmp_path):
 
 
 def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resumes_exactly(tiny_root, tmp_path, monkeypatch):
-    import cmmc_lib.ssl.factory as factory
     cfg = tiny_cfg(tiny_root, "optim.epochs=2", "run.ckpt_every=100")
     pretrain(cfg, tmp_path / "full")
 
@@ -190,7 +188,7 @@ def test_ctrl_c_finishes_the_step_writes_a_checkpoint_and_resumes_exactly(tiny_r
     assert stopped["interrupted"] and not stopped["finished"] and stopped["steps"] == 4
     assert runs.RunFolder(tmp_path / "cut").load_checkpoint()["step"] == 4          # nothing lost
     assert signal.getsignal(signal.SIGINT) is signal.default_int_handler
-    monkeypatch.setattr(factory, "build_method", real)
+    monkeypatch.setattr(train, "build_method", real)
     pretrain(cfg, tmp_path / "cut", resume=True)
     assert step_losses(tmp_path / "cut") == step_losses(tmp_path / "full")
 
@@ -218,7 +216,7 @@ def test_resume_needs_a_run_and_max_steps_counts_the_runs_steps(tiny_root, tmp_p
 def test_a_run_folder_is_not_overwritten_and_train_or_load_reuses_it(tiny_root, tmp_path):
     cfg = tiny_cfg(tiny_root, "optim.epochs=1")
     first = train_or_load(cfg, tmp_path / "r")
-    assert not first["reused"] and is_finished(tmp_path / "r")
+    assert not first["reused"] and RunFolder(tmp_path / "r").is_finished()
     with pytest.raises(ValueError, match="--resume"):
         pretrain(cfg, tmp_path / "r")
     again = train_or_load(cfg, tmp_path / "r")
@@ -271,11 +269,10 @@ def test_cli_resume_keeps_the_runs_own_settings(tiny_root, tmp_path):
 
 def test_a_fresh_start_drops_the_rows_of_a_run_that_died_before_its_first_checkpoint(tiny_root, tmp_path,
                                                                                       monkeypatch):
-    import cmmc_lib.ssl.factory as factory
     real = patch_step_loss(monkeypatch, lambda n, loss: loss * float("inf") if n == 3 else loss)
     with pytest.raises(NonFiniteLossError, match=r"\(none yet\)"):
         pretrain(tiny_cfg(tiny_root, "run.ckpt_every=50", "optim.epochs=1"), tmp_path / "r")
-    monkeypatch.setattr(factory, "build_method", real)
+    monkeypatch.setattr(train, "build_method", real)
     train_or_load(tiny_cfg(tiny_root, "optim.epochs=1"), tmp_path / "r")
     assert [s for s, _ in step_losses(tmp_path / "r")] == list(range(1, 7))
 
@@ -284,15 +281,14 @@ DDP_WORKER = r'''
 """Run `cmmc ...` under torchrun, recording each rank's keys and logit offsets, and its final state."""
 import sys
 import torch
-import cmmc_lib.ssl.factory as factory
 import cmmc_lib.train as train
 
 out, record = sys.argv[1], {"keys": [], "offsets": [], "own_gap": []}
-real_build, real_save = factory.build_method, train.save
+real_build, real_save = train.build_method, train.save
 
 
-def build(cfg, source_backbone=None):
-    step = real_build(cfg, source_backbone)
+def build(cfg, source=None):
+    step = real_build(cfg, source)
     moco = step.moco
     keys, contrast = moco.keys, moco.contrast
 
@@ -319,7 +315,7 @@ def save(run, cfg, method, optimizer, pos, env, periodic=False):
     return real_save(run, cfg, method, optimizer, pos, env, periodic)
 
 
-factory.build_method, train.save = build, save
+train.build_method, train.save = build, save
 from cmmc_lib.cli import main
 sys.exit(main(sys.argv[2:]))
 '''

@@ -16,7 +16,7 @@ a hash of both (:func:`feature_cache_key`), derived inside :func:`split_features
 same checkpoint loads the file instead of running the backbone again. Files are written
 atomically (a killed run never leaves a half-written cache) and read with
 ``weights_only=True``: a cache file holding pickled Python objects is refused with
-:class:`cmmc_lib.runs.UnsafeFileError`, never executed; an unreadable or stale one is
+:class:`cmmc_lib.files.UnsafeFileError`, never executed; an unreadable or stale one is
 recomputed with a warning.
 """
 from __future__ import annotations
@@ -34,7 +34,7 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from ..data.datasets import worker_options
-from ..runs import UnsafeFileError, load_state, save_state
+from ..files import UnsafeFileError, load_state, save_state
 from .common import collate_list, item_clips
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ def extract_features(backbone: nn.Module, dataset, modality: str, batch_size: in
     ``<cache_dir>/<cache_key>.pt`` when that file exists and matches the dataset, else computed
     and saved there. Without ``cache_dir`` nothing is cached. The backbone is moved to ``device``.
 
-    Raises :class:`cmmc_lib.runs.UnsafeFileError` (naming the file) when the cache file holds
+    Raises :class:`cmmc_lib.files.UnsafeFileError` (naming the file) when the cache file holds
     pickled Python objects: it is never executed, and never silently overwritten.
     """
     if cache_dir is None:

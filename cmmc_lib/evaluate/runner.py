@@ -32,6 +32,7 @@ import torch
 from torch import nn
 
 from ..runs import RunFolder
+from ..ssl.factory import load_backbone
 from .common import classification_summary
 from .features import FeatureCache, Features, split_features
 from .finetune import finetune
@@ -85,7 +86,7 @@ def load_stream(run_dir: str | Path, which: str = "last", modality: str | None =
     """The network of a run (``modality``: which one, for a joint run) with its config's data
     replaced by ``data`` (DataConfig fields, e.g. ``{"dataset": "hmdb51"}``: a transfer set)."""
     run = RunFolder(run_dir)
-    backbone, cfg = run.load_backbone(which, modality=modality)
+    backbone, cfg = load_backbone(run, which, modality=modality)
     if data:
         known = {f.name for f in dataclasses.fields(cfg.data)}
         unknown = sorted(set(data) - known)

@@ -5,7 +5,7 @@ two aligned queues, the frozen other network's embedding of each key clip and th
 video. For query i (its key clip's other-modality embedding ``kf_i``):
 
     P_i = {own key} U {keys of the same source video, in the batch and the queue}
-              U top-K over the rest of the queue of  kf_i . queue_second_j
+              U top-K over the rest of the queue of  kf_i . queue_other_j
 
     loss_i = -log( sum_{j in P'_i} exp z_ij / sum_j exp z_ij )          z = q . [keys ; queue] / tau
 
@@ -27,33 +27,33 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from .. import mixing
 from ..models.heads import Encoder
 from .distributed import concat_all_gather
 from .losses import contrast_stats
-from .methods import MoCoStep, _check_layers, draw_layer, query_and_key_views
+from .methods import CrossModalMixer, MoCoMethod, query_and_key_views
 from .moco import MoCo
+from .queue import ring_write
 
 
-def mine_positives(kf: Tensor, queue_second: Tensor, queue_source: Tensor, source: Tensor, topk: int,
+def mine_positives(kf: Tensor, queue_other: Tensor, queue_source: Tensor, source: Tensor, topk: int,
                    mine: bool = True) -> Tensor:
     """CoCLR's positive mask over the queue, (B, Q) bool.
 
     Args:
         kf: (B, D) L2-normalised embeddings of the key clips by the frozen other network.
-        queue_second: (Q, D) the same network's embeddings of the queued keys' clips.
+        queue_other: (Q, D) the same network's embeddings of the queued keys' clips.
         queue_source: (Q,) source video of each queued key (-1: an empty slot).
         source: (B,) source video of each query.
-        topk: K, the most similar entries (by ``kf . queue_second``) taken as positives, among
+        topk: K, the most similar entries (by ``kf . queue_other``) taken as positives, among
             the entries of *other* sources.
         mine: False until the queue is full: then only same-source entries are positives.
     """
     same = queue_source[None, :] == source[:, None]                   # sibling clips: positives
-    if not mine or topk <= 0 or queue_second.shape[0] == 0:
+    if not mine or topk <= 0 or queue_other.shape[0] == 0:
         return same
-    sim = kf.float() @ queue_second.float().T
+    sim = kf.float() @ queue_other.float().T
     sim = sim.masked_fill(same, float("-inf"))
-    k = min(topk, queue_second.shape[0])
+    k = min(topk, queue_other.shape[0])
     top = sim.topk(k, dim=1).indices
     mined = torch.zeros_like(same).scatter_(1, top, True)
     return same | (mined & torch.isfinite(sim))
@@ -80,63 +80,46 @@ def multi_positive_nce(logits: Tensor, positives: Tensor, lam: float | Tensor = 
     return loss.mean()
 
 
-class CoCLRStep(MoCoStep):
-    """CoCLR for ``modality``, its positives mined by the frozen ``sampler`` (the other
-    modality's encoder, backbone and projection head); with ``mix="cutmix"``, CoCLR + CMMC.
+class CoCLRMethod(MoCoMethod):
+    """CoCLR for ``modality``, its positives mined by the frozen ``miner`` (the other modality's
+    encoder, backbone and projection head); with a ``mixer``, CoCLR + CMMC (the mixer pastes the
+    miner's block-l features, :class:`~cmmc_lib.ssl.methods.CrossModalMixer`).
 
-    Buffers beside MoCo's queue (written at the same pointer): ``queue_second`` (Q, D), the
-    sampler's embeddings of the queued keys' clips, ``queue_source`` (Q,) their source videos
-    (-1 while empty) and ``queue_filled``, the number of entries written so far (capped at Q).
+    Buffers beside MoCo's queue, written at the same rows (:func:`~cmmc_lib.ssl.queue.ring_write`):
+    ``queue_other`` (Q, D), the miner's embeddings of the queued keys' clips, ``queue_source``
+    (Q,) their source videos (-1 while empty), ``queue_label`` (Q,) their labels (for monitoring
+    only) and ``queue_filled``, the number of entries written so far (capped at Q).
     """
 
-    def __init__(self, moco: MoCo, modality: str, other: str, sampler: Encoder, topk: int = 5,
-                 self_mask: float = 0.9, mix: str | None = None, layer_k=2, layer_l=None,
-                 alpha: float = 1.0, dims: str = "cthw", resample: bool = True, centre: str = "uniform"):
+    def __init__(self, moco: MoCo, modality: str, other: str, miner: Encoder, topk: int = 5,
+                 self_mask: float = 0.9, mixer: CrossModalMixer | None = None):
         super().__init__(moco, modality)
-        if mix not in (None, "cutmix", "mixup"):
-            raise ValueError(f"CoCLR mixes with 'cutmix', 'mixup' or nothing, got {mix!r}")
         if not 0 <= self_mask <= 1 or topk < 0:
             raise ValueError(f"need 0 <= self_mask <= 1 and topk >= 0, got {self_mask} and {topk}")
-        self.other, self.sampler, self.topk, self.self_mask, self.mix = other, sampler, topk, self_mask, mix
-        for p in self.sampler.parameters():
+        self.other, self.miner, self.topk, self.self_mask, self.mixer = other, miner, topk, self_mask, mixer
+        for p in self.miner.parameters():
             p.requires_grad_(False)
-        self.sampler.eval()
-        if mix is not None:
-            self.layers_k = _check_layers(moco.encoder_q.backbone, layer_k, "ssl.layer_k")
-            self.layers_l = None if layer_l is None else _check_layers(sampler.backbone, layer_l, "ssl.layer_l")
-        self.alpha, self.dims, self.resample, self.centre = alpha, dims, resample, centre
+        self.miner.eval()
         q_len = moco.queue.shape[0]
-        self.register_buffer("queue_second", torch.zeros(q_len, sampler.dim))
+        self.register_buffer("queue_other", torch.zeros(q_len, miner.dim))
         self.register_buffer("queue_source", torch.full((q_len,), -1, dtype=torch.long))
         self.register_buffer("queue_filled", torch.zeros((), dtype=torch.long))
         self.register_buffer("queue_label", torch.full((q_len,), -1, dtype=torch.long))   # monitoring only
 
     def train(self, mode: bool = True):
         super().train(mode)
-        self.sampler.eval()                        # frozen, BatchNorm included
+        self.miner.eval()                          # frozen, BatchNorm included
         return self
 
     @torch.no_grad()
-    def other_view(self, x: Tensor, blocks: int | None = None) -> Tensor:
-        """The sampler on the other modality: its block map (``blocks``) or its embedding."""
-        if blocks is None:
-            return self.sampler(x)
-        return self.sampler.forward_until(x, blocks)
+    def mining_embedding(self, x_other: Tensor) -> Tensor:
+        """The miner's L2-normalised embedding (B, D) of clips in the other modality."""
+        return self.miner(x_other)
 
     def query(self, batch, x, generator):
-        if self.mix is None:
+        if self.mixer is None:
             return self.moco.encoder_q(x), 1.0, None
-        enc = self.moco.encoder_q
-        k = draw_layer(self.layers_k, generator)
-        l = k if self.layers_l is None else draw_layer(self.layers_l, generator)
-        h1 = enc.forward_until(x, k)
-        h2 = self.other_view(batch[self.other][:, 0], l)
-        if self.mix == "cutmix":
-            mixed = mixing.cross_modal_cutmix(h1, h2, self.alpha, self.dims, None, generator, self.resample,
-                                              self.centre)
-        else:
-            mixed = mixing.cross_modal_mixup(h1, h2, self.alpha, None, generator, self.resample)
-        return enc.forward_from(mixed.mixed, k), mixed.lam, mixed.perm
+        return self.mixer(self.moco.encoder_q, x, batch[self.other][:, 0], generator)
 
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         """Scalar loss and stats (``loss``, ``lam``, ``acc``, ``pos_sim``, ``neg_sim``, and
@@ -150,11 +133,11 @@ class CoCLRStep(MoCoStep):
         if self.training:
             self.moco.momentum_update()
         k = self.moco.keys(x_k)
-        kf = self.other_view(batch[self.other][:, 1])                 # the key clip's other modality
+        kf = self.mining_embedding(batch[self.other][:, 1])           # the key clip's other modality
         logits, offset, k_all = self.moco.contrast(q, k, return_keys=True)
-        full = int(self.queue_filled) >= self.queue_second.shape[0]
+        full = int(self.queue_filled) >= self.queue_other.shape[0]
         source_all = concat_all_gather(source)
-        queue_pos = mine_positives(kf, self.queue_second, self.queue_source, source, self.topk, full)
+        queue_pos = mine_positives(kf, self.queue_other, self.queue_source, source, self.topk, full)
         others = torch.cat([source_all[None, :] == source[:, None], queue_pos], 1)       # + siblings in the batch
         drop_own = float(torch.rand((), generator=generator)) < self.self_mask
         own = offset + torch.arange(len(q), device=q.device)
@@ -199,16 +182,9 @@ class CoCLRStep(MoCoStep):
     def enqueue(self, k_all: Tensor, kf_all: Tensor, source_all: Tensor, label_all: Tensor) -> None:
         """Write keys, their other-modality embeddings, sources (and labels, for monitoring) at the
         same queue rows."""
-        q_len, n = self.queue_second.shape[0], k_all.shape[0]
-        if q_len == 0:
+        moco, n = self.moco, k_all.shape[0]
+        if moco.queue_size == 0:
             return
-        ptr = int(self.moco.queue_ptr[0])
-        if n > q_len:                              # as MoCo.enqueue: only the last Q survive
-            ptr = (ptr + n - q_len) % q_len
-            kf_all, source_all, label_all = kf_all[-q_len:], source_all[-q_len:], label_all[-q_len:]
-        rows = (ptr + torch.arange(len(kf_all), device=kf_all.device)) % q_len
-        self.queue_second.index_copy_(0, rows, kf_all.to(self.queue_second.dtype))
-        self.queue_source.index_copy_(0, rows, source_all)
-        self.queue_label.index_copy_(0, rows, label_all)
-        self.moco.enqueue(k_all)
-        self.queue_filled.fill_(min(int(self.queue_filled) + n, q_len))
+        buffers = [moco.queue, self.queue_other, self.queue_source, self.queue_label]
+        moco.queue_ptr[0] = ring_write(buffers, [k_all, kf_all, source_all, label_all], int(moco.queue_ptr[0]))
+        self.queue_filled.fill_(min(int(self.queue_filled) + n, moco.queue_size))

@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from ..models.heads import Encoder
 from .distributed import concat_all_gather, rank, shuffle_across_ranks, unshuffle_across_ranks
+from .queue import ring_write
 
 
 class SplitBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -199,21 +200,8 @@ class MoCo(nn.Module):
 
     @torch.no_grad()
     def enqueue(self, k_all: Tensor) -> None:
-        """Write keys (N, dim) into the ring buffer at ``queue_ptr``, wrapping around the end.
-
-        Any Q works (not only multiples of N); if N > Q only the last Q keys are kept. Q = 0:
-        nothing to do.
-        """
-        q_len = self.queue.shape[0]
-        if q_len == 0:
-            return
+        """Write keys (N, dim) into the ring buffer at ``queue_ptr``, wrapping around the end
+        (:func:`~cmmc_lib.ssl.queue.ring_write`: any Q, the last Q keys when N > Q, Q = 0 a no-op)."""
         if k_all.dim() != 2 or k_all.shape[1] != self.dim:
             raise ValueError(f"keys must be (N, {self.dim}), got {tuple(k_all.shape)}")
-        n = k_all.shape[0]
-        ptr = int(self.queue_ptr[0])
-        if n > q_len:                              # older keys would be overwritten anyway
-            ptr = (ptr + n - q_len) % q_len
-            k_all, n = k_all[n - q_len:], q_len
-        rows = (ptr + torch.arange(n, device=self.queue.device)) % q_len
-        self.queue.index_copy_(0, rows, k_all.detach().to(self.queue.dtype))
-        self.queue_ptr[0] = (ptr + n) % q_len
+        self.queue_ptr[0] = ring_write([self.queue], [k_all], int(self.queue_ptr[0]))
