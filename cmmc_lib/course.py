@@ -14,7 +14,9 @@ reused alike), :func:`random_backbone` (the untrained baseline) and :func:`proto
 run's features cut as ``cmmc eval`` cuts them).
 
 :func:`run_course` executes the lessons headless with a per-cell timeout
-(:data:`CELL_TIMEOUT`), so that a hung cell fails its lesson instead of stalling the course.
+(:data:`CELL_TIMEOUT`), so that a hung cell fails its lesson instead of stalling the course;
+:func:`run_notebook_inline` executes one lesson in this process, without a Jupyter kernel (what
+``cmmc bench gpu-check`` does with lesson 06 on a machine that has none).
 Lessons with widget panels declare ``INTERACTIVE = True`` in their parameters cell; the course
 passes ``INTERACTIVE = False``: a panel needs a front end, and executing an ``interact`` headless
 can stall the cell (nbclient mimics the Output widget by *sending* messages on the shell
@@ -23,7 +25,9 @@ is noticed only when the wait times out).
 """
 from __future__ import annotations
 
+import contextlib
 import copy
+import io
 import json
 import logging
 import os
@@ -284,3 +288,43 @@ def run_course(profile: str = "tiny", out: Path = Path("outputs/course"), only: 
     summary["failed_run"] = summary["ok"] != len(results)
     (out / "course.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def run_notebook_inline(path: str | Path, parameters: dict | None = None) -> dict:
+    """Execute a lesson's code cells in this process, in order, with ``parameters`` replacing
+    the values of its ``parameters`` cell (papermill's contract without a Jupyter kernel, for
+    machines that have none). Figures go to the Agg backend; what the cells print is captured
+    (its end is returned as ``output_tail``). Returns ok, seconds, cells, error, output_tail."""
+    import matplotlib                # here, not at the top: the Agg backend is this runner's choice alone
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    path = Path(path)
+    nb = json.loads(path.read_text())
+    ns: dict[str, Any] = {"__name__": "__main__", "display": print}
+    cwd, t0, printed = Path.cwd(), time.perf_counter(), io.StringIO()
+    os.chdir(path.parent)
+    try:
+        with contextlib.redirect_stdout(printed):
+            _run_cells(nb, path, ns, parameters, plt)
+        return {"ok": True, "seconds": time.perf_counter() - t0, "cells": ns["__cells__"], "error": None,
+                "output_tail": printed.getvalue()[-3000:]}
+    except Exception as e:
+        return {"ok": False, "seconds": time.perf_counter() - t0, "cells": ns.get("__cells__", 0),
+                "error": f"cell {ns.get('__cells__', 0) + 1}: {type(e).__name__}: {str(e)[:300]}",
+                "output_tail": printed.getvalue()[-3000:]}
+    finally:
+        os.chdir(cwd)
+
+
+def _run_cells(nb: dict, path: Path, ns: dict, parameters: dict | None, plt) -> None:
+    ns["__cells__"] = 0
+    for i, cell in enumerate(nb["cells"]):
+        if cell["cell_type"] != "code":
+            continue
+        src = "\n".join(line for line in "".join(cell["source"]).splitlines()
+                        if not line.lstrip().startswith(("%", "!")))
+        exec(compile(src, f"{path.name} cell {i}", "exec"), ns)
+        if "parameters" in cell.get("metadata", {}).get("tags", []):
+            ns.update(parameters or {})
+        plt.close("all")
+        ns["__cells__"] += 1

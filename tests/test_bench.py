@@ -1,5 +1,5 @@
 """cmmc_lib.bench and `cmmc bench ...`: the step and loader benchmarks, FLOPs, the recipe's cost,
-the inline lesson runner, and the GPU check end to end at its reduced (CPU) size."""
+the inline lesson runner (cmmc_lib.course), and the GPU check end to end at its reduced (CPU) size."""
 import json
 import math
 import subprocess
@@ -10,6 +10,7 @@ import pytest
 
 from cmmc_lib import bench
 from cmmc_lib.config import preset
+from cmmc_lib.course import run_notebook_inline
 
 REPO = Path(__file__).resolve().parents[1]
 PAPER_REDUCED = ["optim.batch_size=2", "data.clip_len=8", "data.size=64", "data.short_side=64", "ssl.queue_size=16"]
@@ -37,6 +38,16 @@ def test_bench_step_times_each_method_and_breaks_down_cmmcs_extra_time():
     assert r["ratios"]["over_moco"]["cmmc/moco@off"] == pytest.approx(          # CPU: of process CPU time
         rows["cmmc"]["cpu_seconds_per_step"] / rows["moco"]["cpu_seconds_per_step"])
     assert r["steps_per_s"] == rows["moco"]["steps_per_s"]                 # the headline: the first row
+
+
+def test_bench_step_at_explicit_shapes_reports_throughput():
+    overrides = bench.shape_overrides("small3d", width=4, batch=2, clip=(3, 4, 16, 16)) + ["ssl.queue_size=8"]
+    r = bench.bench_step("tiny", ["moco"], amps=["off"], device="cpu", steps=2, warmup=1, overrides=overrides,
+                         breakdown=False)
+    (row,) = r["results"]
+    assert not row["error"] and row["batch"] == 2 and r["backbone"] == "small3d" and r["clip"] == [4, 16, 16]
+    assert row["steps_per_s"] > 0 and row["seconds_per_step"] == pytest.approx(1 / row["steps_per_s"])
+    assert math.isfinite(row["last_loss"])
 
 
 def test_bf16_rows_give_the_bf16_over_fp32_ratio_and_cpu_memory_is_measured_in_a_fresh_process():
@@ -110,11 +121,11 @@ def test_run_notebook_inline_puts_the_parameters_after_the_parameters_cell(tmp_p
                     cell(f"open({str(tmp_path / 'y.txt')!r}, 'w').write(str(Y) + OUT)")],
           "metadata": {}, "nbformat": 4, "nbformat_minor": 5}
     (tmp_path / "nb.ipynb").write_text(json.dumps(nb))
-    r = bench.run_notebook_inline(tmp_path / "nb.ipynb", {"X": 41, "OUT": "!"})
+    r = run_notebook_inline(tmp_path / "nb.ipynb", {"X": 41, "OUT": "!"})
     assert r["ok"] and r["cells"] == 3 and (tmp_path / "y.txt").read_text() == "42!"
     nb["cells"].append(cell("raise RuntimeError('boom')"))
     (tmp_path / "nb.ipynb").write_text(json.dumps(nb))
-    bad = bench.run_notebook_inline(tmp_path / "nb.ipynb", {"OUT": "?"})
+    bad = run_notebook_inline(tmp_path / "nb.ipynb", {"OUT": "?"})
     assert not bad["ok"] and "cell 4: RuntimeError: boom" in bad["error"]
 
 

@@ -8,7 +8,6 @@ import torch.nn.functional as F
 from cmmc_lib.models import build_encoder
 from cmmc_lib.ssl import (MoCo, MoCoMethod, SplitBatchNorm, concat_all_gather, contrast_stats,
                           rank, soft_info_nce, soft_targets, world_size)
-from cmmc_lib.ssl.bench import bench_step
 
 
 def tiny_moco(queue_size=6, momentum=0.9, temperature=0.1, split_bn=1, seed=0):
@@ -239,12 +238,6 @@ def test_mocostep_rejects_batches_without_two_views():
         step.loss(clip_batch())
     with pytest.raises(ValueError, match="V>=2"):
         step.loss({"flow": torch.randn(4, 1, 2, 4, 16, 16)})
-
-
-def test_bench_step_reports_throughput():
-    r = bench_step("small3d", 4, 2, (3, 4, 16, 16), steps=2, warmup=1, queue_size=8)
-    assert r["steps_per_s"] > 0 and r["seconds_per_step"] == pytest.approx(1 / r["steps_per_s"])
-    assert math.isfinite(r["last_loss"]) and r["batch"] == 2
 
 
 # --- two processes (gloo on CPU) --------------------------------------------------------------
