@@ -13,7 +13,7 @@ The dataset is written in the layout of a real one (``data/README.md``)::
 
     <out>/videos/<Class>/v_<Class>_gXX_cYY.mp4    lossless h264 via PyAV (mpeg4 .avi without x264)
     <out>/splits/classInd.txt, trainlist0k.txt, testlist0k.txt   UCF101 format, CRLF, k = 1..3
-    <out>/flow/<video_id>/x_00001.jpg, y_...     flow of the *decoded* video (cmmc_lib.data.flow)
+    <out>/flow/<video_id>/x_00001.jpg, y_...     flow of the *decoded* video (cmmc_lib.flow)
     <out>/pose/<video_id>.npy                    float32 (T, J, 3): x, y px, confidence in [0, 1]
     <out>/meta.json                              parameters, class/joint names, bones (written last)
 
@@ -34,11 +34,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm.auto import tqdm
 
+from ..flow.estimators import FLOW_METHODS
+from ..flow.extract import extract_flow
+from ..flow.folders import is_flow_complete
 from ..runs import atomic_write
-from .flow import FLOW_BOUND, FLOW_METHODS, extract_flow, is_flow_complete
+from .rawframes import FLOW_BOUND
 from .render import BONES, CLASS_NAMES, JOINT_NAMES, context_groups, render_dataset_clip
 from .render import render_clip  # noqa: F401  (still imported from here by lesson 01 and test_data_pose)
+from .splits import parse_group
 from .video import encode_video, video_codec
 
 log = logging.getLogger(__name__)
@@ -212,8 +217,6 @@ def write_synthetic_dataset(out: str | Path, size: str = "tiny", seed: int = 0,
     ``classes``, ``splits`` (train/test counts per split), ``frames``, ``codec``,
     ``seconds``, ``render_seconds``, ``flow_seconds``, ``reused``.
     """
-    from tqdm.auto import tqdm
-
     if size not in SYNTHETIC_SIZES:
         raise ValueError(f"unknown synthetic size {size!r}; choose one of "
                          f"{', '.join(SYNTHETIC_SIZES)}")
@@ -304,7 +307,6 @@ def in_context(root: str | Path, videos: list[str]) -> list[bool]:
     """For each video id of a generated dataset, whether its (class, group) is filmed in the
     class's typical scene (``meta.json``'s ``context_groups``): there RGB can tell the class by
     the scene; elsewhere only the motion tells it."""
-    from .splits import parse_group
     groups = read_meta(root).get("context_groups", {})
     out = []
     for video in videos:
