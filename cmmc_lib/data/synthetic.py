@@ -254,21 +254,9 @@ def write_synthetic_dataset(out: str | Path, size: str = "tiny", seed: int = 0,
     atomic_write(pending, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
     meta_path.unlink(missing_ok=True)
 
-    jobs = [(str(out), spec, seed, k, g, c, codec, ext) for k, g, c in items]
     t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), desc=f"synthetic {size}", unit="video", disable=not progress)
-    try:
-        if workers == 1:
-            for job in jobs:
-                _write_item(job)
-                bar.update(1)
-        else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                     initializer=_single_threaded) as pool:
-                for _ in pool.map(_write_item, jobs, chunksize=4):
-                    bar.update(1)
-    finally:
-        bar.close()
+    _render_videos([(str(out), spec, seed, k, g, c, codec, ext) for k, g, c in items], workers,
+                   f"synthetic {size}", progress)
     summary["render_seconds"] = round(time.perf_counter() - t0, 3)
 
     t0 = time.perf_counter()
@@ -282,6 +270,23 @@ def write_synthetic_dataset(out: str | Path, size: str = "tiny", seed: int = 0,
     os.replace(pending, meta_path)                     # the dataset is complete
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return summary
+
+
+def _render_videos(jobs: list[tuple], workers: int, desc: str, progress: bool) -> None:
+    """:func:`_write_item` for each job, in ``workers`` spawned processes when more than one."""
+    bar = tqdm(total=len(jobs), desc=desc, unit="video", disable=not progress)
+    try:
+        if workers == 1:
+            for job in jobs:
+                _write_item(job)
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                     initializer=_single_threaded) as pool:
+                for _ in pool.map(_write_item, jobs, chunksize=4):
+                    bar.update(1)
+    finally:
+        bar.close()
 
 
 def _split_counts(out: Path) -> dict:
