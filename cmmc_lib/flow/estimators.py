@@ -63,8 +63,8 @@ def compute_flow(frames: np.ndarray, method: str = "tvl1", device: str | None = 
     """Frame-aligned dense flow of a video.
 
     frames: uint8 (N, H, W, 3) RGB (or (N, H, W) grey), N >= 1.
-    device, batch_size: ``tvl1-torch`` only: where it runs (None: CPU; "auto": CUDA if
-    available) and how many frame pairs go through it at once (None: 1 on CPU, 32 on CUDA).
+    device, batch_size: ``tvl1-torch`` only: where it runs (None: CPU; "auto": CUDA, else MPS,
+    else CPU: :func:`cmmc_lib.devices.resolve_device`) and how many frame pairs go through it at once (None: 1 on CPU, 32 on CUDA).
     Returns float32 (N, H, W, 2) in px: ``flow[t]`` = motion t -> t+1, last one duplicated.
     """
     check_flow_options(method, device, batch_size)

@@ -64,8 +64,9 @@ def extract_flow(inputs: str | Path | Iterable[str | Path], out_dir: str | Path,
     ``failed``; the run goes on. ``bound`` (px, > 0) and ``short_side`` (px, >= 1, or None)
     are checked before any video is read (ValueError).
 
-    ``tvl1-torch`` takes ``device`` ("cpu", "cuda", "cuda:1", "auto": CUDA if available; None:
-    "auto" with one worker, the CPU with more) and ``batch_size`` (frame pairs per call; None:
+    ``tvl1-torch`` takes ``device`` ("cpu", "cuda", "cuda:1", "auto": CUDA, else MPS, else
+    CPU, see :func:`cmmc_lib.devices.resolve_device`; None: "auto" with one worker, the CPU with
+    more) and ``batch_size`` (frame pairs per call; None:
     1 on CPU, 32 on CUDA).
     With ``workers == 1`` (always on CUDA: more is refused) one process computes batches that
     may span consecutive videos, decoding ahead and writing behind in threads; on the CPU it

@@ -96,7 +96,7 @@ def bench_flow(videos: Sequence[str | Path], methods: Sequence[str] | None = Non
     frames of ``videos[0]`` (resized if needed): what ``cmmc bench flow`` prints.
 
     OpenCV's methods run on the CPU with ``threads`` threads (1: the per-core figure);
-    ``tvl1-torch`` runs on ``device`` (None/"auto": CUDA if available) once per batch size in
+    ``tvl1-torch`` runs on ``device`` (None/"auto": CUDA, else MPS, else CPU) once per batch size in
     ``batch_sizes`` (default 1, 2, 4, 8 on CPU; 1 to 64 in powers of two on CUDA), with
     ``threads`` PyTorch threads on the CPU. Returns a JSON-able dict: ``methods`` (one
     :func:`measure_flow_fps` dict per OpenCV method), ``tvl1_torch`` (``by_batch_size``:
