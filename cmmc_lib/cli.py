@@ -113,7 +113,7 @@ def fmt_synth(r: dict) -> str:
 
 
 def cmd_flow_extract(a) -> dict:
-    from .data.flow import ExtractionInterrupted, extract_flow
+    from .flow.extract import ExtractionInterrupted, extract_flow
     if not Path(a.input).exists():
         raise CLIError(f"no such video or folder: {a.input}")
     try:
@@ -320,7 +320,7 @@ def cmd_bench_flow(a) -> dict:
         raise CLIError("bench flow needs --videos FILE... (existing video files)")
     import cv2
     cv2.setNumThreads(a.threads)
-    from .data.flow import bench_flow
+    from .flow.speed import bench_flow
     return bench_flow(paths, methods=a.methods, device=a.device, batch_sizes=a.batch_sizes, pairs=a.pairs,
                       threads=a.threads)
 
@@ -429,7 +429,7 @@ def _add_mask(sub) -> None:
 
 def _add_data(sub) -> None:
     """cmmc data probe|check|synth|cache."""
-    from .data.flow import FLOW_METHODS
+    from .flow.estimators import FLOW_METHODS
     from .data.synthetic import SYNTHETIC_SIZES
     from .registry import DATASETS
     data = sub.add_parser("data", help="inspect, check and generate datasets").add_subparsers(dest="what", required=True)
@@ -463,7 +463,7 @@ def _add_data(sub) -> None:
 
 def _add_flow(sub) -> None:
     """cmmc flow extract."""
-    from .data.flow import FLOW_METHODS
+    from .flow.estimators import FLOW_METHODS
     flow = sub.add_parser("flow", help="optical flow").add_subparsers(dest="what", required=True)
     sp = _verb(flow, "extract", cmd_flow_extract, fmt_flow, help="extract flow to the rawframes layout (resumable)")
     sp.add_argument("input", help="a video or a folder of videos")
@@ -578,7 +578,7 @@ def _add_bench_step_loader(sub) -> None:
 
 def _add_bench_others(sub) -> None:
     """cmmc bench flow|retrieval|gpu-check (``sub``: the bench sub-parsers)."""
-    from .data.flow import FLOW_METHODS
+    from .flow.estimators import FLOW_METHODS
     sp = _verb(sub, "flow", cmd_bench_flow, fmt_bench_flow,
                help="optical flow fields/s at 320x240 per method (TV-L1, tvl1-torch per batch size, DIS, Farneback)")
     sp.add_argument("--videos", nargs="+", required=True, help="video files (the first one is used)")

@@ -16,9 +16,10 @@ import pickle
 import re
 import uuid
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
 
 class UnsafeFileError(ValueError):
@@ -53,6 +54,7 @@ def atomic_write(path: str | Path, write: Callable[[Path], Any]) -> Path:
 def save_state(state: dict[str, Any], path: str | Path) -> Path:
     """``torch.save`` atomically. ``state`` must hold only tensors, numbers, strings, bools,
     None, lists, tuples and dicts: what :func:`load_state` accepts."""
+    import torch     # on use: the dataset writers' spawned workers write files without torch (~3 s each)
     return atomic_write(path, lambda tmp: torch.save(state, tmp))
 
 
@@ -60,6 +62,7 @@ def load_state(path: str | Path, map_location: str | torch.device = "cpu") -> di
     """Load a file written by :func:`save_state` with ``weights_only=True``: nothing in the file
     is executed. Raises FileNotFoundError, :class:`UnsafeFileError` (a pickled object that is not
     plain data) or ValueError (not a torch file), each with one line naming the file."""
+    import torch     # on use, as in save_state
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no such file: {path}")

@@ -42,6 +42,7 @@ from tqdm.auto import tqdm
 
 from .config import Config, OptimConfig, apply_overrides, validate
 from .data.datasets import build_dataset, worker_options
+from .devices import resolve_device
 from .evaluate.features import split_features
 from .evaluate.retrieval import retrieval_hit_rate
 from .models.base import Backbone
@@ -99,19 +100,6 @@ class Env:
     def main(self) -> bool:
         """Rank 0 writes files and reports."""
         return self.rank == 0
-
-
-def resolve_device(name: str = "auto", local_rank: int = 0) -> torch.device:
-    if name == "auto":
-        if torch.cuda.is_available():
-            return torch.device("cuda", local_rank)
-        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-            return torch.device("mps")
-        return torch.device("cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"run.device={name} but CUDA is not available on this machine")
-    return dev
 
 
 def autocast_for(device: torch.device, amp: str):

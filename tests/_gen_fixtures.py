@@ -62,3 +62,33 @@ def decode(path: Path) -> np.ndarray:
     """All frames of a video as uint8 RGB (N, H, W, 3), with PyAV directly."""
     with av.open(str(path)) as container:
         return np.stack([f.to_ndarray(format="rgb24") for f in container.decode(video=0)])
+
+
+def make_videos(root: Path, n: int = 2, frames: int = 7) -> list[Path]:
+    """``n`` textured videos ``root/videos/Cls<i>/v_<i>.avi`` of ``frames`` frames, moving
+    ``1 + i`` px per frame."""
+    paths = []
+    for i in range(n):
+        clip = textured_frames(n=frames, dx=1.0 + i, seed=i)
+        paths.append(write_video(root / "videos" / f"Cls{i}" / f"v_{i}.avi", clip))
+    return paths
+
+
+def read_flow_pairs(folder: Path) -> np.ndarray:
+    """The stored flow of a rawframes folder, uint8 (K, H, W, 2), read with OpenCV directly."""
+    n = len(list(folder.glob("x_*.jpg")))
+    return np.stack([np.stack([cv2.imread(str(folder / f"{a}_{t:05d}.jpg"), cv2.IMREAD_GRAYSCALE)
+                               for a in "xy"], -1) for t in range(1, n + 1)])
+
+
+def write_flat_flow_pairs(folder: Path, n: int) -> None:
+    """``n`` x/y pairs of zero flow (4x4 px, grey 128), as another tool could leave them."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for t in range(1, n + 1):
+        for a in "xy":
+            cv2.imwrite(str(folder / f"{a}_{t:05d}.jpg"), np.full((4, 4), 128, np.uint8))
+
+
+def grey_texture(h: int = 60, w: int = 80, seed: int = 0) -> np.ndarray:
+    """uint8 (h, w): a smooth random texture (enough structure for flow everywhere)."""
+    return cv2.cvtColor(textured_frames(n=1, height=h, width=w, seed=seed)[0], cv2.COLOR_RGB2GRAY)

@@ -64,3 +64,14 @@ def test_quantisation_convention_bound_20():
     inside = slice(1, 6)
     assert np.abs(dequantize_flow(q)[inside] - px[inside]).max() <= 20 / 255 + 1e-6
     assert dequantize_flow(u8).dtype == np.float32
+
+
+def test_quantize_follows_the_tsn_convention_and_round_trips():
+    f = np.array([-20.0, 0.0, 20.0, -50.0, 50.0, 3.3], np.float32)
+    q = quantize_flow(f)
+    assert q.dtype == np.uint8
+    assert q.tolist()[:5] == [0, 128, 255, 0, 255]       # 127.5 rounds to 128; clipped at +-20
+    x = np.linspace(-20, 20, 1001, dtype=np.float32)
+    err = np.abs(dequantize_flow(quantize_flow(x)) - x)
+    assert err.max() <= 20 / 255 + 1e-5                    # half a step of 40/255
+    assert dequantize_flow(quantize_flow(f, bound=5), bound=5)[3] == pytest.approx(-5)

@@ -21,8 +21,9 @@ import torch
 from ..course import run_notebook_inline
 from ..data.frame_cache import build_frame_cache
 from ..data.synthetic import write_synthetic_dataset
-from ..runs import RunFolder, atomic_write
-from ..train import resolve_device
+from ..files import atomic_write
+from ..runs import RunFolder
+from ..devices import resolve_device
 from .common import REPO, bench_config, device_name
 from .cost import recipe_cost
 from .loader import bench_loader

@@ -8,7 +8,7 @@ from typing import Sequence
 
 from ..config import Config, data_root
 from ..data.frame_cache import build_frame_cache
-from ..train import resolve_device
+from ..devices import resolve_device
 from .loader import bench_loader
 from .step import bench_step, step_ratios
 

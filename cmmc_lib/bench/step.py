@@ -16,10 +16,10 @@ from typing import Any, Callable, Sequence
 import torch
 
 from ..config import Config
+from ..devices import resolve_device
 from ..registry import METHODS, MODALITIES, available, skeleton_layout
 from ..ssl.factory import build_method, random_source
-from ..train import (Env, Position, device_settings, make_optimizer, modalities_for, prepare_method, resolve_device,
-                     train_step, use_channels_last)
+from ..train import (Env, Position, device_settings, make_optimizer, modalities_for, prepare_method, train_step, use_channels_last)
 from .common import bench_config, device_name, sync
 from .memory import PeakMemory, cpu_peak_memory
 

@@ -27,12 +27,18 @@ import json
 import logging
 import time
 from collections import OrderedDict
-from concurrent.futures import ProcessPoolExecutor, as_completed
-from multiprocessing import get_context
+from functools import partial
 from pathlib import Path
 from typing import Iterable, Sequence
 
+import cv2
 import numpy as np
+
+from ..jobs import run_jobs
+from ..files import atomic_write
+from .rawframes import count_frames, read_flow_frames
+from .splits import VIDEO_EXTENSIONS
+from .video import decode_video
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +141,6 @@ def open_frame_cache(setting: str | None, root: str | Path, short_side: int) -> 
 # --------------------------------------------------------------------------- building
 def _sources(root: Path, modalities: Sequence[str]) -> list[tuple[str, str, Path]]:
     """(modality, video_id, source) for every video file under videos/ and flow folder under flow/."""
-    from .splits import VIDEO_EXTENSIONS
     out: list[tuple[str, str, Path]] = []
     if "rgb" in modalities:
         seen: dict[str, Path] = {}
@@ -155,25 +160,6 @@ def _sources(root: Path, modalities: Sequence[str]) -> list[tuple[str, str, Path
     return out
 
 
-def _cache_one(modality: str, source: str, target: str, short_side: int) -> tuple[str, int, int, str | None]:
-    """Decode one video (or flow folder) and write its array; (target, frames, bytes, error)."""
-    from ..runs import atomic_write
-    try:
-        import cv2
-        cv2.setNumThreads(1)
-        if modality == "rgb":
-            from .video import decode_video
-            arr = decode_video(source, short_side)
-        else:
-            from .rawframes import count_frames, read_flow_frames
-            arr = read_flow_frames(source, range(count_frames(source, "flow")), short_side)
-        arr = np.ascontiguousarray(arr, dtype=np.uint8)
-        atomic_write(target, lambda tmp: np.save(tmp, arr, allow_pickle=False))
-        return target, int(len(arr)), int(arr.nbytes), None
-    except Exception as e:                            # an unreadable video: reported, the rest goes on
-        return target, 0, 0, f"{type(e).__name__}: {e}"
-
-
 def build_frame_cache(root: str | Path, out: str | Path | None = None, short_side: int = 128,
                       modalities: Iterable[str] = CACHE_MODALITIES, workers: int = 1,
                       progress: bool = True) -> dict:
@@ -185,10 +171,32 @@ def build_frame_cache(root: str | Path, out: str | Path | None = None, short_sid
     decode in parallel (spawned, one OpenCV thread each). Unreadable videos are listed in
     ``failed`` and left to the dataset's own handling. Ctrl-C stops it (``interrupted``: True).
     """
-    from tqdm.auto import tqdm
+    root, mods = Path(root), tuple(dict.fromkeys(modalities))
+    _check_cache_args(root, mods, short_side, workers)
+    out = Path(out) if out else default_cache_dir(root, short_side)
+    meta = _meta_of_short_side(out, short_side)
+    sources = _sources(root, mods)
+    if not sources:
+        raise FileNotFoundError(f"no videos under {root / 'videos'} and no flow under {root / 'flow'}")
+    _open_cache_folder(out, root, short_side, meta)
+    start = time.perf_counter()
+    todo, skipped = _plan_cache(sources, out, short_side)
+    summary = {"out": str(out), "short_side": short_side, "modalities": list(mods), "done": 0,
+               "skipped_existing": skipped, "failed": [], "frames": 0, "bytes": 0, "seconds": 0.0,
+               "interrupted": False, "remaining": len(todo)}
+    summary["interrupted"] = run_jobs(_cache_one, todo, partial(_record, summary), workers=workers,
+                                      progress=progress, desc="frame cache",
+                                      worker_setup=_one_opencv_thread)
+    if summary["interrupted"]:
+        log.warning("interrupted: %d videos cached, %d left; run the same command again to resume",
+                    summary["done"], summary["remaining"])
+    summary["failed"].sort()
+    summary["seconds"] = round(time.perf_counter() - start, 3)
+    summary["gib"] = round(sum(f.stat().st_size for f in out.glob("*/*.npy")) / 2**30, 3)
+    return summary
 
-    root = Path(root)
-    mods = tuple(dict.fromkeys(modalities))
+
+def _check_cache_args(root: Path, mods: tuple[str, ...], short_side: int, workers: int) -> None:
     bad = [m for m in mods if m not in CACHE_MODALITIES]
     if bad or not mods:
         raise ValueError(f"modalities must be among {', '.join(CACHE_MODALITIES)}, got {', '.join(mods) or 'none'}")
@@ -196,24 +204,32 @@ def build_frame_cache(root: str | Path, out: str | Path | None = None, short_sid
         raise ValueError(f"short_side and workers must be >= 1, got {short_side} and {workers}")
     if not root.is_dir():
         raise FileNotFoundError(f"dataset root {root} does not exist")
-    out = Path(out) if out else default_cache_dir(root, short_side)
+
+
+def _meta_of_short_side(out: Path, short_side: int) -> dict | None:
+    """The ``cache.json`` of ``out`` (None if none yet); ValueError if built at another short side."""
     meta = read_cache_meta(out)
     if meta is not None and int(meta.get("short_side", -1)) != short_side:
         raise ValueError(f"{out} holds a cache at short side {meta.get('short_side')}, not {short_side}: "
                          f"choose another --out")
-    sources = _sources(root, mods)
-    if not sources:
-        raise FileNotFoundError(f"no videos under {root / 'videos'} and no flow under {root / 'flow'}")
+    return meta
+
+
+def _open_cache_folder(out: Path, root: Path, short_side: int, meta: dict | None) -> None:
+    """Create ``out`` and its ``cache.json`` unless there (``meta``), and remove the temporary
+    files a killed writer left."""
     out.mkdir(parents=True, exist_ok=True)
     if meta is None:
-        from ..runs import atomic_write
         atomic_write(out / "cache.json", lambda tmp: tmp.write_text(json.dumps(
             {"format": CACHE_FORMAT, "version": CACHE_VERSION, "short_side": short_side,
              "source": str(root.resolve())}, indent=2) + "\n"))
     for stale in out.glob("*/.*.tmp-*"):              # left by a killed writer
         stale.unlink(missing_ok=True)
 
-    start = time.perf_counter()
+
+def _plan_cache(sources: list[tuple[str, str, Path]], out: Path,
+                short_side: int) -> tuple[list[tuple], int]:
+    """The jobs (:func:`_cache_one`'s arguments) of the arrays not there yet, and how many are."""
     todo, skipped = [], 0
     for modality, vid, source in sources:
         target = out / modality / f"{vid}.npy"
@@ -221,45 +237,36 @@ def build_frame_cache(root: str | Path, out: str | Path | None = None, short_sid
             skipped += 1
         else:
             todo.append((modality, str(source), str(target), short_side))
-    summary = {"out": str(out), "short_side": short_side, "modalities": list(mods), "done": 0,
-               "skipped_existing": skipped, "failed": [], "frames": 0, "bytes": 0, "seconds": 0.0,
-               "interrupted": False, "remaining": len(todo)}
-    bar = tqdm(total=len(todo), desc="frame cache", unit="video", disable=not progress)
+    return todo, skipped
 
-    def record(result) -> None:
-        target, frames, nbytes, error = result
-        if error:
-            log.warning("frame cache: skipping %s (%s)", target, error)
-            summary["failed"].append([target, error])
-        else:
-            summary["done"] += 1
-            summary["frames"] += frames
-            summary["bytes"] += nbytes
-        summary["remaining"] -= 1
-        bar.update(1)
 
+def _cache_one(modality: str, source: str, target: str, short_side: int) -> tuple[str, int, int, str | None]:
+    """Decode one video (or flow folder) and write its array; (target, frames, bytes, error)."""
     try:
-        if workers == 1 or len(todo) <= 1:
-            for job in todo:
-                record(_cache_one(*job))
+        if modality == "rgb":
+            arr = decode_video(source, short_side)
         else:
-            with ProcessPoolExecutor(workers, mp_context=get_context("spawn")) as pool:
-                futures = [pool.submit(_cache_one, *job) for job in todo]
-                try:
-                    for f in as_completed(futures):
-                        record(f.result())
-                except KeyboardInterrupt:
-                    for f in futures:
-                        f.cancel()
-                    pool.shutdown(wait=False, cancel_futures=True)
-                    raise
-    except KeyboardInterrupt:
-        summary["interrupted"] = True
-        log.warning("interrupted: %d videos cached, %d left; run the same command again to resume",
-                    summary["done"], summary["remaining"])
-    finally:
-        bar.close()
-    summary["failed"].sort()
-    summary["seconds"] = round(time.perf_counter() - start, 3)
-    summary["gib"] = round(sum(f.stat().st_size for f in out.glob("*/*.npy")) / 2**30, 3)
-    return summary
+            arr = read_flow_frames(source, range(count_frames(source, "flow")), short_side)
+        arr = np.ascontiguousarray(arr, dtype=np.uint8)
+        atomic_write(target, lambda tmp: np.save(tmp, arr, allow_pickle=False))
+        return target, int(len(arr)), int(arr.nbytes), None
+    except Exception as e:                            # an unreadable video: reported, the rest goes on
+        return target, 0, 0, f"{type(e).__name__}: {e}"
+
+
+def _one_opencv_thread() -> None:
+    """Pool worker set-up: one OpenCV thread per worker process."""
+    cv2.setNumThreads(1)
+
+
+def _record(summary: dict, result: tuple[str, int, int, str | None]) -> None:
+    """Count one array's outcome into ``summary``."""
+    target, frames, nbytes, error = result
+    if error:
+        log.warning("frame cache: skipping %s (%s)", target, error)
+        summary["failed"].append([target, error])
+    else:
+        summary["done"] += 1
+        summary["frames"] += frames
+        summary["bytes"] += nbytes
+    summary["remaining"] -= 1

@@ -13,12 +13,12 @@ The dataset is written in the layout of a real one (``data/README.md``)::
 
     <out>/videos/<Class>/v_<Class>_gXX_cYY.mp4    lossless h264 via PyAV (mpeg4 .avi without x264)
     <out>/splits/classInd.txt, trainlist0k.txt, testlist0k.txt   UCF101 format, CRLF, k = 1..3
-    <out>/flow/<video_id>/x_00001.jpg, y_...     flow of the *decoded* video (cmmc_lib.data.flow)
+    <out>/flow/<video_id>/x_00001.jpg, y_...     flow of the *decoded* video (cmmc_lib.flow)
     <out>/pose/<video_id>.npy                    float32 (T, J, 3): x, y px, confidence in [0, 1]
     <out>/meta.json                              parameters, class/joint names, bones (written last)
 
 Videos are encoded by :func:`cmmc_lib.data.video.encode_video`; every file is written through
-:func:`cmmc_lib.runs.atomic_write`. Everything is a function of ``seed``: the same seed gives
+:func:`cmmc_lib.files.atomic_write`. Everything is a function of ``seed``: the same seed gives
 identical decoded frames, flow, pose and split files.
 """
 from __future__ import annotations
@@ -34,11 +34,16 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+from tqdm.auto import tqdm
 
-from ..runs import atomic_write
-from .flow import FLOW_BOUND, FLOW_METHODS, extract_flow, is_flow_complete
+from ..flow.estimators import FLOW_METHODS
+from ..flow.extract import extract_flow
+from ..flow.folders import is_flow_complete
+from ..files import atomic_write
+from .rawframes import FLOW_BOUND
 from .render import BONES, CLASS_NAMES, JOINT_NAMES, context_groups, render_dataset_clip
 from .render import render_clip  # noqa: F401  (still imported from here by lesson 01 and test_data_pose)
+from .splits import parse_group
 from .video import encode_video, video_codec
 
 log = logging.getLogger(__name__)
@@ -212,8 +217,6 @@ def write_synthetic_dataset(out: str | Path, size: str = "tiny", seed: int = 0,
     ``classes``, ``splits`` (train/test counts per split), ``frames``, ``codec``,
     ``seconds``, ``render_seconds``, ``flow_seconds``, ``reused``.
     """
-    from tqdm.auto import tqdm
-
     if size not in SYNTHETIC_SIZES:
         raise ValueError(f"unknown synthetic size {size!r}; choose one of "
                          f"{', '.join(SYNTHETIC_SIZES)}")
@@ -251,21 +254,9 @@ def write_synthetic_dataset(out: str | Path, size: str = "tiny", seed: int = 0,
     atomic_write(pending, lambda p: p.write_text(json.dumps(meta, indent=2) + "\n"))
     meta_path.unlink(missing_ok=True)
 
-    jobs = [(str(out), spec, seed, k, g, c, codec, ext) for k, g, c in items]
     t0 = time.perf_counter()
-    bar = tqdm(total=len(jobs), desc=f"synthetic {size}", unit="video", disable=not progress)
-    try:
-        if workers == 1:
-            for job in jobs:
-                _write_item(job)
-                bar.update(1)
-        else:
-            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
-                                     initializer=_single_threaded) as pool:
-                for _ in pool.map(_write_item, jobs, chunksize=4):
-                    bar.update(1)
-    finally:
-        bar.close()
+    _render_videos([(str(out), spec, seed, k, g, c, codec, ext) for k, g, c in items], workers,
+                   f"synthetic {size}", progress)
     summary["render_seconds"] = round(time.perf_counter() - t0, 3)
 
     t0 = time.perf_counter()
@@ -279,6 +270,23 @@ def write_synthetic_dataset(out: str | Path, size: str = "tiny", seed: int = 0,
     os.replace(pending, meta_path)                     # the dataset is complete
     summary["seconds"] = round(time.perf_counter() - start, 3)
     return summary
+
+
+def _render_videos(jobs: list[tuple], workers: int, desc: str, progress: bool) -> None:
+    """:func:`_write_item` for each job, in ``workers`` spawned processes when more than one."""
+    bar = tqdm(total=len(jobs), desc=desc, unit="video", disable=not progress)
+    try:
+        if workers == 1:
+            for job in jobs:
+                _write_item(job)
+                bar.update(1)
+        else:
+            with ProcessPoolExecutor(max_workers=workers, mp_context=get_context("spawn"),
+                                     initializer=_single_threaded) as pool:
+                for _ in pool.map(_write_item, jobs, chunksize=4):
+                    bar.update(1)
+    finally:
+        bar.close()
 
 
 def _split_counts(out: Path) -> dict:
@@ -304,7 +312,6 @@ def in_context(root: str | Path, videos: list[str]) -> list[bool]:
     """For each video id of a generated dataset, whether its (class, group) is filmed in the
     class's typical scene (``meta.json``'s ``context_groups``): there RGB can tell the class by
     the scene; elsewhere only the motion tells it."""
-    from .splits import parse_group
     groups = read_meta(root).get("context_groups", {})
     out = []
     for video in videos:

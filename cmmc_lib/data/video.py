@@ -404,7 +404,7 @@ def encode_video(path, frames: np.ndarray, codec: str, fps: int = 25,
     the decoded frames are then the same whatever x264 build wrote them (only the 4:2:0 chroma
     is lost, as in every consumer video). mpeg4 (the fallback) is lossy (qscale 2). One encoder
     thread, so the output does not depend on the machine. Not atomic: write to a temporary
-    file (``cmmc_lib.runs.atomic_write``) when a reader may look.
+    file (``cmmc_lib.files.atomic_write``) when a reader may look.
     """
     target = str(path) if isinstance(path, (str, Path)) else path
     with av.open(target, "w", format=container_format) as container:

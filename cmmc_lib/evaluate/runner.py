@@ -31,6 +31,7 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..devices import resolve_device
 from ..runs import RunFolder
 from ..ssl.factory import load_backbone
 from .common import classification_summary
@@ -65,20 +66,6 @@ class Stream:
     @property
     def modality(self) -> str:
         return self.cfg.ssl.modality
-
-
-def resolve_device(name: str | torch.device = "auto") -> torch.device:
-    """``auto`` -> cuda if available, else mps, else cpu."""
-    if str(name) != "auto":
-        device = torch.device(name)
-        if device.type == "cuda" and not torch.cuda.is_available():
-            raise ValueError(f"device {name} requested but CUDA is not available")
-        return device
-    if torch.cuda.is_available():
-        return torch.device("cuda")
-    if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
-        return torch.device("mps")
-    return torch.device("cpu")
 
 
 def load_stream(run_dir: str | Path, which: str = "last", modality: str | None = None,

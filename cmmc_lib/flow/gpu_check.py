@@ -6,20 +6,20 @@ Two steps, because the GPU machine has neither PyAV nor OpenCV's contrib module 
 
 1. here, on a CPU machine with the project installed::
 
-       python -m cmmc_lib.data.tvl1_gpu_check prepare \\
+       python -m cmmc_lib.flow.gpu_check prepare \\
            --videos ../shared/realdata/ucf101/videos/*.avi --out outputs/tvl1_gpu_check/pairs.npz
 
    decodes runs of consecutive real frames (the speed test's pairs), computes OpenCV TV-L1 on a
    few of them (the reference) and makes ground-truth pairs (real frames warped with known
-   smooth flow, see :func:`cmmc_lib.data.tvl1.warp_pair`) with OpenCV's error on them
+   smooth flow, see :func:`cmmc_lib.flow.ground_truth.warp_pair`) with OpenCV's error on them
    (about 10 MB, a minute or two of CPU);
 
 2. on the GPU machine, from the repository root (``outputs/`` travels as a carried path)::
 
-       python -m cmmc_lib.data.tvl1_gpu_check run --data outputs/tvl1_gpu_check/pairs.npz \\
+       python -m cmmc_lib.flow.gpu_check run --data outputs/tvl1_gpu_check/pairs.npz \\
            --out "$OUT" --max-seconds 170
 
-   imports only torch, numpy and :mod:`cmmc_lib.data.tvl1`, times batch sizes 1..64 in eager
+   imports only torch, numpy and :mod:`cmmc_lib.flow.tvl1`, times batch sizes 1..64 in eager
    mode, then compiled, and writes ``tvl1_gpu_check.json`` after every measurement (a run
    cut short still leaves what it measured). Stops starting new measurements after
    ``--max-seconds``.
@@ -34,6 +34,9 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
+
+from .tvl1 import TVL1Params, tvl1_flow_pairs
 
 TARGET_FPS = 300.0          # issue 14: fields per second at 320x240 on one H100/H200
 
@@ -48,15 +51,17 @@ def prepare(videos: list[str], out: str | Path, frames_per_video: int = 12,
     OpenCV TV-L1 on the first ``reference_pairs`` of their pairs, and two ground-truth pairs
     (fields "sinusoids" and "affine", up to ``max_px`` px) with OpenCV TV-L1's end-point error.
     """
+    # PyAV and OpenCV's contrib module: here on the CPU machine, perhaps not on the GPU one
     import cv2
 
-    from .flow import _frames_at, make_flow_estimator
-    from .tvl1 import endpoint_error, smooth_flow_field, valid_mask, warp_pair
+    from .estimators import make_flow_estimator
+    from .frames import grey_frames
+    from .ground_truth import endpoint_error, smooth_flow_field, valid_mask, warp_pair
     tvl1 = make_flow_estimator("tvl1")
     runs, ref_index, ref_flow, ref_seconds = [], [], [], []
     gt_i0, gt_i1, gt_flow, gt_band, gt_cv_epe = [], [], [], [], []
     for v, video in enumerate(videos):
-        grey = _frames_at(video, size)
+        grey = grey_frames(video, size)
         if len(grey) < frames_per_video:
             raise ValueError(f"{video}: {len(grey)} frames, fewer than {frames_per_video}")
         s = (len(grey) - frames_per_video) // 2
@@ -106,93 +111,109 @@ def run(data: str | Path, out: str | Path, device: str = "cuda",
     (each mode, at batch size 8 or the largest below): end-point error to OpenCV's TV-L1 on the
     reference pairs, and to the truth on the ground-truth pairs (beside OpenCV's own).
     """
-    import torch
-
-    from .tvl1 import TVL1Params, tvl1_flow_pairs
-    start = time.perf_counter()
-    dev = torch.device(device)
-    z = np.load(data)
-    meta = json.loads(str(z["meta"]))
-    runs = z["runs"]                                        # (V, F, H, W) uint8
-    prev = runs[:, :-1].reshape(-1, *runs.shape[2:])
-    nxt = runs[:, 1:].reshape(-1, *runs.shape[2:])
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    report = {"device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda"
-              else platform.processor() or platform.machine(),
-              "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-              "size": list(runs.shape[2:]), "speed_pairs": len(prev), "params": TVL1Params().as_dict(),
-              "target_fps": TARGET_FPS, "data": meta, "modes": {}, "notes": []}
-
-    def save():
-        report["seconds"] = round(time.perf_counter() - start, 1)
-        fps = [r["fps"] for m in report["modes"].values() for r in m.get("by_batch_size", {}).values()]
-        report["best_fps"] = max(fps) if fps else None
-        report["meets_target"] = bool(fps) and max(fps) >= TARGET_FPS
-        (out / "tvl1_gpu_check.json").write_text(json.dumps(report, indent=2))
-
-    def batch(b: int, k: int):
-        idx = (np.arange(b) + k * b) % len(prev)
-        return prev[idx], nxt[idx]
-
-    def sync():
-        if dev.type == "cuda":
-            torch.cuda.synchronize(dev)
-
+    check = _Check(data, out, torch.device(device), max_seconds)
     for mode in modes:
-        compiled = mode == "compiled"
-        entry = report["modes"].setdefault(mode, {"by_batch_size": {}})
+        entry = check.report["modes"].setdefault(mode, {"by_batch_size": {}})
         try:
-            if compiled:                                    # the compile, on a small batch
-                t0 = time.perf_counter()
-                tvl1_flow_pairs(*batch(2, 0), device=dev, batch_size=2, compile=True)
-                sync()
-                entry["first_call_seconds"] = round(time.perf_counter() - t0, 1)
-                save()
-            for b in batch_sizes:
-                if time.perf_counter() - start > max_seconds:
-                    report["notes"].append(f"{mode} batch {b} and later skipped: over {max_seconds} s")
-                    break
-                tvl1_flow_pairs(*batch(b, 0), device=dev, batch_size=b, compile=compiled)   # warm-up
-                sync()
-                stats: dict = {}
-                t0 = time.perf_counter()
-                for k in range(1, repeats + 1):
-                    tvl1_flow_pairs(*batch(b, k), device=dev, batch_size=b, compile=compiled,
-                                    stats=stats)
-                sync()
-                seconds = time.perf_counter() - t0
-                entry["by_batch_size"][str(b)] = {
-                    "fps": round(repeats * b / seconds, 2), "seconds": round(seconds, 3),
-                    "fields": repeats * b,
-                    "iterations_per_field": round(stats["iterations"] / (repeats * b), 1),
-                    "peak_memory_gib": round(torch.cuda.max_memory_allocated(dev) / 2 ** 30, 2)
-                    if dev.type == "cuda" else None}
-                print(f"{mode} batch {b}: {entry['by_batch_size'][str(b)]['fps']} fields/s", flush=True)
-                save()
-            # accuracy, in this mode
-            b = max([x for x in batch_sizes if x <= 8] or [1])
-            ref_idx = z["ref_index"]
-            a_prev = np.stack([runs[v, t] for v, t in ref_idx])
-            a_next = np.stack([runs[v, t + 1] for v, t in ref_idx])
-            flows = tvl1_flow_pairs(a_prev, a_next, device=dev, batch_size=b, compile=compiled)
-            gt = tvl1_flow_pairs(z["gt_i0"], z["gt_i1"], device=dev, batch_size=b, compile=compiled)
-            entry["epe_vs_opencv_real"] = round(float(np.mean(
-                [_epe(f, r) for f, r in zip(flows, z["ref_flow"])])), 4)
-            entry["gt_epe"] = round(float(np.mean(
-                [_epe(f, t, int(band)) for f, t, band in zip(gt, z["gt_flow"], z["gt_band"])])), 4)
-            entry["gt_epe_opencv"] = round(float(np.mean(z["gt_cv_epe"])), 4)
-            save()
+            if mode == "compiled":
+                check.time_the_compile(entry)
+            check.time_batch_sizes(mode, entry, batch_sizes, repeats)
+            check.measure_accuracy(mode, entry, batch_sizes)
         except Exception as exc:                            # report, and go on with the next mode
             entry["error"] = f"{type(exc).__name__}: {exc}"
             print(f"{mode}: {entry['error']}", file=sys.stderr, flush=True)
-            save()
-    save()
-    return report
+        check.save()
+    check.save()
+    return check.report
+
+
+class _Check:
+    """One run of the check: the data file's frames, the device, the report and its file."""
+
+    def __init__(self, data: str | Path, out: str | Path, dev: torch.device, max_seconds: float):
+        self.start, self.dev, self.max_seconds = time.perf_counter(), dev, max_seconds
+        self.z = np.load(data)
+        self.runs = self.z["runs"]                                 # (V, F, H, W) uint8
+        self.prev = self.runs[:, :-1].reshape(-1, *self.runs.shape[2:])
+        self.nxt = self.runs[:, 1:].reshape(-1, *self.runs.shape[2:])
+        self.out = Path(out)
+        self.out.mkdir(parents=True, exist_ok=True)
+        self.report = {
+            "device": str(dev), "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda"
+            else platform.processor() or platform.machine(),
+            "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
+            "size": list(self.runs.shape[2:]), "speed_pairs": len(self.prev),
+            "params": TVL1Params().as_dict(), "target_fps": TARGET_FPS,
+            "data": json.loads(str(self.z["meta"])), "modes": {}, "notes": []}
+
+    def save(self) -> None:
+        report = self.report
+        report["seconds"] = round(time.perf_counter() - self.start, 1)
+        fps = [r["fps"] for m in report["modes"].values() for r in m.get("by_batch_size", {}).values()]
+        report["best_fps"] = max(fps) if fps else None
+        report["meets_target"] = bool(fps) and max(fps) >= TARGET_FPS
+        (self.out / "tvl1_gpu_check.json").write_text(json.dumps(report, indent=2))
+
+    def batch(self, b: int, k: int) -> tuple[np.ndarray, np.ndarray]:
+        """The ``k``-th batch of ``b`` consecutive-frame pairs (cycling through them)."""
+        idx = (np.arange(b) + k * b) % len(self.prev)
+        return self.prev[idx], self.nxt[idx]
+
+    def sync(self) -> None:
+        if self.dev.type == "cuda":
+            torch.cuda.synchronize(self.dev)
+
+    def time_the_compile(self, entry: dict) -> None:
+        """The first compiled call, on a small batch: how long compiling takes."""
+        t0 = time.perf_counter()
+        tvl1_flow_pairs(*self.batch(2, 0), device=self.dev, batch_size=2, compile=True)
+        self.sync()
+        entry["first_call_seconds"] = round(time.perf_counter() - t0, 1)
+        self.save()
+
+    def time_batch_sizes(self, mode: str, entry: dict, batch_sizes: tuple[int, ...], repeats: int) -> None:
+        """Fields per second at each batch size (until ``max_seconds`` have passed)."""
+        compiled = mode == "compiled"
+        for b in batch_sizes:
+            if time.perf_counter() - self.start > self.max_seconds:
+                self.report["notes"].append(f"{mode} batch {b} and later skipped: over {self.max_seconds} s")
+                break
+            tvl1_flow_pairs(*self.batch(b, 0), device=self.dev, batch_size=b, compile=compiled)   # warm-up
+            self.sync()
+            stats: dict = {}
+            t0 = time.perf_counter()
+            for k in range(1, repeats + 1):
+                tvl1_flow_pairs(*self.batch(b, k), device=self.dev, batch_size=b, compile=compiled,
+                                stats=stats)
+            self.sync()
+            seconds = time.perf_counter() - t0
+            entry["by_batch_size"][str(b)] = {
+                "fps": round(repeats * b / seconds, 2), "seconds": round(seconds, 3),
+                "fields": repeats * b,
+                "iterations_per_field": round(stats["iterations"] / (repeats * b), 1),
+                "peak_memory_gib": round(torch.cuda.max_memory_allocated(self.dev) / 2 ** 30, 2)
+                if self.dev.type == "cuda" else None}
+            print(f"{mode} batch {b}: {entry['by_batch_size'][str(b)]['fps']} fields/s", flush=True)
+            self.save()
+
+    def measure_accuracy(self, mode: str, entry: dict, batch_sizes: tuple[int, ...]) -> None:
+        """End-point error to OpenCV's TV-L1 on the reference pairs and to the truth on the
+        ground-truth pairs, at batch size 8 or the largest below."""
+        compiled, z, dev = mode == "compiled", self.z, self.dev
+        b = max([x for x in batch_sizes if x <= 8] or [1])
+        a_prev = np.stack([self.runs[v, t] for v, t in z["ref_index"]])
+        a_next = np.stack([self.runs[v, t + 1] for v, t in z["ref_index"]])
+        flows = tvl1_flow_pairs(a_prev, a_next, device=dev, batch_size=b, compile=compiled)
+        gt = tvl1_flow_pairs(z["gt_i0"], z["gt_i1"], device=dev, batch_size=b, compile=compiled)
+        entry["epe_vs_opencv_real"] = round(float(np.mean(
+            [_epe(f, r) for f, r in zip(flows, z["ref_flow"])])), 4)
+        entry["gt_epe"] = round(float(np.mean(
+            [_epe(f, t, int(band)) for f, t, band in zip(gt, z["gt_flow"], z["gt_band"])])), 4)
+        entry["gt_epe_opencv"] = round(float(np.mean(z["gt_cv_epe"])), 4)
 
 
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m cmmc_lib.data.tvl1_gpu_check",
+    p = argparse.ArgumentParser(prog="python -m cmmc_lib.flow.gpu_check",
                                 description=__doc__.split("\n\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     sp = sub.add_parser("prepare", help="on a CPU machine: write the data file")

@@ -25,7 +25,7 @@ Everything is vectorised over a batch of frame pairs: tensors are ``(N, C, H, W)
 never influences another (each stops on its own criterion; the result does not depend on the
 batch it was computed in).
 
-Deviations from OpenCV (measured in ``tests/test_data_tvl1.py`` and the report of issue 14):
+Deviations from OpenCV (measured in ``tests/test_flow_tvl1.py`` and the report of issue 14):
 
 * warping uses exact bicubic coordinates (OpenCV's ``remap`` rounds them to 1/32 px);
 * the pyramid is bilinear resizing to ``round(size * scale_step)`` with the sizes' own ratio
@@ -33,18 +33,24 @@ Deviations from OpenCV (measured in ``tests/test_data_tvl1.py`` and the report o
 * ``gamma`` (the illumination term, 0 in OpenCV's defaults) is not implemented;
 * nothing else: the stopping rule is OpenCV's, per pair and per iteration, also on CUDA, where
   the host reads it only every few iterations (see :func:`_solve_level`).
+
+Here: the parameters, the iteration, one pyramid level and the method (:func:`tvl1_flow` on
+tensors, :func:`tvl1_flow_pairs` on uint8 frames); the building blocks (gradients, median,
+warping, pyramid) are in :mod:`cmmc_lib.flow.tvl1_ops`, ground-truth pairs and the end-point
+error in :mod:`cmmc_lib.flow.ground_truth`.
 """
 from __future__ import annotations
 
 import contextlib
-import math
 import warnings
 from dataclasses import dataclass, asdict
-from typing import Iterable, Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
+
+from ..devices import resolve_device
+from .tvl1_ops import centered_gradient, median_filter, pyramid_sizes, resize_bilinear, warp_bicubic
 
 FLT_EPSILON = 1.1920929e-07        # float32 machine epsilon, OpenCV's threshold on |grad I|^2
 
@@ -97,177 +103,6 @@ class TVL1Params:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-# --------------------------------------------------------------------------- finite differences
-def centered_gradient(img: torch.Tensor) -> torch.Tensor:
-    """Image gradient as OpenCV's TV-L1 takes it: (N, 1, H, W) -> (N, 2, H, W) (d/dx, d/dy).
-
-    Central differences ``(I[x+1] - I[x-1]) / 2`` inside, half the one-sided difference on the
-    first and last row/column. Units: grey levels per px.
-    """
-    gx = torch.empty_like(img)
-    gy = torch.empty_like(img)
-    torch.sub(img[..., 2:], img[..., :-2], out=gx[..., 1:-1])
-    torch.sub(img[..., 1], img[..., 0], out=gx[..., 0])
-    torch.sub(img[..., -1], img[..., -2], out=gx[..., -1])
-    torch.sub(img[..., 2:, :], img[..., :-2, :], out=gy[..., 1:-1, :])
-    torch.sub(img[..., 1, :], img[..., 0, :], out=gy[..., 0, :])
-    torch.sub(img[..., -1, :], img[..., -2, :], out=gy[..., -1, :])
-    return torch.cat([gx, gy], 1).mul_(0.5)
-
-
-def forward_gradient(u: torch.Tensor) -> torch.Tensor:
-    """(N, C, H, W) -> (N, C, 2, H, W): forward differences ``u[x+1] - u[x]`` along x (index 0)
-    and y (index 1), zero on the last column (x) and last row (y) (Neumann boundary)."""
-    g = u.new_zeros(*u.shape[:2], 2, *u.shape[2:])
-    torch.sub(u[..., 1:], u[..., :-1], out=g[:, :, 0, :, :-1])
-    torch.sub(u[..., 1:, :], u[..., :-1, :], out=g[:, :, 1, :-1, :])
-    return g
-
-
-def divergence(p: torch.Tensor) -> torch.Tensor:
-    """(N, C, 2, H, W) -> (N, C, H, W): backward-difference divergence, minus the adjoint of
-    :func:`forward_gradient` for fields that are zero on the last column/row (as ``p`` is):
-    ``p_x[x] - p_x[x-1] + p_y[y] - p_y[y-1]`` with ``p[-1] = 0``."""
-    px, py = p[:, :, 0], p[:, :, 1]
-    div = px + py
-    div[..., 1:].sub_(px[..., :-1])
-    div[..., 1:, :].sub_(py[..., :-1, :])
-    return div
-
-
-# --------------------------------------------------------------------------- median filter
-def _batcher_pairs(n: int) -> list[tuple[int, int]]:
-    """Comparators of Batcher's odd-even merge sort for ``n`` wires (n padded to a power of two
-    with +inf wires, whose comparators are no-ops and are dropped)."""
-    size = 1
-    while size < n:
-        size *= 2
-    pairs = []
-    p = 1
-    while p < size:
-        k = p
-        while k >= 1:
-            for j in range(k % p, size - k, 2 * k):
-                for i in range(min(k, size - j - k)):
-                    a, b = i + j, i + j + k
-                    if a // (2 * p) == b // (2 * p) and b < n:
-                        pairs.append((a, b))
-            k //= 2
-        p *= 2
-    return pairs
-
-
-_PROGRAMS: dict[tuple[int, tuple[int, ...]], tuple] = {}
-
-
-def _selection_program(n: int, ranks: tuple[int, ...]):
-    """A min/max program that returns the values at sorted positions ``ranks`` of ``n`` inputs:
-    Batcher's sorting network, pruned to what those outputs need.
-
-    Returns (steps, outputs): steps are ``(value_id, is_max, a, b, frees)`` in order (inputs are
-    ids 0..n-1; ``frees`` are ids no later step reads); outputs are the ids of the ranks.
-    Cached per (n, ranks) in a plain dict (``torch.compile`` traces through it)."""
-    if (n, ranks) not in _PROGRAMS:
-        _PROGRAMS[n, ranks] = _build_selection_program(n, ranks)
-    return _PROGRAMS[n, ranks]
-
-
-def _build_selection_program(n: int, ranks: tuple[int, ...]):
-    wires = list(range(n))
-    ops: list[tuple[bool, int, int]] = []
-    for a, b in _batcher_pairs(n):
-        x, y = wires[a], wires[b]
-        ops.append((False, x, y))
-        wires[a] = n + len(ops) - 1
-        ops.append((True, x, y))
-        wires[b] = n + len(ops) - 1
-    outputs = tuple(wires[r] for r in ranks)
-    needed, stack = set(), list(outputs)
-    while stack:
-        v = stack.pop()
-        if v >= n and v not in needed:
-            needed.add(v)
-            stack += ops[v - n][1:]
-    kept = [(v, *ops[v - n]) for v in sorted(needed)]
-    last_use: dict[int, int] = {}
-    for i, (_, _, a, b) in enumerate(kept):
-        last_use[a] = last_use[b] = i
-    steps = tuple((v, is_max, a, b, tuple(x for x in (a, b) if last_use[x] == i and x >= n
-                                          and x not in outputs))
-                  for i, (v, is_max, a, b) in enumerate(kept))
-    return steps, outputs
-
-
-def select_ranks(values: Sequence[torch.Tensor], ranks: Iterable[int]) -> list[torch.Tensor]:
-    """Elementwise order statistics: for tensors ``values`` (all the same shape), the tensors of
-    the ``ranks``-th smallest value at each element (0-based), with a min/max network."""
-    steps, outputs = _selection_program(len(values), tuple(ranks))
-    env = dict(enumerate(values))
-    for v, is_max, a, b, frees in steps:
-        env[v] = torch.maximum(env[a], env[b]) if is_max else torch.minimum(env[a], env[b])
-        for x in frees:
-            del env[x]
-    return [env[o] for o in outputs]
-
-
-def median_filter(u: torch.Tensor, size: int = 5) -> torch.Tensor:
-    """``size`` x ``size`` median of each channel of (N, C, H, W), borders replicated (OpenCV's
-    ``medianBlur``). Exact (no approximation), built from elementwise min/max:
-
-    1. sort every vertical run of ``size`` values once (shared by the windows above each other);
-    2. a window is then ``size`` sorted columns; sorting its rows too gives a matrix sorted both
-       ways, in which only the entries with ``(i+1)(j+1) <= m+1`` and ``(size-i)(size-j) <= m+1``
-       (m = size^2 // 2) can be the median, and a known count of entries lies below them;
-    3. the median is the right order statistic of those candidates (13 of 25 for 5x5).
-    """
-    if size <= 1:
-        return u
-    r, (n, c, h, w) = size // 2, u.shape
-    x = F.pad(u, (r, r, r, r), mode="replicate")
-    columns = select_ranks([x[..., i:i + h, :] for i in range(size)], range(size))
-    m = size * size // 2
-    candidates = []
-    for i in range(size):
-        js = [j for j in range(size) if (i + 1) * (j + 1) <= m + 1 and (size - i) * (size - j) <= m + 1]
-        candidates += select_ranks([columns[i][..., j:j + w] for j in range(size)], js)
-    below = sum(1 for i in range(size) for j in range(size) if (size - i) * (size - j) >= m + 2)
-    return select_ranks(candidates, [m - below])[0]
-
-
-# --------------------------------------------------------------------------- warping, pyramid
-def warp_bicubic(images: torch.Tensor, flow: torch.Tensor) -> torch.Tensor:
-    """Backward warp: ``out[n, :, y, x] = images[n, :, y + flow_y, x + flow_x]``.
-
-    images (N, C, H, W), flow (N, 2, H, W) in px -> (N, C, H, W). Bicubic (Keys, a = -0.75, as
-    OpenCV's INTER_CUBIC); samples outside the image count as 0 (OpenCV's BORDER_CONSTANT).
-    """
-    n, _, h, w = images.shape
-    xs = torch.arange(w, dtype=flow.dtype, device=flow.device)
-    ys = torch.arange(h, dtype=flow.dtype, device=flow.device)[:, None]
-    gx = (flow[:, 0] + xs).mul_(2.0 / max(w - 1, 1)).sub_(1.0)
-    gy = (flow[:, 1] + ys).mul_(2.0 / max(h - 1, 1)).sub_(1.0)
-    return F.grid_sample(images, torch.stack([gx, gy], -1), mode="bicubic",
-                         padding_mode="zeros", align_corners=True)
-
-
-def pyramid_sizes(height: int, width: int, nscales: int = 5, scale_step: float = 0.8,
-                  min_size: int = 16) -> list[tuple[int, int]]:
-    """(H, W) of each pyramid level, finest first: each ``round(previous * scale_step)``, stopping
-    before a level with a side under ``min_size`` px (OpenCV's rule)."""
-    sizes = [(height, width)]
-    while len(sizes) < nscales:
-        h, w = sizes[-1]
-        nxt = (int(round(h * scale_step)), int(round(w * scale_step)))
-        if min(nxt) < min_size:
-            break
-        sizes.append(nxt)
-    return sizes
-
-
-def _resize(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    return F.interpolate(x, size=size, mode="bilinear", align_corners=False)
 
 
 # --------------------------------------------------------------------------- one iteration
@@ -510,25 +345,14 @@ def _tvl1(i0, i1, params: TVL1Params, check_every: int, compile: bool, stats) ->
     with torch.inference_mode():
         levels0, levels1 = [i0.float()], [i1.float()]
         for size in pyramid_sizes(h, w, params.nscales, params.scale_step)[1:]:
-            levels0.append(_resize(levels0[-1], size))
-            levels1.append(_resize(levels1[-1], size))
+            levels0.append(resize_bilinear(levels0[-1], size))
+            levels1.append(resize_bilinear(levels1[-1], size))
         u = levels0[-1].new_zeros(n, 2, *levels0[-1].shape[-2:])
         for s in range(len(levels0) - 1, -1, -1):
             u = _solve_level(levels0[s], levels1[s], u, params, check_every, compile, stats)
             if s:
-                u = _resize(u, levels0[s - 1].shape[-2:]).div_(params.scale_step)
+                u = resize_bilinear(u, levels0[s - 1].shape[-2:]).div_(params.scale_step)
     return u
-
-
-def resolve_device(device: str | torch.device | None) -> torch.device:
-    """'auto' or None: CUDA if available, else CPU; anything else as torch.device (a CUDA
-    device that is not there raises ValueError)."""
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(device)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available here")
-    return dev
 
 
 def default_batch_size(device: str | torch.device) -> int:
@@ -581,64 +405,3 @@ def tvl1_flow_pairs(prev: np.ndarray, nxt: np.ndarray, device: str | torch.devic
             flow = tvl1_flow(a, b, params, check_every=check_every, compile=compile, stats=stats)
             out[s:s + batch_size] = flow.permute(0, 2, 3, 1).cpu().numpy()
     return out
-
-
-# --------------------------------------------------------------------------- ground truth
-def smooth_flow_field(height: int, width: int, kind: str = "sinusoids", max_px: float = 4.0,
-                      seed: int = 0) -> np.ndarray:
-    """A smooth synthetic flow field, float32 (H, W, 2) in px, max magnitude ``max_px``.
-
-    kind: "sinusoids" (a sum of three low-frequency plane waves per component, periods of 0.5
-    to 2 frame sizes) or "affine" (translation + rotation + zoom about a random centre).
-    """
-    rng = np.random.default_rng(seed)
-    ys, xs = np.mgrid[0:height, 0:width].astype(np.float64)
-    if kind == "sinusoids":
-        f = np.zeros((height, width, 2))
-        for c in range(2):
-            for _ in range(3):
-                period = rng.uniform(0.5, 2.0) * max(height, width)
-                angle = rng.uniform(0, 2 * np.pi)
-                phase = rng.uniform(0, 2 * np.pi)
-                f[..., c] += rng.uniform(0.5, 1.0) * np.sin(
-                    2 * np.pi * (xs * np.cos(angle) + ys * np.sin(angle)) / period + phase)
-    elif kind == "affine":
-        cx, cy = rng.uniform(0.3, 0.7) * width, rng.uniform(0.3, 0.7) * height
-        rot, zoom = rng.uniform(-1, 1) * 0.02, rng.uniform(-1, 1) * 0.02
-        tx, ty = rng.uniform(-1, 1, 2)
-        dx, dy = xs - cx, ys - cy
-        f = np.stack([tx + zoom * dx - rot * dy, ty + zoom * dy + rot * dx], -1)
-    else:
-        raise ValueError(f"unknown flow field kind {kind!r}; choose sinusoids or affine")
-    f *= max_px / max(np.abs(np.linalg.norm(f, axis=-1)).max(), 1e-9)
-    return f.astype(np.float32)
-
-
-def warp_pair(frame: np.ndarray, flow: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """A frame pair with known flow: ``(i0, i1)`` uint8 (H, W), ``i1 = frame`` and
-    ``i0(x) = frame(x + flow(x))`` (bicubic, rounded), so the true flow of (i0, i1) is ``flow``
-    ((H, W, 2) px). Pixels whose ``x + flow(x)`` leaves the frame are not meaningful: see
-    :func:`valid_mask`."""
-    import cv2
-    h, w = frame.shape
-    xs, ys = np.meshgrid(np.arange(w, dtype=np.float32), np.arange(h, dtype=np.float32))
-    i0 = cv2.remap(frame.astype(np.float32), xs + flow[..., 0], ys + flow[..., 1],
-                   cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT)
-    return np.clip(np.rint(i0), 0, 255).astype(np.uint8), frame
-
-
-def valid_mask(flow: np.ndarray, margin: int = 2) -> np.ndarray:
-    """bool (H, W): pixels at least ``ceil(max |flow|) + margin`` px away from the border (where
-    ``x + flow(x)`` and its neighbourhood stay inside the frame)."""
-    h, w = flow.shape[:2]
-    band = int(math.ceil(float(np.abs(flow).max()))) + margin
-    mask = np.zeros((h, w), bool)
-    mask[band:h - band, band:w - band] = True
-    return mask
-
-
-def endpoint_error(estimate: np.ndarray, truth: np.ndarray, mask: np.ndarray | None = None) -> float:
-    """Average end-point error (px): mean over ``mask`` of ``|estimate - truth|`` (L2 over the
-    last axis, size 2)."""
-    err = np.linalg.norm(np.asarray(estimate, np.float64) - truth, axis=-1)
-    return float(err[mask].mean() if mask is not None else err.mean())
