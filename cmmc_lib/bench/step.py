@@ -19,7 +19,8 @@ from ..config import Config
 from ..devices import resolve_device
 from ..registry import METHODS, MODALITIES, available, skeleton_layout
 from ..ssl.factory import build_method, random_source
-from ..train import (Env, Position, device_settings, make_optimizer, modalities_for, prepare_method, train_step, use_channels_last)
+from ..train import (Env, Position, device_settings, make_optimizer, modalities_for, prepare_method, train_step,
+                     use_channels_last)
 from .common import bench_config, device_name, sync
 from .memory import PeakMemory, cpu_peak_memory
 
