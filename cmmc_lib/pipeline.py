@@ -26,6 +26,7 @@ from typing import Any
 
 from .config import Config, ScheduleConfig, validate
 from .registry import METHODS
+from .train import train_or_load
 
 log = logging.getLogger(__name__)
 
@@ -125,8 +126,6 @@ def run_pipeline(cfg: Config, root: str | Path, stage1_root: str | Path | None =
     Returns ``stages`` (name, run_dir, reused, final kNN R@1, seconds) and ``final``
     (``{modality: run_dir}`` of the last network of each modality).
     """
-    from .train import train_or_load
-
     stages = plan_pipeline(cfg, root, stage1_root)
     done = []
     for i, stage in enumerate(stages, start=1):

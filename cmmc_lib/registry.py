@@ -5,15 +5,12 @@ dataset builder, the CLI's choices, the course and the notebooks. A name that is
 not ``available`` is known (it has a place in the plan and the config) but refused with one
 line until its code exists.
 
-Metadata, plus the mixing functions a method names: this module imports only
-:mod:`cmmc_lib.mixing` (pure tensor maths), so every layer may read it.
+Pure metadata: this module imports nothing of the package (not even torch), so every layer may
+read it, down to the dataset writers' worker processes.
 """
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
-
-from . import mixing
 
 
 @dataclass(frozen=True)
@@ -93,8 +90,8 @@ class MethodSpec:
             ``input-mix`` (the input clips, same modality), ``manifold-mix`` (block-k features,
             same modality), ``cross-modal-mix`` (block-k features with the other modality's
             block-l features: CMMC), ``coclr`` (positives mined by the other modality).
-    mix:    the mixing function (one of :mod:`cmmc_lib.mixing`), or None. Same-modality kinds
-            call ``mix(x, **options)``, cross-modal ones ``mix(h1, h2, **options)``; each
+    mix:    the name of its mixing function in :mod:`cmmc_lib.mixing`, or None. Same-modality
+            kinds call ``mix(x, **options)``, cross-modal ones ``mix(h1, h2, **options)``; each
             function takes the options it declares among ``alpha``, ``dims``, ``perm``,
             ``generator``, ``resample`` and ``centre``.
     label:  the method's row name in tables and its legend entry in figures.
@@ -106,7 +103,7 @@ class MethodSpec:
     """
     name: str
     kind: str
-    mix: Callable | None
+    mix: str | None
     label: str
     colour: str
     summary: str
@@ -187,21 +184,21 @@ BACKBONES: dict[str, BackboneSpec] = _table(
 METHODS: dict[str, MethodSpec] = _table(
     MethodSpec("moco", "moco", None, "MoCo (baseline)", "tab:blue",
                "MoCo baseline: InfoNCE over batch keys and a queue"),
-    MethodSpec("mixup", "input-mix", mixing.mixup, "+ mixup", "tab:orange",
+    MethodSpec("mixup", "input-mix", "mixup", "+ mixup", "tab:orange",
                "+ mixup of the input clips (same modality)"),
-    MethodSpec("cutmix", "input-mix", mixing.cutmix, "+ cutmix", "tab:olive",
+    MethodSpec("cutmix", "input-mix", "cutmix", "+ cutmix", "tab:olive",
                "+ cutmix of the input clips (same modality)"),
-    MethodSpec("manifold-mixup", "manifold-mix", mixing.manifold_mixup, "+ manifold mixup", "tab:pink",
+    MethodSpec("manifold-mixup", "manifold-mix", "manifold_mixup", "+ manifold mixup", "tab:pink",
                "+ mixup of block-k features (same modality)"),
-    MethodSpec("manifold-cutmix", "manifold-mix", mixing.manifold_cutmix, "+ manifold cutmix", "tab:brown",
+    MethodSpec("manifold-cutmix", "manifold-mix", "manifold_cutmix", "+ manifold cutmix", "tab:brown",
                "+ tesseract cutmix of block-k features (same modality)"),
-    MethodSpec("cm-mixup", "cross-modal-mix", mixing.cross_modal_mixup, "+ CM mixup", "tab:green",
+    MethodSpec("cm-mixup", "cross-modal-mix", "cross_modal_mixup", "+ CM mixup", "tab:green",
                "+ cross-modal mixup of block-k features", source="backbone"),
-    MethodSpec("cmmc", "cross-modal-mix", mixing.cross_modal_cutmix, "+ CM cutmix", "tab:red",
+    MethodSpec("cmmc", "cross-modal-mix", "cross_modal_cutmix", "+ CM cutmix", "tab:red",
                "+ cross-modal manifold cutmix (CMMC)", source="backbone"),
     MethodSpec("coclr", "coclr", None, "CoCLR", "tab:purple",
                "CoCLR: positives mined by the other modality's frozen network", source="encoder"),
-    MethodSpec("coclr-cmmc", "coclr", mixing.cross_modal_cutmix, "CoCLR + CMMC", "tab:cyan",
+    MethodSpec("coclr-cmmc", "coclr", "cross_modal_cutmix", "CoCLR + CMMC", "tab:cyan",
                "CoCLR + CMMC: mined positives and a cross-modal tesseract", source="encoder"),
 )
 

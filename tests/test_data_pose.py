@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from cmmc_lib.data.pose import joint_heatmaps, limb_heatmaps
-from cmmc_lib.data.synthetic import BONES, render_clip
+from cmmc_lib.data.render import BONES, render_clip
 
 
 def test_joint_heatmaps_peak_at_the_joints_and_scale_with_confidence():

@@ -12,10 +12,9 @@ import numpy as np
 import pytest
 
 from cmmc_lib.data.rawframes import dequantize_flow
-from cmmc_lib.data.render import (BONES, CLASS_NAMES, JOINT_NAMES, context_groups, render_clip,
-                                  render_dataset_clip)
-from cmmc_lib.data.synthetic import (FPS, SYNTHETIC_SIZES, dataset_items, read_meta, video_id,
-                                     write_synthetic_dataset)
+from cmmc_lib.data.render import BONES, CLASS_NAMES, JOINT_NAMES, render_clip
+from cmmc_lib.data.synthetic import (FPS, SYNTHETIC_SIZES, context_groups, dataset_items, read_meta,
+                                     render_dataset_clip, video_id, write_synthetic_dataset)
 from cmmc_lib.data.video import encode_video, probe_video, rgb_to_yuv420p, video_codec
 from cmmc_lib.flow.folders import flow_pair_count
 from tests._gen_fixtures import decode

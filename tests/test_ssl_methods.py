@@ -35,6 +35,12 @@ def test_every_method_trains_the_query_encoder_only(method):
         assert not frozen.training                       # the frozen network stays in eval mode
 
 
+def test_every_method_names_a_mixing_function_and_a_known_source():
+    for spec in METHODS.values():
+        assert spec.mix is None or callable(getattr(mixing, spec.mix, None)), spec.name
+        assert spec.source in (None, "backbone", "encoder") and spec.label and spec.colour
+
+
 def test_cmmc_loss_is_lam_weighted_cross_entropy_of_own_and_partner_keys():
     torch.manual_seed(0)
     cfg = preset("tiny", ["ssl.method=cmmc", "ssl.layer_k=2", "ssl.queue_size=8"])

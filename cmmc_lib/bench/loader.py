@@ -13,7 +13,8 @@ import numpy as np
 import torch
 
 from ..config import Config, data_root
-from ..data.datasets import MultiModalClips, build_dataset, ensure_synthetic, worker_options
+from ..data.datasets import MultiModalClips, build_dataset, worker_options
+from ..data.synthetic import ensure_synthetic
 from ..data.splits import load_split
 from ..train import modalities_for
 from .common import bench_config

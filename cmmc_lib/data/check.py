@@ -25,7 +25,11 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..registry import DATASETS, lookup
-from .splits import VideoIndex, load_split, ntu60_split, parse_ntu_name
+from .datasets import NTU_RGB_FOLDERS
+from .skeleton import read_ntu_skeleton
+from .skeleton_clips import (NTU_PROTOCOLS, find_ntu_arrays, find_ntu_pickles, find_skeleton_folder,
+                             ntu60_source)
+from .splits import VideoIndex, load_split, ntu60_split, ntu_sample_names, parse_ntu_name
 from .video import probe_videos
 
 EXAMPLES = 5
@@ -106,7 +110,6 @@ def _check_videos(dataset: str, root: Path, split: int, decode: bool, progress: 
 def _ntu_status(path: Path) -> str | None:
     """None for a skeleton file that parses and has a body; else why not ("no bodies" for
     the samples NTU ships without skeleton data)."""
-    from .skeleton import read_ntu_skeleton
     try:
         seq = read_ntu_skeleton(path)
     except (ValueError, OSError) as e:
@@ -119,9 +122,6 @@ def _ntu_status(path: Path) -> str | None:
 def _ntu_sources(root: Path, trust_pickle: bool) -> tuple[dict, dict]:
     """What an NTU-60 root holds besides raw skeletons: ``(sources, counts)``; ``counts`` maps
     ``protocol/subset`` to the samples of the preprocessed input training would read."""
-    from .skeleton_clips import (NTU_PROTOCOLS, find_ntu_arrays, find_ntu_pickles, find_skeleton_folder,
-                                 ntu60_source)
-    from .datasets import NTU_RGB_FOLDERS
     folder = find_skeleton_folder(root)
     rgb = next((root / f for f in NTU_RGB_FOLDERS if (root / f).is_dir()), None)
     rgb_count = 0
@@ -181,7 +181,6 @@ def _check_preprocessed(root: Path, sources: dict, counts: dict) -> dict:
 
 
 def _check_ntu60(root: Path, decode: bool, trust_pickle: bool = False) -> dict:
-    from .skeleton_clips import find_skeleton_folder
     folder = find_skeleton_folder(root)
     sources, counts = _ntu_sources(root, trust_pickle)
     if folder is None:
@@ -193,14 +192,7 @@ def _check_ntu60(root: Path, decode: bool, trust_pickle: bool = False) -> dict:
     files = sorted(p.name for p in folder.glob("*.skeleton"))
     if not files:
         raise FileNotFoundError(f"{folder} holds no .skeleton files")
-    unparsed = []
-    names = []
-    for f in files:
-        try:
-            parse_ntu_name(f)
-            names.append(f)
-        except ValueError:
-            unparsed.append(f)
+    names, unparsed = ntu_sample_names(files)
     out = {"dataset": "ntu60", "root": str(root), "split": "xsub+xview", "ok": True,
            "classes": 60, "subsets": {}, "notes": [], "sources": sources}
     status = {f: _ntu_status(folder / f) for f in names} if decode else {}

@@ -49,14 +49,17 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
-from .skipping import SkipsUnreadable
 from .. import registry
 from ..config import DataConfig, data_root
 from .frame_cache import open_frame_cache
+from .items import SeededItems
+from .skeleton import read_ntu_colour_pose, simulate_pose_estimator
+from .skeleton_clips import build_skeleton_dataset, pose_seed
+from .synthetic import ensure_synthetic
 from .rawframes import FrameReadError, count_frames, read_flow_frames
-from .splits import VideoEntry, VideoIndex, load_split, source_of
+from .splits import (VIDEO_EXTENSIONS, Split, VideoEntry, VideoIndex, load_split, ntu60_split, ntu_sample_names,
+                     parse_ntu_name, source_of)
 from .transforms import ClipTransform
 from .video import (VideoReadError, decode_video, eval_windows, read_clip, resized_hw,
                     sample_train_windows, video_frame_size)
@@ -69,7 +72,7 @@ SKELETON_STREAMS = tuple(m for m, spec in registry.MODALITIES.items() if spec.ne
 _CORRUPT = (VideoReadError, FrameReadError)
 
 
-class MultiModalClips(SkipsUnreadable, Dataset):
+class MultiModalClips(SeededItems):
     """Clips of the videos in ``entries`` under ``root`` (see the module docstring).
 
     root/videos/<relpath> are the videos (``videos_dir``: another folder, NTU's ``rgb``),
@@ -91,11 +94,7 @@ class MultiModalClips(SkipsUnreadable, Dataset):
         if not self.modalities or bad:
             raise ValueError(f"modalities must be a non-empty subset of {MODALITIES}, "
                              f"got {tuple(modalities)}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        self.train, self.seed, self.data = train, int(seed), data
-        # shared with DataLoader workers, so that persistent workers see set_epoch
-        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
+        self.train, self.data = train, data
         self.clip_len, self.stride, self.short_side = data.clip_len, data.stride, data.short_side
         self.num_views = data.views if train else data.eval_windows      # 0: dense windows (eval)
         if self.num_views < (1 if train else 0):
@@ -116,8 +115,7 @@ class MultiModalClips(SkipsUnreadable, Dataset):
         names = [source_of(e.video) for e in self.entries]         # CoCLR's "same source video"
         ids = {n: i for i, n in enumerate(sorted(set(names)))}
         self.sources = [ids[n] for n in names]
-        self._skipped = torch.zeros(len(self.entries), dtype=torch.uint8).share_memory_()
-        self._warned: set[int] = set()
+        self._init_items(len(self.entries), seed)
         self._frames: dict[tuple[str, int], np.ndarray] = {}     # (modality, j) -> cached
         self._counts: dict[tuple[str, int], int] = {}            # (modality, j) -> frames
         self._pose_hw: dict[int, tuple[int, int]] = {}
@@ -170,17 +168,6 @@ class MultiModalClips(SkipsUnreadable, Dataset):
     def __len__(self) -> int:
         return len(self.entries)
 
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch[0])
-
-    def set_epoch(self, epoch: int) -> None:
-        """Select the epoch whose random clips/crops items are drawn from (call it before
-        creating the DataLoader iterator of that epoch)."""
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self._epoch[0] = int(epoch)
-
     def frame_counts(self, indices: Sequence[int] | None = None) -> list[int]:
         """Count (and remember) the frames of videos ``indices`` (default: all) now, e.g. before
         DataLoader workers are spawned: they inherit the counts and never decode a whole video
@@ -204,7 +191,7 @@ class MultiModalClips(SkipsUnreadable, Dataset):
 
     def _item(self, j: int) -> dict:
         e = self.entries[j]
-        rng = np.random.default_rng([self.seed, self.epoch, j])
+        rng = self.item_rng(j)
         n = self._num_frames(j)
         if self.train:
             windows = sample_train_windows(n, self.clip_len, self.stride, self.num_views, rng)
@@ -323,7 +310,6 @@ class MultiModalClips(SkipsUnreadable, Dataset):
             if path is None:
                 raise FrameReadError(f"no pose for {self.entries[j].video}")
             if path.suffix == ".skeleton":
-                from .skeleton import read_ntu_colour_pose
                 try:
                     pose = read_ntu_colour_pose(path)
                 except ValueError as e:
@@ -331,8 +317,6 @@ class MultiModalClips(SkipsUnreadable, Dataset):
             else:
                 pose = np.load(path, allow_pickle=False)
                 if self.data.pose_noise > 0 or self.data.pose_drop > 0:     # as a pose estimator reports it
-                    from .skeleton import simulate_pose_estimator
-                    from .skeleton_clips import pose_seed
                     pose = simulate_pose_estimator(pose, self.data.pose_noise, self.data.pose_drop,
                                                    pose_seed(self.entries[j].video), self.layout or "synthetic15")
                 if pose.ndim == 3:
@@ -370,7 +354,6 @@ def build_dataset(data_cfg: DataConfig, subset: str, train: bool,
     cfg = dataclasses.replace(data_cfg, **overrides)
     streams = [m for m in modalities if m in SKELETON_STREAMS]
     if streams and len(streams) == len(tuple(modalities)):
-        from .skeleton_clips import build_skeleton_dataset
         return build_skeleton_dataset(cfg, subset, train, modalities, seed)
     if streams:
         raise ValueError(f"modalities {tuple(modalities)} mix skeleton streams and video clips: one dataset "
@@ -398,18 +381,11 @@ def ntu60_video_split(root: Path, split: int):
     """NTU-60 as videos: ``(Split, videos folder name)`` from the RGB files
     ``<root>/rgb/SsssCcccPpppRrrrAaaa_rgb.avi`` (split 1 cross-subject, 2 cross-view; video id =
     the sample name, so flow and pose are found by it; group = the performer)."""
-    from .splits import VIDEO_EXTENSIONS, Split, ntu60_split, parse_ntu_name
     folder = next((root / f for f in NTU_RGB_FOLDERS if (root / f).is_dir()), None)
     if folder is None:
         raise FileNotFoundError(f"no NTU RGB videos under {root}: expected {root / 'rgb'}/S001C001P001R001A001_rgb.avi "
                                 "... (see data/README.md)")
-    names = []
-    for path in sorted(folder.iterdir()):
-        try:
-            if path.suffix.lower() in VIDEO_EXTENSIONS and parse_ntu_name(path.name):
-                names.append(path.name)
-        except ValueError:
-            continue
+    names, _ = ntu_sample_names(p.name for p in sorted(folder.iterdir()) if p.suffix.lower() in VIDEO_EXTENSIONS)
     if not names:
         raise ValueError(f"ntu60: {folder} holds no RGB video named as an NTU sample "
                          "(SsssCcccPpppRrrrAaaa_rgb.avi; see data/README.md)")
@@ -419,31 +395,8 @@ def ntu60_video_split(root: Path, split: int):
     for subset in ("train", "test"):
         for e in raw.subset(subset):
             f = parse_ntu_name(e.relpath)
-            sample = f"S{f.setup:03d}C{f.camera:03d}P{f.performer:03d}R{f.replication:03d}A{f.action:03d}"
-            out.subset(subset).append(VideoEntry(e.relpath, e.label, sample, f.performer))
+            out.subset(subset).append(VideoEntry(e.relpath, e.label, f.sample, f.performer))
     return out, folder.name
-
-
-def ensure_synthetic(cfg: DataConfig) -> Path:
-    """The synthetic dataset is the embedded default: when its root holds no finished dataset it
-    is generated there on first use (``cfg.synthetic_size``, ``cfg.synthetic_seed``; an
-    interrupted generation is finished), with a line saying so. A root holding another dataset
-    (other size, seed or generator version) is refused with one line."""
-    from .synthetic import GENERATOR_VERSION, SYNTHETIC_SIZES, read_meta, write_synthetic_dataset
-    root = data_root(cfg)
-    if (root / "meta.json").is_file():                  # finished (perhaps a subset: videos=N)
-        meta = read_meta(root)
-        found = (meta.get("size"), meta.get("seed"), meta.get("generator_version"))
-        if found != (cfg.synthetic_size, cfg.synthetic_seed, GENERATOR_VERSION):
-            raise ValueError(f"{root} holds the synthetic set (size, seed, generator version) = {found}, not "
-                             f"{(cfg.synthetic_size, cfg.synthetic_seed, GENERATOR_VERSION)}: delete it or set "
-                             f"data.root to another folder")
-        return root
-    size = SYNTHETIC_SIZES[cfg.synthetic_size]
-    log.warning("no synthetic data at %s: generating the %s set (%d videos, seed %d) on first use",
-                root, cfg.synthetic_size, size.num_videos, cfg.synthetic_seed)
-    write_synthetic_dataset(root, size=cfg.synthetic_size, seed=cfg.synthetic_seed, progress=False)
-    return root
 
 
 def seed_worker(worker_id: int) -> None:

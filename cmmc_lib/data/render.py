@@ -13,8 +13,9 @@ shapes that drift, and camera pan + shake.
 * drawing happens at 2x scale with OpenCV's anti-aliased primitives and is area-downsampled,
   for smooth sub-pixel motion.
 
-:func:`render_clip` renders one clip in memory; :func:`render_dataset_clip` renders the clip of
-a dataset (``cmmc_lib.data.synthetic`` writes them to disk). Both return ``rgb`` uint8
+:func:`render_clip` renders one clip in memory; :mod:`cmmc_lib.data.synthetic` decides which
+look and motion each clip of a dataset gets (:func:`~cmmc_lib.data.synthetic.render_dataset_clip`)
+and writes them to disk. Both return ``rgb`` uint8
 (T, H, W, 3) and ``pose`` float32 (T, J, 3): x, y in px (pixel centres at integers, OpenCV's
 convention), confidence 1 inside the frame and 0 outside. Everything is a function of the seeds.
 """
@@ -22,13 +23,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
-
 import cv2
 import numpy as np
-
-if TYPE_CHECKING:
-    from .synthetic import SyntheticSize
 
 CLASS_NAMES = ("Wave", "Jump", "Squat", "Walk", "Clap", "Kick",          # tiny: the first 6
                "WaveBoth", "Spin", "Punch", "JumpingJack")
@@ -115,7 +111,7 @@ def _background(rng, height: int, width: int, contrast: float = 1.0, scene: tupl
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-def _sample_appearance(rng, height: int, width: int, figure_scale: float = 1.0, contrast: float = 1.0,
+def sample_appearance(rng, height: int, width: int, figure_scale: float = 1.0, contrast: float = 1.0,
                        scene: tuple | None = None) -> _Appearance:
     background = _background(rng, height, width, contrast, scene)
     bg_luma = _luma(background.reshape(-1, 3).mean(0))
@@ -153,7 +149,7 @@ class _Motion:
     drift: np.ndarray      # (n_distractors, 2) distractor velocity (px / frame)
 
 
-def _sample_motion(rng, frames: int, n_distractors: int) -> _Motion:
+def sample_motion(rng, frames: int, n_distractors: int) -> _Motion:
     return _Motion(period=float(rng.uniform(9, 15)), phase=float(rng.uniform(0, 2 * math.pi)),
                    amp=float(rng.uniform(0.8, 1.2)), side=int(rng.choice([-1, 1])),
                    dx=float(rng.uniform(-3, 3)), scale=float(rng.uniform(0.95, 1.05)),
@@ -297,7 +293,7 @@ def _draw_frame(look: _Appearance, joints: np.ndarray, cam: np.ndarray, distract
     return cv2.resize(canvas, (width, height), interpolation=cv2.INTER_AREA)
 
 
-def _render(name: str, look: _Appearance, m: _Motion, frames: int, height: int, width: int
+def render_frames(name: str, look: _Appearance, m: _Motion, frames: int, height: int, width: int
             ) -> tuple[np.ndarray, np.ndarray]:
     rgb = np.zeros((frames, height, width, 3), np.uint8)
     pose = np.zeros((frames, NUM_JOINTS, 3), np.float32)
@@ -340,42 +336,6 @@ def render_clip(class_name_or_index: str | int, seed: int = 0, frames: int = 24,
     if frames < 1 or height < 16 or width < 16:
         raise ValueError(f"need frames >= 1 and size >= (16, 16), got {frames}, {size}")
     a_seed = seed if appearance_seed is None else appearance_seed
-    look = _sample_appearance(np.random.default_rng([a_seed, 0xA]), height, width)
-    m = _sample_motion(np.random.default_rng([seed, k, 0xB]), frames, len(look.distractors))
-    return _render(CLASS_NAMES[k], look, m, frames, height, width)
-
-
-def context_groups(size, seed: int, label: int) -> set[int]:
-    """The groups (1-based) of class ``label`` filmed in the class's typical scene: a fraction
-    ``size.context`` of the test groups of split 1 and the same fraction of the others, chosen
-    by the seed (a fixed number per class, so that every class and both sides of the split get
-    their share whatever the seed)."""
-    if size.context <= 0:
-        return set()
-    rng = np.random.default_rng([seed, label, 0xD])
-    test = list(range(1, size.test_groups + 1))
-    rest = list(range(size.test_groups + 1, size.groups + 1))
-    chosen = set()
-    for block in (test, rest):
-        n = int(round(size.context * len(block)))
-        chosen |= {int(g) for g in rng.choice(block, size=n, replace=False)} if n else set()
-    return chosen
-
-
-def render_dataset_clip(size, seed: int, label: int, group: int, clip: int) -> tuple[np.ndarray, np.ndarray]:
-    """The clip ``v_<Class>_g<group>_c<clip>`` (1-based group/clip) of a dataset of ``size``
-    (a :class:`~cmmc_lib.data.synthetic.SyntheticSize`). The look comes from (seed, label, group)
-    (``size.appearance == "class_group"``) or from (seed, group) (``"group"``: every class of a
-    group in one scene, as NTU-60's actors and rooms); in a context group
-    (:func:`context_groups`) the background is the class's scene (:func:`class_scene`). The
-    motion comes from (seed, label, group, clip), camera and distractor motion scaled by
-    ``size.scene_motion``."""
-    key = [seed, label, group, 0xA] if size.appearance == "class_group" else [seed, group, 0xA, 0xA]
-    scene = class_scene(label) if group in context_groups(size, seed, label) else None
-    look = _sample_appearance(np.random.default_rng(key), size.height, size.width, size.figure_scale,
-                              size.background_contrast, scene)
-    m = _sample_motion(np.random.default_rng([seed, label, group, clip, 0xB]), size.frames,
-                       len(look.distractors))
-    if size.scene_motion != 1.0:
-        m.pan, m.shake, m.drift = (v * size.scene_motion for v in (m.pan, m.shake, m.drift))
-    return _render(CLASS_NAMES[label], look, m, size.frames, size.height, size.width)
+    look = sample_appearance(np.random.default_rng([a_seed, 0xA]), height, width)
+    m = sample_motion(np.random.default_rng([seed, k, 0xB]), frames, len(look.distractors))
+    return render_frames(CLASS_NAMES[k], look, m, frames, height, width)

@@ -43,14 +43,15 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
 from .. import registry
 from ..config import DataConfig, data_root
 from .skeleton import (STREAMS, load_stgcn_arrays, normalize_2d_pose, preprocess_skeleton, read_ntu_xyz,
                        resize_frames, shear, simulate_pose_estimator, skeleton_stream, temporal_crop)
-from .skipping import SkipsUnreadable
-from .splits import NTU60_NUM_CLASSES, load_split, ntu60_split, parse_ntu_name, source_of
+from .items import SeededItems
+from .synthetic import ensure_synthetic
+from .splits import (NTU60_NUM_CLASSES, load_split, ntu60_split, ntu_sample_names, parse_ntu_name,
+                     source_of)
 
 log = logging.getLogger(__name__)
 
@@ -85,7 +86,7 @@ class SkeletonSource:
         return len(self.labels)
 
 
-class SkeletonClips(SkipsUnreadable, Dataset):
+class SkeletonClips(SeededItems):
     """Skeleton streams of the samples of ``source`` (see the module docstring)."""
 
     unreadable, noun = (SkeletonReadError, OSError), "skeleton sample"
@@ -99,9 +100,7 @@ class SkeletonClips(SkipsUnreadable, Dataset):
             raise ValueError(f"skeleton streams must be a non-empty subset of {STREAMS}, got {tuple(streams)}")
         if len(source) == 0:
             raise ValueError(f"no skeleton samples in this subset of {source.origin}")
-        if seed < 0:
-            raise ValueError(f"seed must be >= 0, got {seed}")
-        self.src, self.data, self.train, self.seed = source, data, train, int(seed)
+        self.src, self.data, self.train = source, data, train
         self.layout = registry.SKELETON_LAYOUTS[source.layout]
         self.parents = np.array(self.layout.parents)
         self.num_views = data.views if train else 1
@@ -111,23 +110,12 @@ class SkeletonClips(SkipsUnreadable, Dataset):
         ids = {n: i for i, n in enumerate(sorted(set(source.source_names)))}
         self.sources = [ids[n] for n in source.source_names]
         self.cache = data.cache
-        self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()
-        self._skipped = torch.zeros(len(self.labels), dtype=torch.uint8).share_memory_()
-        self._warned: set[int] = set()
+        self._init_items(len(self.labels), seed)
         self._samples: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ public API
     def __len__(self) -> int:
         return len(self.labels)
-
-    @property
-    def epoch(self) -> int:
-        return int(self._epoch[0])
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch < 0:
-            raise ValueError(f"epoch must be >= 0, got {epoch}")
-        self._epoch[0] = int(epoch)
 
     def frame_counts(self, indices: Sequence[int] | None = None) -> list[int]:
         """Frames per sample after resampling (``data.skeleton_frames``; 0 for unreadable ones)."""
@@ -172,7 +160,7 @@ class SkeletonClips(SkipsUnreadable, Dataset):
 
     # ------------------------------------------------------------------ internals
     def _item(self, j: int) -> dict:
-        rng = np.random.default_rng([self.seed, self.epoch, j]) if self.train else None
+        rng = self.item_rng(j) if self.train else None
         views = self.views(j, rng)
         item = {s: torch.from_numpy(np.stack([skeleton_stream(v, s, self.parents) for v in views]))
                 for s in self.modalities}
@@ -271,9 +259,9 @@ def _ntu_meta(names: list[str]) -> tuple[list[str], list[int], list[str]]:
     ids, groups, sources = [], [], []
     for n in names:
         f = parse_ntu_name(Path(n).name)
-        ids.append(f"S{f.setup:03d}C{f.camera:03d}P{f.performer:03d}R{f.replication:03d}A{f.action:03d}")
+        ids.append(f.sample)
         groups.append(f.performer)
-        sources.append(f"S{f.setup:03d}P{f.performer:03d}R{f.replication:03d}A{f.action:03d}")
+        sources.append(f.performance)
     return ids, groups, sources
 
 
@@ -313,14 +301,9 @@ def ntu60_source(root: Path, split: int, subset: str, setting: str = "auto", tru
         return SkeletonSource(lambda j: np.asarray(stacked[rows[j]]), [labels[r] for r in rows], ids, groups,
                               sources, classes, "ntu25", kind, str(root / "preprocessed"))
     folder = find_skeleton_folder(root)
-    names = sorted(p.name for p in folder.glob("*.skeleton"))
-    good = []
-    for n in names:
-        try:
-            parse_ntu_name(n)
-            good.append(n)
-        except ValueError:
-            log.warning("%s: not an NTU sample name, left out", n)
+    good, bad = ntu_sample_names(sorted(p.name for p in folder.glob("*.skeleton")))
+    for n in bad:
+        log.warning("%s: not an NTU sample name, left out", n)
     entries = ntu60_split(good, protocol).subset(subset)
     paths = [folder / e.relpath for e in entries]
 
@@ -343,7 +326,6 @@ def build_skeleton_dataset(cfg: DataConfig, subset: str, train: bool, streams: S
         raise ValueError(f"subset must be 'train' or 'test', got {subset!r}")
     root = data_root(cfg)
     if cfg.dataset == "synthetic":
-        from .datasets import ensure_synthetic
         ensure_synthetic(cfg)
         source = synthetic_source(root, cfg.split, subset, cfg.pose_noise, cfg.pose_drop)
     elif cfg.dataset == "ntu60":

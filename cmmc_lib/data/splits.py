@@ -261,6 +261,30 @@ class NTUName:
     def label(self) -> int:
         return self.action - 1
 
+    @property
+    def sample(self) -> str:
+        """The sample id ``SsssCcccPpppRrrrAaaa``."""
+        return (f"S{self.setup:03d}C{self.camera:03d}P{self.performer:03d}R{self.replication:03d}"
+                f"A{self.action:03d}")
+
+    @property
+    def performance(self) -> str:
+        """The performance the three cameras film (the sample id without its camera): one source
+        video in CoCLR's sense."""
+        return f"S{self.setup:03d}P{self.performer:03d}R{self.replication:03d}A{self.action:03d}"
+
+
+def ntu_sample_names(names: Iterable[str]) -> tuple[list[str], list[str]]:
+    """``(parsed, unparsed)``: the names that are NTU sample names, and the others, in order."""
+    parsed, unparsed = [], []
+    for name in names:
+        try:
+            parse_ntu_name(name)
+            parsed.append(name)
+        except ValueError:
+            unparsed.append(name)
+    return parsed, unparsed
+
 
 def parse_ntu_name(name: str) -> NTUName:
     """Fields of ``S001C002P003R001A017`` (any prefix/suffix such as ``.skeleton`` allowed)."""

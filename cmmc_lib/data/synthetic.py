@@ -39,10 +39,11 @@ from tqdm.auto import tqdm
 from ..flow.estimators import FLOW_METHODS
 from ..flow.extract import extract_flow
 from ..flow.folders import is_flow_complete
+from ..config import DataConfig, data_root
 from ..files import atomic_write
 from .rawframes import FLOW_BOUND
-from .render import BONES, CLASS_NAMES, JOINT_NAMES, context_groups, render_dataset_clip
-from .render import render_clip  # noqa: F401  (still imported from here by lesson 01 and test_data_pose)
+from .render import (BONES, CLASS_NAMES, JOINT_NAMES, class_scene, render_frames, sample_appearance,
+                     sample_motion)
 from .splits import parse_group
 from .video import encode_video, video_codec
 
@@ -101,6 +102,43 @@ SYNTHETIC_SIZES = {
                          appearance="group", figure_scale=1.25, background_contrast=0.3,
                          scene_motion=0.0, context=0.5),
 }
+
+
+# --------------------------------------------------------------------------- which clip looks how
+def context_groups(size, seed: int, label: int) -> set[int]:
+    """The groups (1-based) of class ``label`` filmed in the class's typical scene: a fraction
+    ``size.context`` of the test groups of split 1 and the same fraction of the others, chosen
+    by the seed (a fixed number per class, so that every class and both sides of the split get
+    their share whatever the seed)."""
+    if size.context <= 0:
+        return set()
+    rng = np.random.default_rng([seed, label, 0xD])
+    test = list(range(1, size.test_groups + 1))
+    rest = list(range(size.test_groups + 1, size.groups + 1))
+    chosen = set()
+    for block in (test, rest):
+        n = int(round(size.context * len(block)))
+        chosen |= {int(g) for g in rng.choice(block, size=n, replace=False)} if n else set()
+    return chosen
+
+
+def render_dataset_clip(size, seed: int, label: int, group: int, clip: int) -> tuple[np.ndarray, np.ndarray]:
+    """The clip ``v_<Class>_g<group>_c<clip>`` (1-based group/clip) of a dataset of ``size``
+    (a :class:`SyntheticSize`). The look comes from (seed, label, group)
+    (``size.appearance == "class_group"``) or from (seed, group) (``"group"``: every class of a
+    group in one scene, as NTU-60's actors and rooms); in a context group
+    (:func:`context_groups`) the background is the class's scene (:func:`class_scene`). The
+    motion comes from (seed, label, group, clip), camera and distractor motion scaled by
+    ``size.scene_motion``."""
+    key = [seed, label, group, 0xA] if size.appearance == "class_group" else [seed, group, 0xA, 0xA]
+    scene = class_scene(label) if group in context_groups(size, seed, label) else None
+    look = sample_appearance(np.random.default_rng(key), size.height, size.width, size.figure_scale,
+                              size.background_contrast, scene)
+    m = sample_motion(np.random.default_rng([seed, label, group, clip, 0xB]), size.frames,
+                       len(look.distractors))
+    if size.scene_motion != 1.0:
+        m.pan, m.shake, m.drift = (v * size.scene_motion for v in (m.pan, m.shake, m.drift))
+    return render_frames(CLASS_NAMES[label], look, m, size.frames, size.height, size.width)
 
 
 # --------------------------------------------------------------------------- the dataset
@@ -318,3 +356,24 @@ def in_context(root: str | Path, videos: list[str]) -> list[bool]:
         name = video[2:].rsplit("_g", 1)[0] if video.startswith("v_") else ""
         out.append(parse_group(video) in set(groups.get(name, [])))
     return out
+
+
+def ensure_synthetic(cfg: DataConfig) -> Path:
+    """The synthetic dataset is the embedded default: when its root holds no finished dataset it
+    is generated there on first use (``cfg.synthetic_size``, ``cfg.synthetic_seed``; an
+    interrupted generation is finished), with a line saying so. A root holding another dataset
+    (other size, seed or generator version) is refused with one line."""
+    root = data_root(cfg)
+    if (root / "meta.json").is_file():                  # finished (perhaps a subset: videos=N)
+        meta = read_meta(root)
+        found = (meta.get("size"), meta.get("seed"), meta.get("generator_version"))
+        if found != (cfg.synthetic_size, cfg.synthetic_seed, GENERATOR_VERSION):
+            raise ValueError(f"{root} holds the synthetic set (size, seed, generator version) = {found}, not "
+                             f"{(cfg.synthetic_size, cfg.synthetic_seed, GENERATOR_VERSION)}: delete it or set "
+                             f"data.root to another folder")
+        return root
+    size = SYNTHETIC_SIZES[cfg.synthetic_size]
+    log.warning("no synthetic data at %s: generating the %s set (%d videos, seed %d) on first use",
+                root, cfg.synthetic_size, size.num_videos, cfg.synthetic_seed)
+    write_synthetic_dataset(root, size=cfg.synthetic_size, seed=cfg.synthetic_seed, progress=False)
+    return root

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .pose import part_heatmaps
 from .video import resize_frame
 
 #: Colour jitter strengths (brightness, contrast, saturation, hue), as MoCo v2 / CoCLR.
@@ -248,8 +249,6 @@ def transform_heatmap(keypoints, params: ViewParams, frame_hw: tuple[int, int], 
     one channel per body part of ``layout``, a :class:`cmmc_lib.registry.SkeletonLayout`; persons
     merged by a maximum). A joint's Gaussian peaks at its pixel of the resized crop; ``sigma`` in
     those pixels. On a flip, part p's channel shows the part mirrored into it (``layout.mirror``)."""
-    from .pose import part_heatmaps
-
     x, y, conf = _crop_keypoints(keypoints, params, frame_hw)
     px = torch.stack([x * size - 0.5, y * size - 0.5, conf], dim=-1).numpy()      # pixel centres at integers
     maps = part_heatmaps(px, layout.parts, (size, size), sigma, bones=layout.bones if limbs else ())

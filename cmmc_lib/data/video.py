@@ -17,6 +17,7 @@ clip always has ``clip_len`` frames.
 from __future__ import annotations
 
 import contextlib
+import io
 import logging
 import math
 import threading
@@ -27,6 +28,7 @@ from typing import Iterable, Sequence
 import av
 import cv2
 import numpy as np
+from tqdm.auto import tqdm
 
 log = logging.getLogger(__name__)
 
@@ -206,7 +208,6 @@ def probe_videos(paths: Iterable[Path | str], progress: bool = True,
     """:func:`probe_video` for each path (a tqdm bar when ``progress``); never raises."""
     paths = list(paths)
     if progress:
-        from tqdm.auto import tqdm
         paths_iter = tqdm(paths, desc="probe", unit="video")
     else:
         paths_iter = paths
@@ -359,8 +360,6 @@ def video_codec() -> tuple[str, str]:
     """(codec, file extension) to write videos with: ``("libx264", ".mp4")`` when PyAV's FFmpeg
     can use it, else ``("mpeg4", ".avi")``. Each is tried on two blank frames, since a build
     may list a codec it cannot use. RuntimeError when neither works."""
-    import io
-
     for codec, ext in (("libx264", ".mp4"), ("mpeg4", ".avi")):
         if codec not in av.codecs_available:
             continue

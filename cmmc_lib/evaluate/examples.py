@@ -7,8 +7,11 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
 
-from .retrieval import hit_rate_from_similarity, prepare_features, similarity_matrix
+from .common import collate_list, item_clips
+from .features import split_features
+from .retrieval import hit_rate_from_similarity, prepare_features, retrieval_hit_rate, similarity_matrix
 
 
 @dataclass
@@ -153,7 +156,6 @@ def union_features(backbone, data_cfg, modality: str, subsets=("train", "test"),
     """Features (one window per video) of several splits stacked: ``(feats (N, D), labels (N,),
     groups list)`` for analyses over every video, such as :func:`neighbour_agreement` (the test
     split alone may hold a single sibling group per class)."""
-    from .features import split_features
 
     feats, labels, groups = [], [], []
     for subset in subsets:
@@ -169,7 +171,6 @@ def recall_by_subset(query_feats, query_labels, gallery_feats, gallery_labels, m
     ``{"in": {k: rate}, "out": {k: rate}, "n_in": int, "n_out": int}`` (e.g. the synthetic
     videos filmed in their class's scene, where RGB can tell the class by the scene, against
     those where only the motion tells it: :func:`cmmc_lib.data.synthetic.in_context`)."""
-    from .retrieval import retrieval_hit_rate
     mask = torch.as_tensor(list(mask), dtype=torch.bool)
     labels = torch.as_tensor(query_labels)
     if mask.shape[0] != labels.shape[0]:
@@ -204,9 +205,7 @@ def mined_positives(encoder, dataset, modality: str, k: int = 5, num_queries: in
     network: backbone and projection head, L2-normalised), and for each video the ``k`` most
     similar videos of *other* sources (same-source clips are positives anyway). Returns the picks
     of ``num_queries`` queries drawn with ``seed`` and the rates over every query."""
-    from torch.utils.data import DataLoader
 
-    from .common import collate_list, item_clips
 
     encoder = encoder.eval().to(device)
     embeddings, labels, sources = [], [], []

@@ -32,8 +32,10 @@ from typing import Any
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
 
-from ..data.datasets import worker_options
+from ..config import data_root
+from ..data.datasets import build_dataset, worker_options
 from ..files import UnsafeFileError, load_state, save_state
 from .common import collate_list, item_clips
 
@@ -84,7 +86,6 @@ def data_key(data_cfg, overrides: dict[str, Any] | None = None) -> dict[str, Any
     """What decides the clips of an evaluation dataset, for :func:`feature_cache_key`: the
     DataConfig with ``overrides`` applied and the root resolved (fields that only change speed
     left out)."""
-    from ..config import data_root
 
     cfg = dataclasses.replace(data_cfg, **(overrides or {}))
     d = dataclasses.asdict(cfg)
@@ -119,7 +120,6 @@ def compute_features(backbone: nn.Module, dataset, modality: str, batch_size: in
 
     ``batch_size`` counts videos; one forward pass sees all their windows at once.
     """
-    from tqdm.auto import tqdm
 
     if len(dataset) == 0:
         raise ValueError("the dataset is empty: no features to compute")
@@ -191,7 +191,6 @@ def split_features(backbone: nn.Module, data_cfg, modality: str, subset: str, *,
     building it again (it keeps its decoded videos in memory: what a monitor that runs every
     epoch wants).
     """
-    from ..data.datasets import build_dataset
 
     overrides = {} if eval_windows is None else {"eval_windows": eval_windows}
     if dataset is None:

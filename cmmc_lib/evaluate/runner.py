@@ -31,7 +31,9 @@ from typing import Any
 import torch
 from torch import nn
 
+from ..data.datasets import build_dataset
 from ..devices import resolve_device
+from ..registry import BACKBONES
 from ..runs import RunFolder
 from ..ssl.factory import load_backbone
 from .common import classification_summary
@@ -146,7 +148,6 @@ def probe_milestones(ev, epochs: int) -> tuple[int, ...]:
 
 
 def _is_skeleton(stream: Stream) -> bool:
-    from ..registry import BACKBONES
     return BACKBONES[stream.cfg.model.backbone].network == "skeleton"
 
 
@@ -190,7 +191,6 @@ def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, pro
 
 
 def _finetune(streams, epochs, batch_size, device, num_workers, progress, opts) -> dict:
-    from ..data.datasets import build_dataset
 
     ten_crop = bool(opts.get("ten_crop", False))
     splits = []

@@ -14,8 +14,7 @@ from typing import Callable
 import numpy as np
 
 from ..data.rawframes import quantize_flow
-from .extract import Outcome
-from .folders import is_flow_complete, remove_temp_folders, write_flow_folder
+from .folders import Outcome, is_flow_complete, remove_temp_folders, write_flow_folder
 from .frames import decode_rgb, to_grey
 from .tvl1 import default_batch_size, tvl1_flow_pairs
 

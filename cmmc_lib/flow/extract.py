@@ -13,7 +13,7 @@ import time
 import uuid
 from functools import partial
 from pathlib import Path
-from typing import Iterable, NamedTuple
+from typing import Iterable
 
 import cv2
 import numpy as np
@@ -21,7 +21,7 @@ import numpy as np
 from ..data.rawframes import FLOW_BOUND, quantize_flow
 from ..jobs import run_jobs
 from .estimators import FLOW_METHODS, TORCH_FLOW_METHODS, check_flow_options, compute_flow
-from .folders import check_bound, is_flow_complete, read_marker, remove_temp_folders, write_flow_folder
+from .folders import Outcome, check_bound, is_flow_complete, read_marker, remove_temp_folders, write_flow_folder
 from .frames import decode_rgb
 
 log = logging.getLogger(__name__)
@@ -38,15 +38,6 @@ class ExtractionInterrupted(KeyboardInterrupt):
         super().__init__(f"flow extraction interrupted: {summary['done']} videos done, "
                          f"{summary['remaining']} left")
         self.summary = summary
-
-
-class Outcome(NamedTuple):
-    """What a worker did with one video: ``frames`` pairs written (0 if none), ``error`` (None
-    if fine), ``kept`` (the folder already held the video's finished flow and was left alone)."""
-    path: str
-    frames: int
-    error: str | None = None
-    kept: bool = False
 
 
 def extract_flow(inputs: str | Path | Iterable[str | Path], out_dir: str | Path,

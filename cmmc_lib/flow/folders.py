@@ -17,6 +17,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path
+from typing import NamedTuple
 
 import cv2
 import numpy as np
@@ -24,6 +25,15 @@ import numpy as np
 COMPLETE_MARKER = ".complete"     # JSON file written inside a finished flow folder
 TMP_TAG = ".tmp-"
 
+
+
+class Outcome(NamedTuple):
+    """What a worker did with one video: ``frames`` pairs written (0 if none), ``error`` (None
+    if fine), ``kept`` (the folder already held the video's finished flow and was left alone)."""
+    path: str
+    frames: int
+    error: str | None = None
+    kept: bool = False
 
 def write_flow_frames(flow_uint8: np.ndarray, folder: str | Path) -> int:
     """Write uint8 (N, H, W, 2) as ``x_00001.jpg`` / ``y_00001.jpg`` ... into ``folder``.

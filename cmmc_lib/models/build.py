@@ -6,6 +6,7 @@ import importlib
 from ..registry import BACKBONES, lookup
 from .base import Backbone
 from .heads import Encoder, ProjectionHead
+from .stgcn import skeletonclr_init
 
 
 def build_backbone(name: str, in_channels: int, width: int = 16, layout: str | None = None) -> Backbone:
@@ -30,6 +31,5 @@ def build_encoder(backbone: str, in_channels: int, width: int = 16,
     net = build_backbone(backbone, in_channels, width, layout)
     head = ProjectionHead(net.feat_dim, proj_hidden or net.feat_dim, proj_dim)
     if BACKBONES[backbone].network == "skeleton":
-        from .stgcn import skeletonclr_init
         skeletonclr_init(head)
     return Encoder(net, head)

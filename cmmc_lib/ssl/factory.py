@@ -13,8 +13,10 @@ so this factory never lists the methods themselves.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 
+from .. import mixing
 from ..config import Config
 from ..models import Backbone, Encoder, build_backbone, build_encoder
 from ..registry import BACKBONES, DATASETS, METHODS, MODALITIES, MethodSpec, lookup
@@ -178,6 +180,15 @@ def mix_dims(cfg: Config) -> tuple[str, str]:
     return s.cut_dims.replace("v", "h"), s.input_cut_dims.replace("v", "h")
 
 
+def mixing_function(spec: MethodSpec) -> Callable:
+    """The function of :mod:`cmmc_lib.mixing` that ``spec.mix`` names."""
+    fn = getattr(mixing, spec.mix or "", None)
+    if not callable(fn):
+        raise ValueError(f"method {spec.name!r} names the mixing function {spec.mix!r}, which cmmc_lib.mixing "
+                         f"does not define")
+    return fn
+
+
 def build_moco(cfg: Config, modality: str) -> MoCo:
     """A MoCo (query encoder, key encoder, queue) for ``modality`` at the config's sizes."""
     s = cfg.ssl
@@ -187,7 +198,7 @@ def build_moco(cfg: Config, modality: str) -> MoCo:
 def build_mixer(cfg: Config, spec: MethodSpec, source, trained: Backbone, frozen: bool = True) -> CrossModalMixer:
     """The cross-modal mixer of ``spec`` pasting ``source``'s features into ``trained``'s."""
     s = cfg.ssl
-    return CrossModalMixer(source, spec.mix, s.layer_k, s.layer_l, s.alpha, mix_dims(cfg)[0], s.partner,
+    return CrossModalMixer(source, mixing_function(spec), s.layer_k, s.layer_l, s.alpha, mix_dims(cfg)[0], s.partner,
                            s.resample, s.cut_centre, frozen=frozen, trained=trained)
 
 
@@ -210,9 +221,9 @@ def build_method(cfg: Config, source: Backbone | Encoder | None = None):
     if spec.kind == "moco":
         return MoCoMethod(moco, s.modality)
     if spec.kind == "input-mix":
-        return InputMixMethod(moco, s.modality, spec.mix, s.alpha, input_cut_dims, s.cut_centre)
+        return InputMixMethod(moco, s.modality, mixing_function(spec), s.alpha, input_cut_dims, s.cut_centre)
     if spec.kind == "manifold-mix":
-        return ManifoldMixMethod(moco, s.modality, spec.mix, s.layer_k, s.alpha, cut_dims, s.cut_centre)
+        return ManifoldMixMethod(moco, s.modality, mixing_function(spec), s.layer_k, s.alpha, cut_dims, s.cut_centre)
     if spec.kind == "cross-modal-mix":
         source = getattr(source, "backbone", source)                # an encoder's backbone
         return CrossModalMixMethod(moco, s.modality, s.other_modality, build_mixer(cfg, spec, source, trained))
