@@ -85,7 +85,7 @@ class SSLConfig:
     temperature: float = 0.07
     split_bn: int = 1                   # >1: split-BN groups in the key encoder (shuffle-BN stand-in)
     alpha: float = 1.0                  # Beta(alpha, alpha) for lam0
-    layer_k: tuple[int, ...] = (2,)     # block(s) where modality 1 is cut (features after k blocks);
+    layer_k: tuple[int, ...] = (2,)     # block(s) after which modality 1 is cut (blocks numbered from 1);
                                         # several: one drawn per step [choice]
     layer_l: tuple[int, ...] | None = None   # block(s) of modality 2 (None: the step's k)
     cut_dims: str = "cthw"              # dimensions the tesseract cuts [choice]
@@ -263,7 +263,7 @@ _SKELETON_COMMON = ("model.backbone=stgcn", "ssl.modality=joint", "ssl.other_mod
                     "eval.probe_weight_decay=0", "eval.probe_batch_size=128", "eval.probe_features=raw")
 #: The skeleton face of each preset (SkeletonCLR's recipe at the preset's scale), applied before the
 #: overrides when they name a skeleton stream: ST-GCN (width 16 = SkeletonCLR's size; 8 at tiny),
-#: SGD with momentum 0.9 and weight decay 1e-4, the cut after unit 5 over (C, T, V), alternate training
+#: SGD with momentum 0.9 and weight decay 1e-4, the cut after block 5 over (C, T, V), alternate training
 #: between the joint and motion streams, SkeletonCLR's linear evaluation (raw features, SGD lr 3.0, no
 #: weight decay, batch 128, lr x0.1 at 80% of the epochs). ``paper``: NTU-60 cross-subject, 50 frames,
 #: queue 32768, momentum 0.999, lr 0.1, batch 128, 300 epochs (x0.1 at 250). ``tiny`` / ``cpu``: the

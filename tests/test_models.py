@@ -55,7 +55,7 @@ def test_s3d_uses_pytorch_default_batchnorm(s3d_rgb):
 
 
 def test_block_shapes_reports_too_small_inputs(s3d_rgb):
-    with pytest.raises(ValueError, match="too small for block 4"):
+    with pytest.raises(ValueError, match="too small for block 5"):
         s3d_rgb.block_shapes((3, 4, 64, 64))
     with pytest.raises(ValueError, match="in_channels=3"):
         s3d_rgb.block_shapes((2, 8, 64, 64))

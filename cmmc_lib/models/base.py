@@ -3,8 +3,11 @@
 A backbone is a stack of ``num_blocks`` blocks followed by global average pooling. CMMC cuts
 a feature map *between* blocks, so the API exposes the two halves of a forward pass:
 
-    h = net.forward_until(x, k)     # blocks [0, k): the feature map after k blocks
-    z = net.forward_from(h, k)      # blocks [k, num_blocks), then pooling -> (B, feat_dim)
+    h = net.forward_until(x, k)     # blocks 1..k: the feature map after block k
+    z = net.forward_from(h, k)      # blocks k+1..N, then pooling -> (B, feat_dim)
+
+Blocks are numbered from 1 everywhere (code, config, docs, lessons): ``ssl.layer_k = k`` cuts
+after block k, ``self.blocks[k - 1]`` is block k.
 
 and ``net.forward_from(net.forward_until(x, k), k) == net(x)`` for every k in
 ``[0, num_blocks]``. In the poster's pseudo-code, ``f.partial_forward(x, 0, k)`` is
@@ -59,13 +62,13 @@ class Backbone(nn.Module):
         return h.flatten(2).mean(dim=2)
 
     def forward_until(self, x: Tensor, k: int) -> Tensor:
-        """Run blocks [0, k) on the input; ``k=0`` returns ``x`` unchanged."""
+        """Run blocks 1..k on the input (the map after block k); ``k=0`` returns ``x`` unchanged."""
         for block in self.blocks[: self._check_k(k)]:
             x = block(x)
         return x
 
     def forward_from(self, h: Tensor, k: int) -> Tensor:
-        """Run blocks [k, num_blocks) on a feature map after k blocks, then pool: (B, feat_dim)."""
+        """Run blocks k+1..N on the feature map after block k, then pool: (B, feat_dim)."""
         for block in self.blocks[self._check_k(k):]:
             h = block(h)
         return self.pool(h)
@@ -94,7 +97,7 @@ class Backbone(nn.Module):
             try:
                 h = functional_call(block, ghost, (h,))
             except RuntimeError as err:
-                raise ValueError(f"input shape {shape} is too small for block {i} of "
+                raise ValueError(f"input shape {shape} is too small for block {i + 1} of "
                                  f"{type(self).__name__}: {str(err).splitlines()[0]}") from None
             shapes.append(tuple(h.shape[1:]))
         return shapes

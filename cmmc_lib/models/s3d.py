@@ -1,13 +1,14 @@
 """S3D in the five-block layout of CoCLR (TengdaHan/CoCLR ``backbone/s3dg.py``).
 
 S3D (Xie et al., ECCV 2018) is Inception-v1 with every 3x3x3 convolution separated into a
-spatial (1, k, k) and a temporal (k, 1, 1) convolution. For a (3, 32, 128, 128) clip:
+spatial (1, k, k) and a temporal (k, 1, 1) convolution. Blocks are numbered from 1 (the cut
+``ssl.layer_k = k`` takes the map after block k); for a (3, 32, 128, 128) clip:
 
-    block 0  stem: separable 7x7x7 conv, stride 2            ->   (64, 16, 64, 64)
-    block 1  maxpool 1x3x3 /2, 1x1x1 conv, separable 3x3x3   ->  (192, 16, 32, 32)
-    block 2  maxpool 1x3x3 /2, Mixed_3b, Mixed_3c            ->  (480, 16, 16, 16)
-    block 3  maxpool 3x3x3 /2, Mixed_4b .. Mixed_4f          ->  (832,  8,  8,  8)
-    block 4  maxpool 2x2x2 /2, Mixed_5b, Mixed_5c            -> (1024,  4,  4,  4)
+    block 1  stem: separable 7x7x7 conv, stride 2            ->   (64, 16, 64, 64)
+    block 2  maxpool 1x3x3 /2, 1x1x1 conv, separable 3x3x3   ->  (192, 16, 32, 32)
+    block 3  maxpool 1x3x3 /2, Mixed_3b, Mixed_3c            ->  (480, 16, 16, 16)   (the paper preset's cut)
+    block 4  maxpool 3x3x3 /2, Mixed_4b .. Mixed_4f          ->  (832,  8,  8,  8)
+    block 5  maxpool 2x2x2 /2, Mixed_5b, Mixed_5c            -> (1024,  4,  4,  4)
 
 then adaptive global average pooling -> (B, 1024). Any input channel count works (flow: 2).
 The smallest input is 5 frames of 17x17 pixels; 8x64x64 gives block outputs of

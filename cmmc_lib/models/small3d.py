@@ -1,14 +1,14 @@
 """A small 3-D CNN with S3D's block API, sized for CPU lessons.
 
-Four blocks of Conv3d -> BatchNorm3d -> ReLU; each block first downsamples with a strided
-convolution, then refines with a 3x3x3 convolution (blocks 1-3). Channels w, 2w, 4w, 8w;
+Four blocks of Conv3d -> BatchNorm3d -> ReLU, numbered from 1; each block first downsamples with
+a strided convolution, then refines with a 3x3x3 convolution (blocks 2-4). Channels w, 2w, 4w, 8w;
 feat_dim = 8w. Like S3D, space shrinks first and time later, so a feature map keeps a
-temporal extent worth cutting at blocks 1-2:
+temporal extent worth cutting after blocks 1-2:
 
-    block 0  conv 3x5x5, stride (1, 2, 2)                      -> ( w, T,    H/2,  W/2)
-    block 1  conv 3x3x3, stride (1, 2, 2); conv 3x3x3           -> (2w, T,    H/4,  W/4)
-    block 2  conv 3x3x3, stride 2;         conv 3x3x3           -> (4w, T/2,  H/8,  W/8)
-    block 3  conv 3x3x3, stride 2;         conv 3x3x3           -> (8w, T/4,  H/16, W/16)
+    block 1  conv 3x5x5, stride (1, 2, 2)                      -> ( w, T,    H/2,  W/2)
+    block 2  conv 3x3x3, stride (1, 2, 2); conv 3x3x3           -> (2w, T,    H/4,  W/4)
+    block 3  conv 3x3x3, stride 2;         conv 3x3x3           -> (4w, T/2,  H/8,  W/8)
+    block 4  conv 3x3x3, stride 2;         conv 3x3x3           -> (8w, T/4,  H/16, W/16)
 
 (sizes round up: a stride-2 layer maps n to ceil(n / 2)). For the ``tiny`` preset's
 (3, 8, 32, 32) clip at w=16: (16, 8, 16, 16), (32, 8, 8, 8), (64, 4, 4, 4), (128, 2, 2, 2);

@@ -4,17 +4,18 @@ Input (N, C, T, V, M): N samples, C=3 coordinates, T frames, V=25 NTU joints, M=
 Every block outputs (N, C', T', V, M), persons last, so a tesseract cut over the letters
 (C, T, H) of a (B, C, T, H, W) map is a cut over (C, T, V) that leaves the persons uncut.
 
-Ten ST-GCN units (spatial graph convolution over the joints, then a temporal 9x1 convolution,
-with a residual connection), one unit per block (``num_blocks = 10``). With width w (SkeletonCLR:
-``hidden_channels=16``, ``hidden_dim=256``, "1/4 of the standard ST-GCN channels"):
+Ten ST-GCN blocks (the ST-GCN papers call them units: a spatial graph convolution over the joints,
+then a temporal 9x1 convolution, with a residual connection; ``num_blocks = 10``), numbered from 1
+as every backbone's. With width w (SkeletonCLR: ``hidden_channels=16``, ``hidden_dim=256``,
+"1/4 of the standard ST-GCN channels"):
 
-    unit   0-3    4      5-6    7      8      9
+    block  1-4    5      6-7    8      9      10
     out    w      2w     2w     4w     4w     16w        (w=16: 16 .. 256, feat_dim 256)
     stride 1      2      1      2      1      1          (temporal)
 
-For (3, 50, 25, 2): blocks 0-3 -> (w, 50, 25, 2), 4-6 -> (2w, 25, 25, 2), 7-8 -> (4w, 13, 25, 2),
-9 -> (16w, 13, 25, 2). Block 0 also holds the input BatchNorm over (V*C) channels ("data_bn").
-Learnable edge-importance masks on every unit, dropout 0.5 inside units 1-9, as SkeletonCLR.
+For (3, 50, 25, 2): blocks 1-4 -> (w, 50, 25, 2), 5-7 -> (2w, 25, 25, 2), 8-9 -> (4w, 13, 25, 2),
+10 -> (16w, 13, 25, 2). Block 1 also holds the input BatchNorm over (V*C) channels ("data_bn").
+Learnable edge-importance masks on every block, dropout 0.5 inside blocks 2-10, as SkeletonCLR.
 Pooling: mean over T and V, then over persons -> (N, 16w).
 
 Graph: the skeleton layout of the dataset (``layout``, a key of
