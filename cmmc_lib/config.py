@@ -2,7 +2,7 @@
 
 One code path, three scales: a preset is a :class:`Config`; a run is a preset plus
 ``key=value`` overrides (``lr=3e-4``, ``optim.lr=3e-4``, ``ssl.layer_k=2``).  Every choice
-that ``paper/METHOD.md`` marks **[choice]** is a field here, with the default given there.
+that ``docs/method.md`` marks **[choice]** is a field here, with the default given there.
 
 Each preset has a **skeleton face** (:data:`SKELETON_SETTINGS`): when the overrides name a
 skeleton stream (``ssl.modality=joint``, ``--modality motion``, ``schedule.modalities=joint,motion``)
@@ -115,7 +115,7 @@ class OptimConfig:
 
 @dataclass
 class EvalConfig:
-    """The downstream protocols' own schedules (METHOD.md section 6; CoCLR's scripts), not the
+    """The downstream protocols' own schedules (docs/method.md section 6; CoCLR's scripts), not the
     pre-training's: the linear probe (SGD, lr x0.1 at 60% and 80% of its epochs) and fine-tuning
     (Adam, lr 1e-3 for the head, a tenth for the backbone, dropout 0.9, lr x0.1 at milestones)."""
     probe_epochs: int = 100
@@ -132,7 +132,7 @@ class EvalConfig:
 
 @dataclass
 class ScheduleConfig:
-    """The recipe around the runs (METHOD.md section 4), driven by ``cmmc pipeline``.
+    """The recipe around the runs (docs/method.md section 4), driven by ``cmmc pipeline``.
 
     Stage 1 trains each modality alone with ``stage1_method`` for ``optim.epochs`` epochs (lr x
     ``optim.gamma`` at ``optim.milestones``): it *is* a plain ``cmmc pretrain`` run. Stage 2
@@ -253,7 +253,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("tiny", _tiny, "CI and the lessons' quick run: seconds on 2 CPU cores", course=True),
     Preset("cpu", _cpu, "the course's CPU experiment: minutes per run", course=True),
-    Preset("paper", _paper, "S3D on UCF101 with METHOD.md's schedule, for GPUs", course=False),
+    Preset("paper", _paper, "S3D on UCF101 with docs/method.md's schedule, for GPUs", course=False),
 )}
 COURSE_PROFILES = tuple(name for name, p in PRESETS.items() if p.course)
 

@@ -1,4 +1,4 @@
-"""The paper's recipe around the training loop (METHOD.md section 4): stage 1, then alternate cycles.
+"""The paper's recipe around the training loop (docs/method.md section 4): stage 1, then alternate cycles.
 
     stages = plan_pipeline(cfg, "runs/cmmc")       # what will be trained where: nothing runs yet
     result = run_pipeline(cfg, "runs/cmmc")        # train, reuse or resume each stage in order

@@ -170,7 +170,7 @@ def step_seed(seed: int, step: int, rank: int = 0) -> int:
 def epoch_order(n: int, batch: int, seed: int, epoch: int, rank: int = 0, world: int = 1) -> list[list[int]]:
     """This rank's share of the batches of one epoch: a seeded shuffle, full batches only.
 
-    ``batch`` is the *global* batch (``optim.batch_size``, METHOD.md's 64 whatever the number
+    ``batch`` is the *global* batch (``optim.batch_size``, docs/method.md's 64 whatever the number
     of processes): each step, rank r takes the r-th of ``world`` equal slices of it.
     """
     if batch % world:

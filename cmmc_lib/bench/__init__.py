@@ -3,7 +3,7 @@ one-script GPU check. Sits on top of ``train``, ``ssl`` and ``data``; the CLI's 
 
     bench_step("paper", ["moco", "cmmc"], amps=["off", "bf16"])   # steps/s, clips/s, memory, ratios
     bench_loader(root, "paper", workers=[1, 8, 16])                # clips/s of the real DataLoader
-    recipe_cost({"moco": 0.31, "cmmc": 0.34})                      # GPU-hours of METHOD.md's recipe
+    recipe_cost({"moco": 0.31, "cmmc": 0.34})                      # GPU-hours of docs/method.md's recipe
     gpu_check("outputs/gpu-check")                                 # all of it, one JSON, < 8 minutes
 
 **What a step is.** Exactly :func:`cmmc_lib.train.train_step` (autocast, channels-last, compile,

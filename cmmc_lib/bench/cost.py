@@ -1,6 +1,6 @@
 """What the recipe costs: :func:`step_flops` counts a training step's floating-point operations
 (MoCo's and CMMC's, on the meta device), :func:`recipe_cost` turns measured step times into the
-GPU-hours of METHOD.md's two-stage recipe."""
+GPU-hours of docs/method.md's two-stage recipe."""
 from __future__ import annotations
 
 from typing import Sequence
@@ -54,7 +54,7 @@ def step_flops(cfg: Config) -> dict:
 
 def recipe_cost(step_seconds: dict[str, float], train_videos: int = PAPER_TRAIN_VIDEOS, cfg: Config | None = None,
                 gpus: Sequence[int] = (1, 4, 8), scaling: float = 0.9) -> dict:
-    """GPU-hours of METHOD.md's recipe from measured step times (seconds per step at the
+    """GPU-hours of docs/method.md's recipe from measured step times (seconds per step at the
     config's global batch, on one GPU): stage 1 trains RGB and flow with ``schedule.stage1_method``
     for ``optim.epochs`` epochs each; stage 2 runs ``schedule.cycles`` cycles of CMMC, each
     network ``schedule.cycle_epochs`` epochs. ``step_seconds`` maps ``moco`` and ``cmmc`` (the

@@ -94,7 +94,7 @@ class SyntheticSize:
 
 SYNTHETIC_SIZES = {
     "tiny": SyntheticSize(classes=6, groups=4, clips_per_group=3, frames=24, test_groups=1),
-    # the course's experiment (research log: paper/cpu-calibration.md of the project's notes):
+    # the course's experiment:
     # one look per group, a bigger figure on a calmer background, a static camera and half of
     # each class's groups in the class's scene, so that RGB can learn a context that transfers
     # (as on UCF101) while flow learns the motion. 320 train / 160 test videos.

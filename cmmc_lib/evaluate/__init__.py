@@ -1,4 +1,4 @@
-"""Downstream evaluation (CoCLR's protocols, ``paper/METHOD.md`` section 6).
+"""Downstream evaluation (CoCLR's protocols, ``docs/method.md`` section 6).
 
 * :mod:`.common`    what the protocols share: input checks, top-k accuracy, confusion matrix,
                     the step learning rate, clips out of dataset items;

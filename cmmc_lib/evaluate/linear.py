@@ -2,7 +2,7 @@
 
 The backbone is frozen and its features are held in memory; a BatchNorm1d + Linear classifier
 is trained on the L2-normalised features with SGD (momentum 0.9), 100 epochs, the learning rate
-multiplied by 0.1 at epochs 60 and 80 (``paper/METHOD.md`` section 6). CoCLR's defaults: batch
+multiplied by 0.1 at epochs 60 and 80 (``docs/method.md`` section 6). CoCLR's defaults: batch
 1024, lr 1.0, weight decay 1e-3, the linear layer initialised N(0, 0.01), bias 0.
 
 We report the accuracy **after the last epoch** (CoCLR's script keeps the best test epoch,

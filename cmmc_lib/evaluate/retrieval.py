@@ -1,4 +1,4 @@
-"""Nearest-neighbour retrieval R@k, the protocol of CoCLR (``paper/METHOD.md`` section 6).
+"""Nearest-neighbour retrieval R@k, the protocol of CoCLR (``docs/method.md`` section 6).
 
 Queries are the test-split videos, the gallery is the train-split videos. Each set is centred
 by **its own** mean, every feature is L2-normalised, and the similarity is the cosine

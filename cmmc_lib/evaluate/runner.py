@@ -10,7 +10,7 @@ config are loaded from the run folder; the datasets come from the run's ``DataCo
 Features are cached under ``<run>/features/`` (see :mod:`.features`). Each stream is reported
 on its own, and with a second run the fused result beside them (retrieval: sum of similarity
 matrices; linear / fine-tune: mean of class probabilities; two skeleton streams: mean of the
-linear layers' logits, as METHOD.md says for SkeletonCLR's two-stream). The result is a
+linear layers' logits, as docs/method.md says for SkeletonCLR's two-stream). The result is a
 JSON-serialisable dict, also appended to ``<run>/eval.jsonl``.
 
 Skeleton runs (ST-GCN on the joint / motion / bone streams) are evaluated on their skeleton
@@ -141,7 +141,7 @@ def _retrieval(streams: list[Stream], ks, device, feature_batch, num_workers, pr
 
 def probe_milestones(ev, epochs: int) -> tuple[int, ...]:
     """The linear probe's lr decay epochs: ``eval.probe_milestones`` (scaled when ``epochs``
-    differs from ``eval.probe_epochs``), else METHOD.md's 60% and 80% of the epochs."""
+    differs from ``eval.probe_epochs``), else docs/method.md's 60% and 80% of the epochs."""
     if ev.probe_milestones:
         return tuple(sorted({max(1, round(m * epochs / ev.probe_epochs)) for m in ev.probe_milestones}))
     return tuple(sorted({round(0.6 * epochs), round(0.8 * epochs)}))
@@ -156,7 +156,7 @@ def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, pro
     epochs = ev.probe_epochs if epochs is None else epochs
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
-    # METHOD.md: lr x0.1 at epochs 60 and 80 of 100 (SkeletonCLR: at 80); other lengths keep the fractions
+    # docs/method.md: lr x0.1 at epochs 60 and 80 of 100 (SkeletonCLR: at 80); other lengths keep the fractions
     milestones = tuple(opts.get("milestones") or probe_milestones(ev, epochs))
     per_stream, probs, logits, test_sets = [], [], [], []
     for s in streams:

@@ -1,4 +1,4 @@
-"""CoCLR (Han, Xie and Zisserman, NeurIPS 2020) and CoCLR + CMMC (METHOD.md sections 3-4).
+"""CoCLR (Han, Xie and Zisserman, NeurIPS 2020) and CoCLR + CMMC (docs/method.md sections 3-4).
 
 CoCLR trains one modality with positives *mined by the other*: beside the queue of keys it keeps
 two aligned queues, the frozen other network's embedding of each key clip and the key's source

@@ -1,4 +1,4 @@
-"""InfoNCE with soft labels, the one loss every method shares (METHOD.md section 2).
+"""InfoNCE with soft labels, the one loss every method shares (docs/method.md section 2).
 
 The contrast set is ``[all batch keys ; queue]`` (i-Mix's layout), so the logits of row i have
 a column for its own key (``offset + i``) and one for its mixing partner's key

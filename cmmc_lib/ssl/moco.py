@@ -8,7 +8,7 @@
     enqueue(k_all)                               # the queue is a ring buffer of clean keys
 
 The contrast set is ``[all batch keys ; queue]`` rather than MoCo's ``[own key | queue]`` so
-that a mixed query has a column for its partner's key too (METHOD.md section 2).
+that a mixed query has a column for its partner's key too (docs/method.md section 2).
 """
 from __future__ import annotations
 
