@@ -1,22 +1,19 @@
 """Figures of lesson 09 (pose): a skeleton over its RGB frame, the joint / motion / bone streams,
 the skeleton tesseract, pose heatmaps beside their frames, and the accuracy table as bars.
 
-Draws only: every number comes from the library (to be merged into :mod:`cmmc_lib.viz`).
-Functions return a matplotlib Figure and never save it (the lesson does, ``lesson.savefig``).
+Draws only: every number comes from the library. Functions return a matplotlib Figure and never
+save it (the lesson does, ``lesson.savefig``).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import to_rgb
 
 PART_COLOURS = ("#444444", "#d62728", "#1f77b4", "#ff7f0e", "#2ca02c")   # trunk, left arm, right arm, left leg, right leg
 PART_NAMES = ("trunk", "left arm", "right arm", "left leg", "right leg")
-
-
-def _plt():
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def _part_colour(layout, joint: int) -> str:
@@ -51,7 +48,6 @@ def draw_skeleton(ax, pose: np.ndarray, layout, min_conf: float = 0.0, lw: float
 
 def skeleton_over_frame(frame: np.ndarray, pose: np.ndarray, layout, title: str = "", min_conf: float = 0.0):
     """The RGB frame (H, W, 3) uint8 with the skeleton (J, 3) / (M, J, 3) in its pixels on top."""
-    plt = _plt()
     h, w = frame.shape[:2]
     fig, ax = plt.subplots(figsize=(6.4, 6.4 * h / w + 0.4))
     ax.imshow(frame)
@@ -76,7 +72,6 @@ def stream_panels(sample: np.ndarray, streams: dict[str, np.ndarray], layout, fr
     (each bone's direction and length, where it sits is gone). Bottom: one joint's x over time in
     each stream (default: a hand, the joint that moves most).
     """
-    plt = _plt()
     x = np.asarray(sample)[..., 0]                               # (C, T, J)
     fig, axes = plt.subplots(2, 3, figsize=(11, 6.4), gridspec_kw={"height_ratios": [3, 2]})
     shades = np.linspace(0.35, 1.0, len(frames))
@@ -118,7 +113,6 @@ def stream_panels(sample: np.ndarray, streams: dict[str, np.ndarray], layout, fr
 def skeleton_tesseract(shape: Sequence[int], box: Sequence[slice], lam: float, title: str = ""):
     """The tesseract of a skeleton feature map (C, T, V, M): for each person, the fraction of
     channels cut at every (frame, joint). Both panels are the same: one box for both persons."""
-    plt = _plt()
     c, t, v, m = shape
     mask = np.zeros(tuple(shape), bool)
     mask[tuple(box)] = True
@@ -140,8 +134,6 @@ def skeleton_tesseract(shape: Sequence[int], box: Sequence[slice], lam: float, t
 def heatmap_clip(rgb: np.ndarray, heat: np.ndarray, frames: Sequence[int] = (0, 3, 6), title: str = ""):
     """RGB frames beside the pose heatmap volume of the same view: rgb (3, T, S, S) in [-1, 1],
     heat (P, T, S, S) in [0, 1]; each body-part channel in its colour."""
-    plt = _plt()
-    from matplotlib.colors import to_rgb
     rgb, heat = np.asarray(rgb), np.asarray(heat)
     cols = np.array([to_rgb(PART_COLOURS[p % len(PART_COLOURS)]) for p in range(heat.shape[0])])
     fig, axes = plt.subplots(2, len(frames), figsize=(2.4 * len(frames), 5), squeeze=False)
@@ -161,7 +153,6 @@ def heatmap_clip(rgb: np.ndarray, heat: np.ndarray, frames: Sequence[int] = (0, 
 def accuracy_bars(rows: list[dict], chance: float, title: str = ""):
     """The pose study's rows (``cmmc_lib.pose_study.aggregate``) as grouped bars: one group per
     stream, one bar per variant, each seed a dot, chance a dashed line."""
-    plt = _plt()
     streams = list(dict.fromkeys(r["stream"] for r in rows))
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(streams), 3.4))
