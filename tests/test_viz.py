@@ -243,22 +243,60 @@ def test_the_schedule_draws_each_network_in_its_own_row_with_its_sources():
     # stage 1 side by side at 0, then rgb, flow, rgb, flow one after the other
     assert bars == [(0, 0), (0, 1), (4, 0), (6, 1), (8, 0), (10, 1)]
     assert len([c for c in ax.get_children() if type(c).__name__ == "Annotation"]) == 4   # one source each
+    from matplotlib.colors import to_rgba
+    from cmmc_lib.registry import METHODS
+    colours = {tuple(p.get_facecolor()) for p in ax.patches}
+    assert colours == {to_rgba(METHODS["moco"].colour, 0.3), to_rgba(METHODS["cmmc"].colour, 0.3)}   # the registry's
     fig.clf()
 
 
-def test_ablation_bars_and_epoch_curves_show_means_spread_and_chance():
-    rows = [{"stream": "rgb", "method": m, "name": m, "linear/pretrain": v, "linear/pretrain/mean": float(np.mean(v)),
-             "linear/pretrain/std": float(np.std(v, ddof=1))} for m, v in (("moco", [0.2, 0.4]), ("cmmc", [0.5, 0.7]))]
+def test_ablation_bars_and_epoch_curves_show_means_spread_and_chance_in_registry_colours():
+    from matplotlib.colors import to_rgba
+
+    from cmmc_lib.ablation import CURVES
+    from cmmc_lib.registry import METHODS
+    from cmmc_lib.tables import summarize
+    rows = [{"stream": "rgb", "method": m, "name": METHODS[m].label,
+             "linear/pretrain": summarize(v, 100, range(len(v))).to_dict()}
+            for m, v in (("moco", [0.2, 0.4]), ("cmmc", [0.6]))]
     fig = viz.ablation_bars(rows, "linear", ("pretrain",), chance={"linear/pretrain": 0.1})
     ax = fig.axes[0]
-    assert sorted(round(p.get_height(), 3) for p in ax.patches) == [0.3, 0.6]
+    bars = sorted(ax.patches, key=lambda p: p.get_height())
+    assert [round(p.get_height(), 3) for p in bars] == [0.3, 0.6]
+    assert [p.get_facecolor() for p in bars] == [to_rgba(METHODS["moco"].colour), to_rgba(METHODS["cmmc"].colour)]
+    caps = [c for c in ax.containers if getattr(c, "has_yerr", False)]
+    tops = sorted(float(np.max(seg[:, 1])) for c in caps for seg in c.lines[2][0].get_segments())
+    assert tops == pytest.approx([0.3 + float(np.std([0.2, 0.4], ddof=1)), 0.6 + math.sqrt(0.6 * 0.4 / 100)])
     assert any(line.get_ydata()[0] == 0.1 for line in ax.get_lines())          # the chance line
+    assert "std over 2 seeds / binomial SE, one seed" in ax.get_ylabel()
     fig.clf()
-    curves = {"moco": {0: [(1, 0.2), (2, 0.4)], 1: [(1, 0.4), (2, 0.6)]}}
-    fig = viz.epoch_curves(curves, {"moco": "w/o mix"}, chance=0.1)
-    line = fig.axes[0].get_lines()[0]
-    assert list(line.get_ydata()) == pytest.approx([0.3, 0.5]) and "w/o mix (2 seeds)" == line.get_label()
+    curves = {"moco": {0: [(1, 0.2), (2, 0.4)], 1: [(1, 0.4), (2, 0.6)]}, "cmmc-joint": {0: [(1, 0.3), (2, 0.5)]}}
+    fig = viz.epoch_curves(curves, CURVES, chance=0.1)
+    moco, joint = fig.axes[0].get_lines()[:2]
+    assert list(moco.get_ydata()) == pytest.approx([0.3, 0.5]) and "w/o mix (2 seeds)" == moco.get_label()
+    assert to_rgba(moco.get_color()) == to_rgba(METHODS["moco"].colour)
+    assert joint.get_label() == "w/o alternate training (1 seed)" and joint.get_linestyle() == "--"
+    assert to_rgba(joint.get_color()) == to_rgba(METHODS["cmmc"].colour)
     fig.clf()
+
+
+def test_pose_accuracy_bars_show_each_rows_spread_and_colour():
+    from matplotlib.colors import to_rgba
+
+    from cmmc_lib.pose_study import aggregate
+    from cmmc_lib.registry import METHODS
+    records = [{"seed": s, "variant": v, "joint": j, "motion": 0.5, "two-stream": 0.6, "num_test": 100}
+               for s, v, j in ((0, "stage1", 0.3), (0, "moco", 0.4), (1, "moco", 0.6), (0, "cmmc", 0.7))]
+    rows = [r for r in aggregate(records, "skeleton") if r["stream"] == "joint"]
+    ax = viz.accuracy_bars(rows, 0.1, "joint").axes[0]
+    bars = ax.patches
+    assert [round(p.get_height(), 1) for p in bars] == [30.0, 50.0, 70.0]
+    assert bars[0].get_hatch() == "//" and not bars[1].get_hatch()              # stage 1: not MoCo's own row
+    assert to_rgba(bars[2].get_facecolor()[:3]) == to_rgba(METHODS["cmmc"].colour)
+    labels = ax.get_legend_handles_labels()[1]
+    assert [l for l in labels if not l.startswith("chance")] == ["stage 1 only (MoCo, half the epochs)",
+                                                                 "MoCo / SkeletonCLR", "CMMC"]
+    assert "std over 2 seeds" in ax.get_ylabel() and "binomial SE, one seed" in ax.get_ylabel()
 
 
 # ----------------------------------------------------------------------------- the package and its moved modules

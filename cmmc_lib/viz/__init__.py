@@ -19,9 +19,9 @@ public function re-exported here (``from cmmc_lib import viz; viz.frame_strip(..
 * :mod:`.bench`     lesson 06: :func:`step_throughput`, :func:`cmmc_breakdown`,
                     :func:`loader_throughput`, :func:`recipe_cost`;
 * :mod:`.pose`      lesson 09: :func:`skeleton_over_frame`, :func:`stream_panels`,
-                    :func:`skeleton_tesseract`, :func:`heatmap_clip`, :func:`accuracy_bars`.
-
-Methods keep one colour in every figure: :attr:`cmmc_lib.registry.Method.colour`.
+                    :func:`skeleton_tesseract`, :func:`heatmap_clip`, :func:`accuracy_bars`;
+* :mod:`.colours`   :func:`method_colour`: a method keeps one colour in every figure, the
+                    registry's (:attr:`cmmc_lib.registry.Method.colour`).
 """
 import matplotlib.pyplot as plt
 
@@ -30,6 +30,7 @@ from .flow import (FLOW_PX_PER_UNIT, draw_flow_wheel, flow_methods_figure, flow_
 from .mixing import (cmmc_pipeline, draw_tesseract, feature_slices, lam_distributions, moco_diagram,
                      soft_targets_heatmap, tesseract_figure, tesseract_panel)
 from .training import epoch_curves, schedule_figure, training_curves
+from .colours import method_colour
 from .results import (ablation_bars, agreement_bars, confusion, fusion_sweep, measured_bars,
                       recall_at_k, retrieval_grid)
 from .bench import cmmc_breakdown, loader_throughput, recipe_cost, step_throughput
@@ -41,7 +42,7 @@ __all__ = ["plt", "flow_to_rgb", "flow_speed_px", "flow_wheel_image", "draw_flow
            "tesseract_figure", "tesseract_panel", "feature_slices", "lam_distributions",
            "soft_targets_heatmap", "cmmc_pipeline", "moco_diagram", "training_curves",
            "schedule_figure", "epoch_curves", "recall_at_k", "retrieval_grid", "confusion",
-           "measured_bars", "agreement_bars", "fusion_sweep", "ablation_bars", "step_throughput",
-           "cmmc_breakdown", "loader_throughput", "recipe_cost", "draw_skeleton",
-           "skeleton_over_frame", "stream_panels", "skeleton_tesseract", "heatmap_clip",
-           "accuracy_bars", "PART_COLOURS", "PART_NAMES"]
+           "measured_bars", "agreement_bars", "fusion_sweep", "ablation_bars", "method_colour",
+           "step_throughput", "cmmc_breakdown", "loader_throughput", "recipe_cost",
+           "draw_skeleton", "skeleton_over_frame", "stream_panels", "skeleton_tesseract",
+           "heatmap_clip", "accuracy_bars", "PART_COLOURS", "PART_NAMES"]

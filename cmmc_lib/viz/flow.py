@@ -24,7 +24,7 @@ def flow_to_rgb(flow) -> np.ndarray:
     Scaled **per clip**: every frame is divided by the largest speed anywhere in the clip, so a
     slow frame looks paler than a fast one (scaling per frame would hide that).
     """
-    from torchvision.utils import flow_to_image
+    from torchvision.utils import flow_to_image     # here: importing torchvision costs ~2.4 s at start-up
 
     f = torch.as_tensor(flow).detach().float().cpu()
     if f.ndim == 3:
@@ -46,7 +46,7 @@ def flow_wheel_image(size: int = 65) -> np.ndarray:
     motion from the centre towards it (image axes: x right, y down); white outside the disc."""
     if size % 2 == 0 or size < 3:
         raise ValueError(f"size must be odd and >= 3 (a centre pixel), got {size}")
-    from torchvision.utils import flow_to_image
+    from torchvision.utils import flow_to_image     # here: importing torchvision costs ~2.4 s at start-up
 
     c = (size - 1) / 2
     y, x = torch.meshgrid(torch.arange(size, dtype=torch.float32), torch.arange(size, dtype=torch.float32),

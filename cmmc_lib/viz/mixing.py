@@ -65,7 +65,7 @@ def tesseract_panel(shapes: dict, seed: int = 0):
     arguments (``shapes`` maps a menu label to a (C, T, H, W) shape). Returns the
     ``ipywidgets.interactive`` (display it in a notebook). A thin wrapper: needs a front end, so
     the lessons build it only when ``INTERACTIVE`` (``cmmc course`` runs them headless)."""
-    import ipywidgets as widgets
+    import ipywidgets as widgets                    # optional: the notebooks extra
 
     def show(shape, alpha, dims, seed):
         fig, d = tesseract_figure(shape, alpha, dims, seed)
@@ -132,7 +132,7 @@ def lam_distributions(samples: dict, title: str = "distribution of lam", alphas:
     *drawn* ``lam0`` beside the histograms of the *kept* fraction ``lam``: the comparison shows
     what clipping the box at the borders does to the distribution.
     """
-    import pandas as pd
+    import pandas as pd                             # here: seaborn + pandas cost ~0.5 s at start-up
     import seaborn as sns
 
     panels = 2 if alphas else 1

@@ -12,6 +12,9 @@ import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import to_rgb
 
+from ..tables import row_label
+from .colours import method_colour
+
 PART_COLOURS = ("#444444", "#d62728", "#1f77b4", "#ff7f0e", "#2ca02c")   # trunk, left arm, right arm, left leg, right leg
 PART_NAMES = ("trunk", "left arm", "right arm", "left leg", "right leg")
 
@@ -152,7 +155,9 @@ def heatmap_clip(rgb: np.ndarray, heat: np.ndarray, frames: Sequence[int] = (0, 
 
 def accuracy_bars(rows: list[dict], chance: float, title: str = ""):
     """The pose study's rows (``cmmc_lib.pose_study.aggregate``) as grouped bars: one group per
-    stream, one bar per variant, each seed a dot, chance a dashed line."""
+    stream, one bar per variant in its method's registry colour (hatched when it is not the
+    method's own row, e.g. the stage-1 networks), its spread as an error bar (std over seeds; one
+    seed: its binomial SE), each seed a dot, chance a dashed line."""
     streams = list(dict.fromkeys(r["stream"] for r in rows))
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(streams), 3.4))
@@ -163,12 +168,13 @@ def accuracy_bars(rows: list[dict], chance: float, title: str = ""):
             if row is None:
                 continue
             x = i + (j - (len(variants) - 1) / 2) * width
-            ax.bar(x, 100 * row["mean"], width, color=f"C{j}", alpha=0.75, label=variant if i == 0 else None,
-                   yerr=100 * row["std"], capsize=3)
+            ax.bar(x, 100 * row["mean"], width, color=method_colour(row["method"]), alpha=0.75,
+                   hatch=None if row["variant"] == row["method"] else "//", label=row["name"] if i == 0 else None,
+                   yerr=100 * row["spread"], capsize=3)
             ax.scatter([x] * len(row["values"]), [100 * v for v in row["values"]], s=10, c="k", zorder=3)
     ax.axhline(100 * chance, ls="--", c="grey", lw=1, label=f"chance {100 * chance:.0f}%")
     ax.set_xticks(range(len(streams)), streams)
-    ax.set_ylabel("linear top-1 (%)")
+    ax.set_ylabel(f"linear top-1 (%), error bars: {row_label(rows)}", fontsize=8)
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(title, fontsize=9)

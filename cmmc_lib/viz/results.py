@@ -6,7 +6,10 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FixedLocator, NullLocator
 
+from ..tables import row_label
+from .colours import method_colour
 from .flow import to_frames
 
 
@@ -15,8 +18,6 @@ def recall_at_k(results: dict, title: str = "retrieval: R@k", chance: dict | Non
     """R@k curves: ``results`` maps a label to ``{k: value}``; ``errors`` the same labels to
     ``{k: standard error}`` (drawn as bars); ``chance`` ``{k: value}`` of a random ranking (a
     dashed curve). The k axis is logarithmic with ticks at ``ticks``."""
-    from matplotlib.ticker import FixedLocator, NullLocator
-
     def at(rk, k):
         return rk[k] if k in rk else rk[str(k)]
 
@@ -71,7 +72,7 @@ def retrieval_grid(query_clips: Sequence, neighbour_clips: Sequence[Sequence], c
 
 def confusion(matrix, classes: Sequence[str], title: str = "linear probe: confusion"):
     """A row-normalised confusion matrix heatmap (rows: true class)."""
-    import seaborn as sns
+    import seaborn as sns                           # here: seaborn costs ~0.5 s at start-up
 
     m = np.asarray(matrix, dtype=float)
     m = m / np.clip(m.sum(1, keepdims=True), 1, None)
@@ -164,15 +165,14 @@ def fusion_sweep(weights: Sequence[float], values: Sequence[float], chance: floa
 def ablation_bars(rows: Sequence[dict], metric: str = "linear", datasets: Sequence[str] = ("pretrain", "transfer"),
                   chance: dict | None = None, title: str = ""):
     """Grouped bars of an ablation table (:func:`cmmc_lib.ablation.aggregate` rows): one panel per
-    dataset, one group per stream, one bar per method with its mean over seeds, the standard
-    deviation as an error bar and each seed as a dot; ``chance`` ``{"<metric>/<dataset>": c}``
-    draws a dashed line."""
+    dataset, one group per stream, one bar per method (in its registry colour) with its mean over
+    seeds, its spread as an error bar (std over seeds; one seed: its binomial SE; the y label says
+    which) and each seed as a dot; ``chance`` ``{"<metric>/<dataset>": c}`` draws a dashed line."""
     streams = list(dict.fromkeys(r["stream"] for r in rows))
     methods = list(dict.fromkeys(r["method"] for r in rows))
     names = {r["method"]: r["name"] for r in rows}
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.2 * len(datasets), 3.6), squeeze=False, sharey=True)
     width = 0.8 / max(len(methods), 1)
-    colours = plt.cm.viridis(np.linspace(0.15, 0.85, max(len(methods), 1)))
     for ax, dataset in zip(axes[0], datasets):
         cell = f"{metric}/{dataset}"
         for j, method in enumerate(methods):
@@ -181,18 +181,18 @@ def ablation_bars(rows: Sequence[dict], metric: str = "linear", datasets: Sequen
                 if row is None or not row.get(cell):
                     continue
                 x = i + (j - (len(methods) - 1) / 2) * width
-                ax.bar(x, row[f"{cell}/mean"], width, yerr=row[f"{cell}/std"], color=colours[j], capsize=2,
-                       label=names[method] if i == 0 else None)
-                ax.plot([x] * len(row[cell]), row[cell], "k.", markersize=3)
+                ax.bar(x, row[cell]["mean"], width, yerr=row[cell]["spread"], color=method_colour(method),
+                       capsize=2, label=names[method] if i == 0 else None)
+                ax.plot([x] * len(row[cell]["values"]), row[cell]["values"], "k.", markersize=3)
         if chance and cell in chance:
             ax.axhline(chance[cell], color="gray", ls="--", lw=1, label="chance")
         ax.set_xticks(range(len(streams)), streams)
         ax.set_title(f"{metric}, {dataset}")
         ax.set_ylim(0, 1)
-    axes[0][0].set_ylabel(metric)
+    spreads = row_label(r.get(f"{metric}/{d}") for r in rows for d in datasets)
+    axes[0][0].set_ylabel(f"{metric} (error bars: {spreads})", fontsize=8)
     axes[0][-1].legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     if title:
         fig.suptitle(title)
     fig.tight_layout()
     return fig
-

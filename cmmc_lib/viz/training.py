@@ -6,6 +6,9 @@ from typing import Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import to_rgba
+
+from .colours import method_colour
 
 
 def training_curves(histories: dict, keys: Sequence[str] = ("loss", "knn_r1"), loss_reference: float | None = None,
@@ -49,10 +52,9 @@ def training_curves(histories: dict, keys: Sequence[str] = ("loss", "knn_r1"), l
 def schedule_figure(stages: Sequence, title: str = "the training schedule"):
     """The stages of a pipeline (:func:`cmmc_lib.pipeline.plan_pipeline`) on a time axis in
     epochs: one row per network, a bar per stage labelled with its method (stage 1 side by side,
-    then stage 2 one run after the other), an arrow from each stage's frozen source to it."""
+    then stage 2 one run after the other) in its method's colour, pale (:func:`method_colour`), an
+    arrow from each stage's frozen source to it."""
     rows = list(dict.fromkeys(m for st in stages for m in (st.modality, st.cfg.ssl.other_modality)))
-    colours = {"moco": "#c6dbef", "mixup": "#c7e9c0", "cutmix": "#c7e9c0", "cm-mixup": "#fdd0a2",
-               "cmmc": "#fdae6b", "coclr": "#dadaeb", "coclr-cmmc": "#bcbddc"}
     fig, ax = plt.subplots(figsize=(9, 1 + 0.8 * len(rows)))
     first = [st for st in stages if st.name.startswith("stage1")]
     clock = max((st.cfg.optim.epochs for st in first), default=0)
@@ -64,7 +66,7 @@ def schedule_figure(stages: Sequence, title: str = "the training schedule"):
         trained = [st.modality] + ([st.cfg.ssl.other_modality] if st.cfg.ssl.joint else [])
         for m in trained:
             y = rows.index(m)
-            ax.barh(y, st.cfg.optim.epochs, left=begin, color=colours.get(st.cfg.ssl.method, "#eeeeee"),
+            ax.barh(y, st.cfg.optim.epochs, left=begin, color=to_rgba(method_colour(st.cfg.ssl.method), 0.3),
                     edgecolor="gray")
             ax.text(begin + st.cfg.optim.epochs / 2, y, f"{st.name}\n{st.cfg.ssl.method}", ha="center",
                     va="center", fontsize=7)
@@ -82,22 +84,27 @@ def schedule_figure(stages: Sequence, title: str = "the training schedule"):
     return fig
 
 
-def epoch_curves(curves: dict, labels: dict | None = None, chance: float | None = None,
+def epoch_curves(curves: dict, variants: dict | None = None, chance: float | None = None,
                  title: str = "kNN R@1 of the RGB network through its schedule"):
     """The accuracy-vs-epochs figure: ``curves`` maps a variant to ``{seed: [(epoch, value), ...]}``
-    (:func:`cmmc_lib.ablation.epoch_curves`); each variant's mean over seeds as a line, the
-    spread (min to max over seeds) as a band; ``labels`` names the variants."""
+    (:func:`cmmc_lib.ablation.epoch_curves`); each variant's mean over seeds as a line in its
+    method's colour (dashed without alternate training), the spread (min to max over seeds) as a
+    band. ``variants`` maps a variant's name to its :class:`~cmmc_lib.tables.Variant` (e.g.
+    :data:`cmmc_lib.ablation.CURVES`) or to a label."""
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for variant, by_seed in curves.items():
+    for name, by_seed in curves.items():
         series = [dict(points) for points in by_seed.values() if points]
         if not series:
             continue
         epochs = sorted(set.intersection(*(set(s) for s in series)))
         values = np.array([[s[e] for e in epochs] for s in series])
-        label = (labels or {}).get(variant, variant)
-        line, = ax.plot(epochs, values.mean(0), label=f"{label} ({len(series)} seed{'s' * (len(series) > 1)})")
+        variant = (variants or {}).get(name, name)
+        label = getattr(variant, "label", variant)
+        colour = method_colour(getattr(variant, "method", name))
+        line, = ax.plot(epochs, values.mean(0), color=colour, ls="-" if getattr(variant, "alternate", True) else "--",
+                        label=f"{label} ({len(series)} seed{'s' * (len(series) > 1)})")
         if len(series) > 1:
-            ax.fill_between(epochs, values.min(0), values.max(0), color=line.get_color(), alpha=0.15)
+            ax.fill_between(epochs, values.min(0), values.max(0), color=colour, alpha=0.15)
     if chance is not None:
         ax.axhline(chance, color="gray", ls="--", lw=1, label="chance")
     ax.set_xlabel("epoch (stage 1, then stage 2)")
@@ -106,4 +113,3 @@ def epoch_curves(curves: dict, labels: dict | None = None, chance: float | None 
     ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
-
