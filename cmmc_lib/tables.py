@@ -10,8 +10,8 @@ training seeds; :mod:`cmmc_lib.pose_study`, the NTU-60 tables; the lessons' spre
 * **over seeds**: :func:`summarize` -> :class:`Summary`, the values, mean and spread of one number
   over training seeds. One convention for the spread: the sample standard deviation over ``k >= 2``
   seeds, and for **one** seed the binomial standard error ``sqrt(p (1 - p) / n_test)`` of its test
-  set (never 0.0, never NaN); every summary says which (``label``: "std over 3 seeds" or
-  "binomial SE, one seed").
+  set (:func:`one_seed_se`: never 0.0, never NaN); every summary says which (``label``: "std over
+  3 seeds" or "binomial SE, one seed").
 * **paired differences**: :func:`paired_difference` -> :class:`Difference`, method minus baseline
   seed by seed (both share each seed's stage 1), with a 95 % confidence interval (Student t with
   ``n - 1`` degrees of freedom, :func:`t_quantile_975`; one seed: normal approximation from the
@@ -137,6 +137,17 @@ def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------- a number over seeds
+def one_seed_se(p: float, num_test: int) -> float:
+    """The spread of one seed's rate: its binomial standard error ``sqrt(p (1 - p) / n)``
+    (:func:`~cmmc_lib.evaluate.chance.binomial_se`). A rate of exactly 0 or 1 is taken half a hit
+    from the edge (``p = 0.5 / n`` or ``1 - 0.5 / n``): a perfect or empty score on a finite test
+    set is not certain, and its spread is never 0."""
+    n = int(num_test)
+    if n < 1:
+        raise ValueError(f"num_test must be >= 1, got {num_test}")
+    return binomial_se(min(max(float(p), 0.5 / n), 1.0 - 0.5 / n), n)
+
+
 @dataclass(frozen=True)
 class Summary:
     """One rate measured over training seeds: ``values`` (one per seed, in ``seeds`` order) and the
@@ -168,7 +179,7 @@ class Summary:
     @property
     def spread(self) -> float:
         """The std over seeds; for one seed, the binomial SE of its test set."""
-        return self.std if self.n > 1 else binomial_se(self.values[0], self.num_test)
+        return self.std if self.n > 1 else one_seed_se(self.values[0], self.num_test)
 
     @property
     def label(self) -> str:
@@ -280,7 +291,7 @@ def paired_difference(method: Summary, baseline: Summary) -> Difference | None:
     mean = math.fsum(diffs) / n
     if n == 1:
         _, x, y = pairs[0]
-        half = Z_975 * math.hypot(binomial_se(x, _size(method)), binomial_se(y, _size(baseline)))
+        half = Z_975 * math.hypot(one_seed_se(x, _size(method)), one_seed_se(y, _size(baseline)))
         return Difference(mean, None, 1, mean - half, mean + half, diffs, seeds,
                           "one seed: normal approximation from the two binomial SEs")
     std = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))

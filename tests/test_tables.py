@@ -70,6 +70,8 @@ def test_one_seeds_spread_is_its_binomial_standard_error():
     assert s.spread == pytest.approx(math.sqrt(0.4 * 0.6 / 100)) and s.std is None
     assert (s.kind, s.label) == ("binomial SE", "binomial SE, one seed")
     assert not math.isnan(s.spread) and s.spread > 0
+    for edge, p in ((0.0, 0.5 / 18), (1.0, 1 - 0.5 / 18)):              # a perfect or empty score still has one
+        assert summarize([edge], num_test=18).spread == pytest.approx(math.sqrt(p * (1 - p) / 18))
     with pytest.raises(ValueError, match="num_test"):
         summarize([0.4])                                  # no spread would be 0.0 or NaN: refused
     with pytest.raises(ValueError):
@@ -168,7 +170,7 @@ def test_formatting_never_shows_zero_spread_nan_or_minus_zero():
     assert fmt_spread(0.0) == "<0.1" and fmt_spread(0.0004) == "<0.1" and fmt_spread(0.0006) == "0.1"
     assert fmt_cell(None) == "-"
     assert fmt_cell(summarize([0.4, 0.4], 100)) == "40.0 ± <0.1"            # identical seeds
-    assert fmt_cell(summarize([1.0], 100)) == "100.0 ± <0.1"                 # SE of p = 1 is 0
+    assert fmt_cell(summarize([1.0], 100)) == "100.0 ± 0.7"                  # p = 1 taken as 99.5 of 100
     assert fmt_cell(summarize([0.4], 100).to_dict()) == "40.0 ± 4.9"
     assert fmt_cell(summarize([0.4], 100), scale=1, digits=3) == "0.400 ± 0.049"
 
