@@ -15,34 +15,39 @@ HMDB51; the synthetic data: the same generator with another seed, so new groups 
 the same classes). Everything is resumable: runs are reused or resumed
 (:func:`cmmc_lib.train.train_or_load`) and each evaluation is appended to
 ``<out>/results.jsonl`` as it finishes. Outputs per table: ``<table>.csv`` (every seed),
-``<table>.md`` (mean ± std beside the poster's numbers, with chance levels and test-set sizes).
+``<table>.md`` (mean ± spread beside the poster's numbers, with chance levels and test-set sizes;
+the spread, the paired differences and the file handling are :mod:`cmmc_lib.tables`'s).
 """
 from __future__ import annotations
 
 import copy
 import csv
-import json
-import logging
-import math
-import statistics
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Sequence
 from typing import Any
 
-from .config import Config, preset
-from .registry import METHODS
-from .pipeline import final_networks, plan_pipeline
+from tqdm.auto import tqdm
 
-log = logging.getLogger(__name__)
+from .config import Config, preset
+from .data.datasets import build_dataset
+from .evaluate.chance import accuracy_chance, recall_at_k_chance
+from .evaluate.runner import evaluate_run
+from .pipeline import Stage, final_networks, plan_pipeline, run_pipeline
+from .runs import RunFolder
+from .tables import (Difference, Summary, Variant, append_jsonl, collect, dataset_note, fmt_cell, read_jsonl,
+                     row_label, spread_note)
+from .tables import markdown_table as render_markdown
+from .tables import paired_difference as paired
 
 DATASETS = ("pretrain", "transfer")
 STREAMS = ("rgb", "flow", "two-stream")
 #: metric -> the protocol that measures it and the key in its result
 METRICS = {"linear": ("linear", "top1"), "finetune": ("finetune", "top1"), "R@1": ("retrieval", "R@1"),
            "R@5": ("retrieval", "R@5")}
-NAMES = {name: method.label for name, method in METHODS.items()}
+#: CMMC trained without alternate training (both networks at once): the curves' fifth pipeline.
+JOINT = Variant("cmmc-joint", "cmmc", alternate=False, label="w/o alternate training")
 
 
 @dataclass(frozen=True)
@@ -77,8 +82,11 @@ TABLES = {t.name: t for t in (
               ("two-stream", "coclr-cmmc"): (74.7, 40.8, 87.9, 59.0, None),
           }),
 )}
-#: The accuracy-vs-epochs curves: pipeline variant -> the poster's label.
-CURVES = {"moco": "w/o mix", "mixup": "w/o CMMC", "cmmc-joint": "w/o alternate training", "cmmc": "w CMMC"}
+#: Every variant a table or the curves train, by name (a table's variants are its methods).
+VARIANTS = {v.name: v for v in (*(Variant.of(m) for t in TABLES.values() for m in t.variants), JOINT)}
+#: The accuracy-vs-epochs curves: the variants the poster draws, with its labels.
+CURVES = {v.name: v for v in (Variant("moco", "moco", label="w/o mix"), Variant("mixup", "mixup", label="w/o CMMC"),
+                              JOINT, Variant("cmmc", "cmmc", label="w CMMC"))}
 
 
 def transfer_data(cfg: Config) -> dict[str, Any]:
@@ -95,50 +103,41 @@ def transfer_data(cfg: Config) -> dict[str, Any]:
 
 
 @dataclass
-class Pipeline:
-    """One stage-2 variant of one seed: where it lives and what it trains."""
+class VariantRun:
+    """One variant of one seed: its config, where it lives and where its seed's stage 1 lives."""
     seed: int
-    variant: str                 # a method name, or "cmmc-joint"
+    variant: Variant
     cfg: Config
     root: Path
     stage1_root: Path
 
-    def stages(self):
+    def stages(self) -> list[Stage]:
         return plan_pipeline(self.cfg, self.root, self.stage1_root)
 
 
 def plan_ablation(base: Config, seeds: list[int], out: str | Path, table: str = "ablation",
-                  curves: bool = True, variants: Sequence[str] | None = None) -> list[Pipeline]:
-    """Every pipeline of a table: per seed, one per variant (``variants``: a subset of the
-    table's, e.g. a lesson's rows) and, with ``curves``, CMMC w/o alternate training; stage 1
-    shared under ``<out>/seed<S>``, so the tables share runs too."""
+                  curves: bool = True, variants: Sequence[str] | None = None) -> list[VariantRun]:
+    """Every run of a table: per seed, one per variant (``variants``: a subset of the table's, e.g. a
+    lesson's rows) and, with ``curves``, CMMC w/o alternate training (:data:`JOINT`); stage 1 shared
+    under ``<out>/seed<S>``, so the tables share runs too."""
     out = Path(out)
     chosen = TABLES[table].variants if variants is None else tuple(variants)
     unknown = sorted(set(chosen) - set(TABLES[table].variants))
     if unknown:
         raise ValueError(f"the {table} table has no variant(s) {', '.join(unknown)}")
-    variants = chosen + (("cmmc-joint",) if curves else ())
     plans = []
     for seed in seeds:
-        for variant in variants:
+        for variant in [VARIANTS[name] for name in chosen] + ([JOINT] if curves else []):
             cfg = copy.deepcopy(base)
             cfg.run.seed = seed
-            cfg.ssl.method = variant.replace("-joint", "")
-            cfg.schedule.alternate = not variant.endswith("-joint")
-            plans.append(Pipeline(seed, variant, cfg, out / f"seed{seed}" / variant, out / f"seed{seed}"))
+            cfg.ssl.method, cfg.schedule.alternate = variant.method, variant.alternate
+            plans.append(VariantRun(seed, variant, cfg, out / f"seed{seed}" / variant.name, out / f"seed{seed}"))
     return plans
 
 
 # ----------------------------------------------------------------------------- evaluation
-def read_results(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-def evaluate_variant(p: Pipeline, protocol: str, dataset: str, transfer: dict, device: str) -> dict[str, Any]:
+def evaluate_variant(p: VariantRun, protocol: str, dataset: str, transfer: dict, device: str) -> dict[str, Any]:
     """One protocol on one dataset for one variant of one seed: RGB, flow and their fusion."""
-    from .evaluate.runner import evaluate_run
     nets = final_networks(p.stages())
     (rgb_dir, rgb_mod), (flow_dir, flow_mod) = nets["rgb"], nets["flow"]
     kw = {"ks": (1, 5, 10, 20)} if protocol == "retrieval" else {}
@@ -147,7 +146,7 @@ def evaluate_variant(p: Pipeline, protocol: str, dataset: str, transfer: dict, d
                        append=False, **kw)
     by_stream = {s["modality"]: s for s in res["streams"]}
     by_stream["two-stream"] = res["fused"]
-    out = {"seed": p.seed, "method": p.variant, "protocol": protocol, "dataset": dataset,
+    out = {"seed": p.seed, "method": p.variant.name, "protocol": protocol, "dataset": dataset,
            "num_test": res.get("num_test", res.get("num_queries")),
            "num_train": res.get("num_train", res.get("num_gallery")),
            "num_classes": len(res.get("classes", [])) or None, "seconds": round(res["seconds"], 2)}
@@ -161,36 +160,32 @@ def evaluate_variant(p: Pipeline, protocol: str, dataset: str, transfer: dict, d
 def run_ablation(base: Config, seeds: list[int], out: str | Path, table: str = "ablation",
                  transfer: dict | None = None, curves: bool = True, device: str = "auto",
                  progress: bool = True, variants: Sequence[str] | None = None) -> dict[str, Any]:
-    """Train and evaluate every pipeline of the table (or of ``variants``), then write its files
-    (rows of variants not run yet read as "-").
+    """Train and evaluate every run of the table (or of ``variants``), then write its files (rows
+    of variants not run yet read as "-").
 
     Returns ``table`` (aggregated rows, see :func:`aggregate`), ``files``, ``seconds``."""
-    from tqdm.auto import tqdm
-
-    from .pipeline import run_pipeline
     spec = TABLES[table]
     started, out = time.perf_counter(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     transfer = transfer if transfer is not None else transfer_data(base)
     plans = plan_ablation(base, seeds, out, table, curves and table == "ablation", variants)
     results_path = out / "results.jsonl"
-    done = {(r["seed"], r["method"], r["protocol"], r["dataset"]) for r in read_results(results_path)}
+    done = {(r["seed"], r["method"], r["protocol"], r["dataset"]) for r in read_jsonl(results_path)}
     protocols = tuple(dict.fromkeys(METRICS[m][0] for m in spec.metrics))
-    evals = [(p, proto, ds) for p in plans if p.variant in spec.variants for proto in protocols for ds in DATASETS]
+    evals = [(p, proto, ds) for p in plans if p.variant.name in spec.variants for proto in protocols
+             for ds in DATASETS]
     bar = tqdm(total=len(plans) + len(evals), desc=table, disable=not progress, dynamic_ncols=True)
     for p in plans:
-        bar.set_postfix_str(f"seed {p.seed} {p.variant}")
+        bar.set_postfix_str(f"seed {p.seed} {p.variant.name}")
         run_pipeline(p.cfg, p.root, p.stage1_root)
         bar.update(1)
     for p, protocol, dataset in evals:
-        bar.set_postfix_str(f"seed {p.seed} {p.variant} {protocol} {dataset}")
-        if (p.seed, p.variant, protocol, dataset) not in done:
-            record = evaluate_variant(p, protocol, dataset, transfer, device)
-            with open(results_path, "a") as f:
-                f.write(json.dumps(record) + "\n")
+        bar.set_postfix_str(f"seed {p.seed} {p.variant.name} {protocol} {dataset}")
+        if (p.seed, p.variant.name, protocol, dataset) not in done:
+            append_jsonl(results_path, evaluate_variant(p, protocol, dataset, transfer, device))
         bar.update(1)
     bar.close()
-    records = [r for r in read_results(results_path) if r["seed"] in seeds and r["method"] in spec.variants]
+    records = [r for r in read_jsonl(results_path) if r["seed"] in seeds and r["method"] in spec.variants]
     rows = aggregate(records, spec)
     files = write_tables(rows, records, spec, out, base, transfer)
     return {"out": str(out), "table_name": table, "seeds": list(seeds), "table": rows, "files": files,
@@ -198,87 +193,71 @@ def run_ablation(base: Config, seeds: list[int], out: str | Path, table: str = "
 
 
 def aggregate(records: list[dict[str, Any]], spec: Table) -> list[dict[str, Any]]:
-    """One row per (stream, variant): for each ``<metric>/<dataset>`` the values over seeds, their
-    mean and sample standard deviation (0 for one seed)."""
+    """One row per (stream, variant): ``stream``, ``method`` (the variant's name), ``name`` (its
+    label) and, for each ``<metric>/<dataset>``, its :meth:`~cmmc_lib.tables.Summary.to_dict` over
+    seeds (values, seeds, mean, spread and which kind) or None when not measured yet."""
     rows = []
     for stream in spec.streams:
-        for method in spec.variants:
-            row: dict[str, Any] = {"stream": stream, "method": method, "name": NAMES[method]}
+        for name in spec.variants:
+            row: dict[str, Any] = {"stream": stream, "method": name, "name": VARIANTS[name].label}
             for dataset in DATASETS:
                 for metric in spec.metrics:
-                    protocol = METRICS[metric][0]
-                    vals = [r[f"{stream}/{metric}"] for r in records
-                            if r["method"] == method and r["dataset"] == dataset and r["protocol"] == protocol]
-                    cell = f"{metric}/{dataset}"
-                    row[cell] = vals
-                    row[f"{cell}/mean"] = statistics.fmean(vals) if vals else math.nan
-                    row[f"{cell}/std"] = statistics.stdev(vals) if len(vals) > 1 else 0.0
+                    where = {"method": name, "dataset": dataset, "protocol": METRICS[metric][0]}
+                    summary = collect(records, f"{stream}/{metric}", where)
+                    row[f"{metric}/{dataset}"] = None if summary is None else summary.to_dict()
             rows.append(row)
     return rows
 
 
 def paired_difference(rows: list[dict[str, Any]], method: str, baseline: str, cell: str,
-                      stream: str = "rgb") -> tuple[float, float, list[float]]:
+                      stream: str = "rgb") -> Difference | None:
     """``method`` minus ``baseline`` on ``cell`` (``<metric>/<dataset>``), seed by seed (both rows
-    share each seed's stage 1, so the pairs differ only by stage 2): ``(mean, std, differences)``."""
-    pick = {r["method"]: r[cell] for r in rows if r["stream"] == stream}
-    diffs = [a - b for a, b in zip(pick.get(method, []), pick.get(baseline, []))]
-    mean = statistics.fmean(diffs) if diffs else math.nan
-    return mean, statistics.stdev(diffs) if len(diffs) > 1 else 0.0, diffs
+    share each seed's stage 1, so the pairs differ only by stage 2), with its 95 % interval
+    (:func:`cmmc_lib.tables.paired_difference`); None when they share no seed."""
+    pick = {r["method"]: r.get(cell) for r in rows if r["stream"] == stream}
+    a, b = pick.get(method), pick.get(baseline)
+    return None if a is None or b is None else paired(Summary.from_dict(a), Summary.from_dict(b))
 
 
 def describe_rows(rows: list[dict[str, Any]], metrics: Sequence[str], chance: dict[str, float],
                   datasets: Sequence[str] = DATASETS) -> str:
-    """The rows as text, one line per (stream, method): each metric as mean ± std over seeds, with
-    the number of seeds and the chance level."""
+    """The rows as text, one line per (stream, method): each metric as mean ± spread, with the
+    chance level, and what the spread is (std over seeds, or one seed's binomial SE)."""
     lines = []
     for r in rows:
-        cells = []
+        cells, used = [], []
         for d in datasets:
             for m in metrics:
-                vals, c = r.get(f"{m}/{d}", []), chance.get(f"{m}/{d}")
-                if vals:
-                    cells.append(f"{m} {d} {r[f'{m}/{d}/mean']:.3f} ± {r[f'{m}/{d}/std']:.3f}"
-                                 + (f" (chance {c:.3f})" if c is not None else ""))
-        seeds = max((len(r.get(f"{m}/{d}", [])) for m in metrics for d in datasets), default=0)
-        lines.append(f"{r['stream']:>10} {r['name']:<16} [{seeds} seed(s)] " + "; ".join(cells))
+                s, c = r.get(f"{m}/{d}"), chance.get(f"{m}/{d}")
+                if s is not None:
+                    used.append(s)
+                    cells.append(f"{m} {d} {fmt_cell(s, 1, 3)}" + (f" (chance {c:.3f})" if c is not None else ""))
+        lines.append(f"{r['stream']:>10} {r['name']:<16} [{row_label(used)}] " + "; ".join(cells))
     return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- tables
-def _fmt(row: dict, cell: str) -> str:
-    """``mean ± std`` over seeds in %; one seed has no spread across seeds: its value alone."""
-    mean, std = row[f"{cell}/mean"], row[f"{cell}/std"]
-    if math.isnan(mean):
-        return "-"
-    return f"{100 * mean:.1f}" if len(row[cell]) < 2 else f"{100 * mean:.1f} ± {100 * std:.1f}"
-
-
-def markdown_table(rows: list[dict[str, Any]], spec: Table, seeds: int, sizes: dict[str, dict[str, int]],
+def markdown_table(rows: list[dict[str, Any]], spec: Table, sizes: dict[str, dict[str, int]],
                    chance: dict[str, float]) -> str:
-    """A table as markdown, in %, mean ± std over seeds, the poster's numbers beside."""
-    head = ["stream", "method"] + [f"{m} {d}" for m in spec.metrics for d in DATASETS] + \
+    """A table as markdown, in %, mean ± spread (and which spread), the poster's numbers beside;
+    notes: what the spread is, each dataset's sizes and chance levels."""
+    cells = [f"{m}/{d}" for m in spec.metrics for d in DATASETS]
+    head = ["stream", "method"] + [c.replace("/", " ") for c in cells] + ["spread"] + \
            [f"poster {c}" for c in spec.poster_columns]
-    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    body = []
     for row in rows:
         poster = spec.poster.get((row["stream"], row["method"]), (None,) * len(spec.poster_columns))
-        cells = [row["stream"], row["name"]] + [_fmt(row, f"{m}/{d}") for m in spec.metrics for d in DATASETS]
-        cells += ["-" if v is None else f"{v}" for v in poster]
-        lines.append("| " + " | ".join(cells) + " |")
-    notes = [f"Mean ± sample std over {seeds} training seeds, in %." if seeds > 1 else
-             "One training seed, in %: no spread across seeds; see each dataset's binomial standard error."]
+        body.append([row["stream"], row["name"], *(fmt_cell(row[c]) for c in cells),
+                     row_label(row[c] for c in cells), *poster])
+    notes = [spread_note(row[c] for row in rows for c in cells)]
     for d in DATASETS:
         if d in sizes:
-            s = sizes[d]
-            se = 100 * math.sqrt(0.25 / s["num_test"])
-            levels = ", ".join(f"{m} {100 * chance[f'{m}/{d}']:.1f}" for m in spec.metrics
-                               if f"{m}/{d}" in chance)
-            notes.append(f"{d}: {s['num_test']} test videos, {s['num_train']} train videos, "
-                         f"{s['num_classes']} classes; chance: {levels}; one run's binomial standard error "
-                         f"is at most {se:.1f} points.")
+            levels = {m: chance[f"{m}/{d}"] for m in spec.metrics if f"{m}/{d}" in chance}
+            notes.append(dataset_note(d, sizes[d]["num_test"], sizes[d]["num_train"], sizes[d]["num_classes"],
+                                      levels))
     notes.append("The poster's numbers are S3D on UCF101 (pre-training) and HMDB51 (transfer): they show "
                  "the direction of the effects the synthetic data can reproduce, not numbers to match.")
-    return "\n".join(lines + [""] + notes) + "\n"
+    return render_markdown(head, body, notes)
 
 
 def write_tables(rows, records, spec: Table, out: Path, base: Config, transfer: dict) -> dict[str, str]:
@@ -293,15 +272,12 @@ def write_tables(rows, records, spec: Table, out: Path, base: Config, transfer: 
                                                     r["dataset"])))
     sizes = {r["dataset"]: {k: r[k] for k in ("num_test", "num_train", "num_classes")}
              for r in records if r["protocol"] == "linear"}
-    chance = chance_levels(base, transfer)
-    md_path.write_text(markdown_table(rows, spec, len({r["seed"] for r in records}), sizes, chance))
+    md_path.write_text(markdown_table(rows, spec, sizes, chance_levels(base, transfer)))
     return {"csv": str(csv_path), "markdown": str(md_path)}
 
 
 def chance_levels(base: Config, transfer: dict) -> dict[str, float]:
     """Chance of each metric on each dataset, from the class balance of its splits."""
-    from .data.datasets import build_dataset
-    from .evaluate.chance import accuracy_chance, recall_at_k_chance
     out = {}
     for dataset, data in (("pretrain", {}), ("transfer", transfer)):
         d = copy.deepcopy(base.data)
@@ -318,14 +294,13 @@ def chance_levels(base: Config, transfer: dict) -> dict[str, float]:
     return out
 
 
-def epoch_curves(plans: list[Pipeline], modality: str = "rgb") -> dict[str, dict[int, list[tuple[int, float]]]]:
+def epoch_curves(plans: list[VariantRun], modality: str = "rgb") -> dict[str, dict[int, list[tuple[int, float]]]]:
     """The per-epoch kNN R@1 of ``modality``'s network through each variant's whole schedule
     (stage 1, then its stage-2 runs), epochs counted from the start of stage 1:
-    ``{variant: {seed: [(epoch, R@1), ...]}}`` for the variants of :data:`CURVES`."""
-    from .runs import RunFolder
+    ``{variant name: {seed: [(epoch, R@1), ...]}}`` for the variants of :data:`CURVES`."""
     curves: dict[str, dict[int, list[tuple[int, float]]]] = {}
     for p in plans:
-        if p.variant not in CURVES:
+        if p.variant.name not in CURVES:
             continue
         points, offset = [], 0
         for stage in p.stages():
@@ -336,7 +311,7 @@ def epoch_curves(plans: list[Pipeline], modality: str = "rgb") -> dict[str, dict
             rows = [r for r in run.metrics.read() if r["kind"] == "epoch"]
             points += [(offset + r["epoch"] + 1, r["knn_r1"]) for r in rows if r["knn_r1"] is not None]
             offset += stage.cfg.optim.epochs
-        curves.setdefault(p.variant, {})[p.seed] = points
+        curves.setdefault(p.variant.name, {})[p.seed] = points
     return curves
 
 

@@ -37,9 +37,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import cmmc_lib
+import torch
 
+import cmmc_lib
+from .ablation import run_ablation
 from .config import COURSE_PROFILES, Config, apply_overrides, preset
+from .data.synthetic import write_synthetic_dataset
+from .evaluate.features import FeatureCache, split_features
+from .models import build_backbone
+from .registry import METHODS, MODALITIES, lookup
+from .runs import RunFolder, read_metrics
+from .ssl.factory import load_backbone
+from .train import train_or_load
 
 log = logging.getLogger(__name__)
 
@@ -97,7 +106,6 @@ def lesson_setup(profile: str = "tiny", seed: int = 0, data_root: str | None = N
     figs = Path(fig_dir) if fig_dir else root / "outputs" / "figures"
     cfg.run.out_root = str(runs)
     if make_data and cfg.data.dataset == "synthetic":
-        from .data.synthetic import write_synthetic_dataset
         write_synthetic_dataset(droot, size=cfg.data.synthetic_size, seed=cfg.data.synthetic_seed, progress=False)
     return Lesson(profile, cfg, droot, runs, figs)
 
@@ -116,8 +124,6 @@ def seeds_for(profile: str, first: int = 0) -> tuple[int, ...]:
 def run_name(method: str, modality: str, seed: int | None = None, base_seed: int = 0) -> str:
     """The run folder name lessons share: ``<method>-<modality>``, plus ``-s<seed>`` for seeds
     other than the lesson's own (so lesson 02's ``moco-rgb`` is what later lessons load)."""
-    from .registry import METHODS, MODALITIES, lookup
-
     lookup(METHODS, method, "method")
     lookup(MODALITIES, modality, "modality")
     name = f"{method}-{modality}"
@@ -133,8 +139,6 @@ def train_runs(lesson: Lesson, modalities: Sequence[str] = ("rgb", "flow"), meth
     Returns ``{(modality, seed): result}``; each result is train_or_load's dict (``reused``,
     ``steps``, ``final_loss``, ``knn_r1``, ``run_dir``...). Seeds default to the lesson's seed.
     """
-    from .train import train_or_load
-
     base = lesson.cfg.run.seed
     out = {}
     for seed in (seeds if seeds is not None else (base,)):
@@ -151,8 +155,8 @@ def ablation(lesson: Lesson, variants: Sequence[str], table: str = "ablation", c
              seeds: Sequence[int] | None = None) -> dict:
     """A table's rows for a lesson: :func:`cmmc_lib.ablation.run_ablation` on the lesson's config
     under ``<runs>/ablation`` (stage 1 trained once and shared by every lesson's rows), for the
-    profile's :data:`ABLATION_SEEDS`. Finished runs and evaluations are reused."""
-    from .ablation import run_ablation
+    profile's :data:`ABLATION_SEEDS`. Finished runs and evaluations are reused. ``variants``: names
+    of the table's variants (:data:`cmmc_lib.ablation.TABLES`)."""
     seeds = ABLATION_SEEDS[_profile(lesson.profile)] if seeds is None else seeds
     return run_ablation(lesson.cfg, list(seeds), lesson.run_dir("ablation"), table=table, curves=curves,
                         device=lesson.cfg.run.device, progress=False, variants=variants)
@@ -161,11 +165,6 @@ def ablation(lesson: Lesson, variants: Sequence[str], table: str = "ablation", c
 def random_backbone(cfg: Config, modality: str, seed: int = 0):
     """A randomly initialised backbone of the config's architecture for ``modality`` (eval mode):
     the baseline every trained network is compared with."""
-    import torch
-
-    from .models import build_backbone
-    from .registry import MODALITIES, lookup
-
     torch.manual_seed(seed)
     return build_backbone(cfg.model.backbone, lookup(MODALITIES, modality, "modality").channels,
                           cfg.model.width).eval()
@@ -175,10 +174,6 @@ def protocol_features(run_dir: str | Path, subset: str, device: str = "cpu"):
     """``(dataset, Features)`` of a run's backbone on ``subset``, cut as ``cmmc eval`` cuts them
     (train, the gallery: one window per video; test, the queries: the config's ``eval_windows``),
     cached in the run's ``features/`` folder (:func:`cmmc_lib.evaluate.split_features`)."""
-    from .evaluate.features import FeatureCache, split_features
-    from .runs import RunFolder
-    from .ssl.factory import load_backbone
-
     run = RunFolder(run_dir)
     backbone, cfg = load_backbone(run)
     cache = FeatureCache(run.checkpoint_path("last"), run.features_dir)
@@ -189,8 +184,6 @@ def protocol_features(run_dir: str | Path, subset: str, device: str = "cpu"):
 def last_epoch(run_dir: str | Path) -> dict[str, Any]:
     """The last epoch row of a run's ``metrics.csv`` (``loss``: the epoch's mean loss, ``knn_r1``...):
     the same numbers whether the run was just trained or reused."""
-    from .runs import read_metrics
-
     epochs = [r for r in read_metrics(run_dir) if r["kind"] == "epoch"]
     if not epochs:
         raise ValueError(f"{run_dir} has no finished epoch in its metrics.csv")
@@ -200,8 +193,6 @@ def last_epoch(run_dir: str | Path) -> dict[str, Any]:
 def describe_run_folder(run_dir: str | Path) -> str:
     """What a run folder holds, as text: each file with its size, then the settings that define
     the run (what ``ssl.source_run=<this folder>`` of a CMMC run reads)."""
-    from .runs import RunFolder
-
     run = RunFolder(run_dir)
     if not run.exists():
         raise FileNotFoundError(f"{run.path} is not a run folder (no config.json)")
@@ -255,7 +246,7 @@ def run_course(profile: str = "tiny", out: Path = Path("outputs/course"), only: 
     timeout = CELL_TIMEOUT[profile] if timeout is None else int(timeout)
     if timeout < 1:
         raise ValueError(f"the per-cell timeout must be >= 1 s, got {timeout}")
-    try:
+    try:                                 # optional: the notebooks extra
         import papermill as pm
     except ImportError as exc:
         raise RuntimeError("papermill is not installed: pip install -e '.[notebooks]'") from exc

@@ -11,9 +11,21 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
+from .bench import input_shape
 from .config import Config, preset
+from .course import ABLATION_SEEDS, project_root
+from .data.datasets import build_dataset
+from .data.skeleton import read_ntu_colour_pose
+from .data.splits import VideoIndex, load_split
+from .data.video import read_clip
+from .mixing import sample_lam, sample_tesseract
+from .models import build_backbone
+from .pose_study import pose_study
 from .registry import SKELETON_LAYOUTS, skeleton_layout
+from .ssl.factory import layout_for
+from .tables import fmt_cell
 
 REAL_SAMPLE = "S001C001P001R001A001"          # NTU-60's aligned RGB video + skeleton in the fixtures
 
@@ -29,7 +41,6 @@ def skeleton_config(lesson, stream: str = "joint") -> Config:
 
 def realdata_root(realdata: str | Path | None = None) -> Path:
     """``realdata``, else ``$CMMC_REALDATA``, else ``../shared/realdata`` beside the project."""
-    from .course import project_root
     if realdata:
         return Path(realdata)
     return Path(os.environ.get("CMMC_REALDATA", project_root().parent / "shared" / "realdata"))
@@ -40,8 +51,6 @@ def example_frame(lesson, realdata: str | Path | None = None, t: int = 40) -> di
     (M, J, 3) x, y px and confidence, ``layout``, ``source`` (a sentence). NTU's real pair
     (frame t of ``S001C001P001R001A001_rgb.avi`` and the colour-image coordinates of its
     ``.skeleton``) when present, else frame t of the first synthetic test video and its pose."""
-    from .data.skeleton import read_ntu_colour_pose
-    from .data.video import read_clip
     root = realdata_root(realdata) / "ntu60"
     video, skel = root / "rgb" / f"{REAL_SAMPLE}_rgb.avi", root / "skeletons" / f"{REAL_SAMPLE}.skeleton"
     if video.is_file() and skel.is_file():
@@ -50,7 +59,6 @@ def example_frame(lesson, realdata: str | Path | None = None, t: int = 40) -> di
         return {"frame": read_clip(video, [t])[0], "pose": pose[:, t], "layout": SKELETON_LAYOUTS["ntu25"],
                 "source": f"NTU RGB+D {REAL_SAMPLE} (drink water), frame {t}: the real RGB frame and the "
                           "skeleton file's colour-image coordinates"}
-    from .data.splits import VideoIndex, load_split
     split = load_split("synthetic", lesson.data_root, 1)
     entry = split.test[0]
     pose = np.load(lesson.data_root / "pose" / f"{entry.video}.npy")
@@ -63,7 +71,6 @@ def example_frame(lesson, realdata: str | Path | None = None, t: int = 40) -> di
 def sample_streams(cfg: Config, index: int = 0, subset: str = "test") -> dict[str, Any]:
     """One sample of the skeleton dataset of ``cfg`` in its three streams (evaluation view, no
     augmentation): ``{"video", "label", "class", "joint", "motion", "bone"}``, arrays (C, T, J, M)."""
-    from .data.datasets import build_dataset
     ds = build_dataset(cfg.data, subset, False, ("joint", "motion", "bone"))
     item = ds[index]
     out = {s: item[s][0].numpy() for s in ("joint", "motion", "bone")}
@@ -73,9 +80,6 @@ def sample_streams(cfg: Config, index: int = 0, subset: str = "test") -> dict[st
 
 def skeleton_map_shapes(cfg: Config) -> list[tuple[int, ...]]:
     """The per-sample output shape (C, T, V, M) of every ST-GCN unit at the config's input."""
-    from .bench import input_shape
-    from .models import build_backbone
-    from .ssl.factory import layout_for
     net = build_backbone(cfg.model.backbone, 3, cfg.model.width, layout_for(cfg))
     return net.block_shapes(input_shape(cfg, cfg.ssl.modality))
 
@@ -83,9 +87,6 @@ def skeleton_map_shapes(cfg: Config) -> list[tuple[int, ...]]:
 def skeleton_tesseract(shape, alpha: float = 1.0, seed: int = 0):
     """A tesseract over (C, T, V) of a (C, T, V, M) unit output, persons whole (the cut letters
     ``c t h`` of the mixing functions): ``(box, lam)``."""
-    import torch
-
-    from .mixing import sample_lam, sample_tesseract
     g = torch.Generator().manual_seed(seed)
     return sample_tesseract(shape, sample_lam(alpha, g), "cth", g)
 
@@ -94,8 +95,6 @@ def run_study(lesson, route: str, seeds=None) -> dict[str, Any]:
     """The pose study (:func:`cmmc_lib.pose_study.pose_study`) at the lesson's profile, in
     ``<runs>/09-<route>``, over the profile's ablation seeds (:data:`cmmc_lib.course.ABLATION_SEEDS`):
     trained once, then reused (train-or-load)."""
-    from .course import ABLATION_SEEDS
-    from .pose_study import pose_study
     if seeds is None:        # as the ablation lessons: one seed at tiny (mechanics), three at cpu
         seeds = tuple(lesson.cfg.run.seed + s for s in ABLATION_SEEDS[lesson.profile])
     name = route.replace("+", "-")
@@ -106,14 +105,12 @@ def run_study(lesson, route: str, seeds=None) -> dict[str, Any]:
 
 
 def table_rows(result: dict[str, Any]) -> list[str]:
-    """The study's rows as aligned text lines: mean ± std (%) over seeds, each seed's value, chance."""
-    rows = result["rows"]
+    """The study's rows as aligned text lines: mean ± spread (%) and which spread (std over seeds, or
+    one seed's binomial SE), each seed's value, chance."""
     rec = result["records"][0]
-    lines = [f"{'stream':<11} {'method':<38} {'linear top-1':>14}  seeds"]
-    from .pose_study import NAMES
-    for r in rows:
-        spread = f" ± {100 * r['std']:4.1f}%" if r["n"] > 1 else "%" + " " * 7
-        lines.append(f"{r['stream']:<11} {NAMES[r['variant']]:<38} {100 * r['mean']:6.1f}{spread}  "
+    lines = [f"{'stream':<11} {'method':<38} {'linear top-1 (%)':>16}  {'spread':<22} seeds"]
+    for r in result["rows"]:
+        lines.append(f"{r['stream']:<11} {r['name']:<38} {fmt_cell(r):>16}  {r['label']:<22} "
                      + " ".join(f"{100 * v:.1f}" for v in r["values"]))
     lines.append(f"chance {100 / rec['num_classes']:.1f}% ({rec['num_classes']} classes, {rec['num_test']} test samples)")
     return lines

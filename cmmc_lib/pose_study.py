@@ -16,26 +16,34 @@ Every final network is evaluated with the run's linear protocol (``cmmc eval lin
 runs: SkeletonCLR's, the two streams fused by averaging logits; RGB + Pose: CoCLR's, fused by
 averaging probabilities), accuracy after the last probe epoch. Each evaluation is appended to
 ``<out>/results.jsonl`` as it finishes, so a stopped study resumes; ``<out>/table.md`` holds mean
-± std over seeds beside the poster's NTU-60 rows (cross-subject / cross-view), with chance.
+± spread (std over seeds; one seed: its binomial SE) beside the poster's NTU-60 rows (cross-subject /
+cross-view), with chance. Logs, spreads and markdown are :mod:`cmmc_lib.tables`'s.
 """
 from __future__ import annotations
 
 import copy
-import json
 import logging
-import math
-import statistics
 import time
 from pathlib import Path
 from typing import Any, Sequence
 
-from .config import Config, preset
+from .config import SKELETON_SETTINGS, Config, preset
+from .evaluate.runner import evaluate_run
+from .pipeline import final_networks, plan_pipeline, run_pipeline
+from .tables import (Variant, append_jsonl, collect, dataset_note, fmt_cell, markdown_table as render_markdown,
+                     read_jsonl, spread_note)
 
 log = logging.getLogger(__name__)
 
 #: route -> (its two modalities, the name of the fused pair)
 ROUTES = {"skeleton": ("joint", "motion"), "rgb+pose": ("rgb", "heatmap")}
+#: The rows of a study: the stage-1 networks (evaluated for free), then the stage-2 variants. On
+#: skeletons MoCo is SkeletonCLR, so the baseline's label names both; colours are the registry's.
+STAGE1 = Variant("stage1", "moco", label="stage 1 only (MoCo, half the epochs)")
+VARIANT_ROWS = {v.name: v for v in (STAGE1, Variant("moco", "moco", label="MoCo / SkeletonCLR"),
+                                    Variant("cmmc", "cmmc", label="CMMC"))}
 VARIANTS = ("moco", "cmmc")
+NAMES = {name: v.label for name, v in VARIANT_ROWS.items()}
 #: The poster's NTU-60 linear-evaluation rows (cross-subject, cross-view), by (route, stream, variant).
 #: Skeleton: "SkeletonCLR (baseline), J + M" and "CMMC (Skeleton)" for one network, "2s-CrosSCLR" and
 #: "CMMC (2s-Skeleton)" for two streams. RGB + Pose: "MoCo (S3D) R", "CMMC R", "CMMC R+P" (the
@@ -49,15 +57,12 @@ POSTER = {
     ("rgb+pose", "rgb", "cmmc"): ("CMMC, R", "88.1", "92.x"),
     ("rgb+pose", "two-stream", "cmmc"): ("CMMC, R+P", "91.4", "95.x"),
 }
-NAMES = {"stage1": "stage 1 only (MoCo, half the epochs)", "moco": "MoCo / SkeletonCLR", "cmmc": "CMMC"}
-
 
 def study_config(preset_name: str, route: str, overrides: Sequence[str] = ()) -> Config:
     """The preset with the route's modalities (``schedule.modalities``) and ``overrides``; the RGB +
     Pose route reads the poses the skeleton route reads (``data.pose_noise`` of the skeleton face)."""
     if route not in ROUTES:
         raise ValueError(f"unknown route {route!r}; choose one of {', '.join(ROUTES)}")
-    from .config import SKELETON_SETTINGS
     a, b = ROUTES[route]
     # the same pose in both routes: the skeleton face's simulated estimator also feeds the heatmaps
     pose_data = [o for o in SKELETON_SETTINGS[preset_name] if o.startswith("data.pose_")] if route == "rgb+pose" else []
@@ -65,14 +70,9 @@ def study_config(preset_name: str, route: str, overrides: Sequence[str] = ()) ->
                                 *pose_data, *overrides])
 
 
-def _read(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
-
-
 def evaluate_pair(run_a: str | Path, run_b: str | Path, device: str = "cpu", epochs: int | None = None) -> dict:
     """The linear evaluation of two networks and of their fusion: ``{modality: top1, ...,
     "two-stream": top1, "num_test", "num_train", "num_classes", "fusion"}``."""
-    from .evaluate.runner import evaluate_run
     kw = {} if epochs is None else {"epochs": epochs}
     res = evaluate_run(run_a, "linear", other_run=run_b, device=device, progress=False, append=False, **kw)
     out = {s["modality"]: s["top1"] for s in res["streams"]}
@@ -89,33 +89,30 @@ def pose_study(preset_name: str, route: str, seeds: Sequence[int], out: str | Pa
     ``stage1``: also evaluate the stage-1 networks (MoCo for half the epochs: free, they are trained
     anyway). Returns ``records`` (one per seed and variant), ``rows`` (aggregated), ``files``, ``seconds``.
     """
-    from .pipeline import final_networks, plan_pipeline, run_pipeline
     started, out = time.perf_counter(), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     base = study_config(preset_name, route, overrides)
     a, b = ROUTES[route]
     results = out / "results.jsonl"
-    done = {(r["seed"], r["variant"]) for r in _read(results)}
+    done = {(r["seed"], r["variant"]) for r in read_jsonl(results)}
     for seed in seeds:
         for variant in variants:
             cfg = copy.deepcopy(base)
-            cfg.run.seed, cfg.ssl.method = int(seed), variant
+            cfg.run.seed, cfg.ssl.method = int(seed), VARIANT_ROWS[variant].method
             root, stage1_root = out / f"seed{seed}" / variant, out / f"seed{seed}"
             run_pipeline(cfg, root, stage1_root)
             nets = final_networks(plan_pipeline(cfg, root, stage1_root))
             todo = [(variant, nets)]
             if stage1:
-                todo.append(("stage1", {m: (stage1_root / f"stage1-{m}", m) for m in (a, b)}))
+                todo.append((STAGE1.name, {m: (stage1_root / f"stage1-{m}", m) for m in (a, b)}))
             for name, where in todo:
                 if (seed, name) in done:
                     continue
                 log.info("seed %d, %s: linear evaluation", seed, name)
-                record = {"seed": int(seed), "variant": name, "route": route, "preset": preset_name,
-                          **evaluate_pair(where[a][0], where[b][0], device, probe_epochs)}
-                with open(results, "a") as f:
-                    f.write(json.dumps(record) + "\n")
+                append_jsonl(results, {"seed": int(seed), "variant": name, "route": route, "preset": preset_name,
+                                       **evaluate_pair(where[a][0], where[b][0], device, probe_epochs)})
                 done.add((seed, name))
-    records = [r for r in _read(results) if r["seed"] in set(int(s) for s in seeds)]
+    records = [r for r in read_jsonl(results) if r["seed"] in set(int(s) for s in seeds)]
     rows = aggregate(records, route)
     md = out / "table.md"
     md.write_text(markdown_table(rows, route, records, preset_name))
@@ -124,36 +121,31 @@ def pose_study(preset_name: str, route: str, seeds: Sequence[int], out: str | Pa
 
 
 def aggregate(records: list[dict[str, Any]], route: str) -> list[dict[str, Any]]:
-    """One row per (stream, variant): the values over seeds, mean and sample std (0 for one seed)."""
+    """One row per (stream, variant) measured: ``stream``, ``variant``, ``method`` (the registry's),
+    ``name`` (the row's label) and the :meth:`~cmmc_lib.tables.Summary.to_dict` of its accuracy
+    over seeds (values, seeds, mean, spread: std over seeds, or one seed's binomial SE)."""
     a, b = ROUTES[route]
     rows = []
     for stream in (a, b, "two-stream"):
-        for variant in ("stage1", *VARIANTS):
-            vals = [r[stream] for r in records if r["variant"] == variant]
-            if not vals:
-                continue
-            rows.append({"stream": stream, "variant": variant, "values": vals, "mean": statistics.fmean(vals),
-                         "std": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)})
+        for variant in VARIANT_ROWS.values():
+            summary = collect(records, stream, {"variant": variant.name})
+            if summary is not None:
+                rows.append({"stream": stream, "variant": variant.name, "method": variant.method,
+                             "name": variant.label, **summary.to_dict()})
     return rows
 
 
 def markdown_table(rows: list[dict[str, Any]], route: str, records: list[dict[str, Any]], preset_name: str) -> str:
-    """The table in %, mean ± std over seeds, the poster's NTU-60 rows beside."""
-    lines = ["| stream | method | linear top-1 (%) | seeds | poster NTU-60 row | CS | CV |", "|---|---|---|---|---|---|---|"]
-    for row in rows:
-        name, cs, cv = POSTER.get((route, row["stream"], row["variant"]), ("-", "-", "-"))
-        cell = f"{100 * row['mean']:.1f}" + (f" ± {100 * row['std']:.1f}" if row["n"] > 1 else "")
-        lines.append(f"| {row['stream']} | {NAMES[row['variant']]} | {cell} | {row['n']} | {name} | {cs} | {cv} |")
-    notes = []
+    """The table in %, mean ± spread (and which spread), the poster's NTU-60 rows beside."""
+    head = ["stream", "method", "linear top-1 (%)", "spread", "poster NTU-60 row", "CS", "CV"]
+    body = [[row["stream"], row["name"], fmt_cell(row), row["label"],
+             *POSTER.get((route, row["stream"], row["variant"]), ("-", "-", "-"))] for row in rows]
+    notes = [spread_note(rows)]
     if records:
         r = records[0]
-        chance = 1.0 / r["num_classes"]
-        se = math.sqrt(0.5 * 0.5 / r["num_test"])
-        notes.append(f"{preset_name} preset, {r['num_train']} train / {r['num_test']} test samples, {r['num_classes']} "
-                     f"classes: chance {100 * chance:.1f}%; one run's binomial standard error is at most "
-                     f"{100 * se:.1f} points. Mean ± sample std over training seeds (one seed: its value); linear probe "
-                     "accuracy after its "
-                     f"last epoch; two streams fused by averaging {r['fusion']}.")
+        notes.append(dataset_note(f"{preset_name} preset", r["num_test"], r["num_train"], r["num_classes"],
+                                  {"linear": 1.0 / r["num_classes"]}, items="samples")
+                     + f" Linear probe accuracy after its last epoch; two streams fused by averaging {r['fusion']}.")
     notes.append("The poster's numbers are NTU-60 (S3D / ST-GCN, hundreds of GPU-hours); on the synthetic data "
                  "the table shows the mechanics and the direction of effects, not numbers to match.")
-    return "\n".join(lines + [""] + notes) + "\n"
+    return render_markdown(head, body, notes)

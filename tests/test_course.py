@@ -92,8 +92,6 @@ def test_profile_helpers():
 
 
 def test_train_runs_copies_the_config_per_modality_and_seed(tmp_path, monkeypatch):
-    import cmmc_lib.train as train
-
     lesson = course.lesson_setup("tiny", seed=4, data_root=str(tmp_path / "d"), runs_dir=str(tmp_path / "r"),
                                  make_data=False)
     calls = []
@@ -102,7 +100,7 @@ def test_train_runs_copies_the_config_per_modality_and_seed(tmp_path, monkeypatc
         calls.append((cfg, Path(run_dir)))
         return {"reused": False, "steps": 1, "final_loss": 1.0, "knn_r1": 0.5}
 
-    monkeypatch.setattr(train, "train_or_load", fake_train_or_load)
+    monkeypatch.setattr(course, "train_or_load", fake_train_or_load)
     out = course.train_runs(lesson, ("rgb", "flow"), "moco", seeds=(4, 5), overrides=["optim.epochs=2"])
     assert list(out) == [("rgb", 4), ("flow", 4), ("rgb", 5), ("flow", 5)]
     names = [d.name for _, d in calls]

@@ -95,14 +95,6 @@ def test_poisson_binomial_tail_with_equal_probabilities_is_the_binomial_tail():
         assert chance.poisson_binomial_tail([p] * n, hits) == pytest.approx(binom, rel=1e-9)
 
 
-def test_mean_std_over_seeds():
-    assert chance.mean_std([1.0, 2.0, 3.0]) == (2.0, 1.0, 3)
-    mean, std, n = chance.mean_std([0.4])
-    assert mean == 0.4 and math.isnan(std) and n == 1
-    spread = chance.SeedSpread([0.2, 0.4])
-    assert "0.300 ± 0.141" in str(spread) and "2 seeds" in str(spread)
-
-
 def test_measured_reports_chance_spread_and_p_value():
     """The case of issue 9: RGB MoCo 0.125 on 80 queries against chance 0.10 is not evidence of learning."""
     rgb = chance.measure_rate(0.125, 80, 0.10)

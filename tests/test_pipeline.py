@@ -93,10 +93,11 @@ def test_cmmc_ablate_tiny_writes_every_row(tiny_root, tmp_path):
     assert rows == {(s, m) for s in ("rgb", "flow", "two-stream") for m in ("moco", "mixup", "cm-mixup", "cmmc")}
     for row in out["table"]:
         for cell in ("linear/pretrain", "linear/transfer", "R@1/pretrain", "R@1/transfer", "R@5/transfer"):
-            assert len(row[cell]) == 1 and 0 <= row[cell][0] <= 1
+            values = row[cell]["values"]
+            assert len(values) == 1 and 0 <= values[0] <= 1 and row[cell]["label"] == "binomial SE, one seed"
     md = (tmp_path / "abl" / "ablation.md").read_text()
     assert md.count("| rgb |") == 4 and "| 55.8 | 28.3 | 42.8 | 19.1 |" in md and "chance: linear 16.7" in md
-    assert "± 0.0" not in md and "One training seed" in md and "binomial standard error" in md
+    assert "± 0.0" not in md and "nan" not in md and "One training seed" in md and "binomial standard error" in md
     assert len((tmp_path / "abl" / "ablation.csv").read_text().splitlines()) == 1 + 4 * 2 * 2
 
 
@@ -127,15 +128,48 @@ def test_a_pipeline_runs_its_stages_under_torchrun(tiny_root, tmp_path):
     assert RunFolder(tmp_path / "p" / "cycle1-flow").is_finished()
 
 
-def test_ablation_table_gives_spread_over_seeds_and_none_for_one_seed():
+def test_ablation_table_gives_spread_over_seeds_and_the_binomial_se_for_one_seed():
     from cmmc_lib.ablation import TABLES, aggregate, markdown_table
     spec = TABLES["ablation"]
     def record(seed, value):
-        r = {"seed": seed, "method": "moco", "protocol": "linear", "dataset": "pretrain"}
+        r = {"seed": seed, "method": "moco", "protocol": "linear", "dataset": "pretrain", "num_test": 100}
         r.update({f"{s}/linear": value for s in spec.streams})
         return r
     sizes = {"pretrain": {"num_test": 100, "num_train": 200, "num_classes": 10}}
-    two = markdown_table(aggregate([record(0, 0.40), record(1, 0.50)], spec), spec, 2, sizes, {})
-    assert "| rgb | MoCo (baseline) | 45.0 ± 7.1 |" in two and "sample std over 2 training seeds" in two
-    one = markdown_table(aggregate([record(0, 0.40)], spec), spec, 1, sizes, {})
-    assert "| rgb | MoCo (baseline) | 40.0 |" in one and "at most 5.0 points" in one
+    two = markdown_table(aggregate([record(0, 0.40), record(1, 0.50)], spec), spec, sizes, {"linear/pretrain": 0.1})
+    assert "| rgb | MoCo (baseline) | 45.0 ± 7.1 | - |" in two and "sample std over 2 training seeds" in two
+    assert "| std over 2 seeds | 46.8 |" in two and "chance: linear 10.0" in two
+    assert "| rgb | + mixup | - | - |" in two                                 # not run yet
+    one = markdown_table(aggregate([record(0, 0.40)], spec), spec, sizes, {})
+    assert "| rgb | MoCo (baseline) | 40.0 ± 4.9 | - |" in one and "| binomial SE, one seed |" in one
+    assert "at most 5.0 points" in one and "One training seed" in one
+    for md in (one, two):
+        assert "± 0.0" not in md and "nan" not in md
+
+
+def test_paired_differences_of_the_ablation_rows_pair_seeds():
+    from cmmc_lib.ablation import TABLES, aggregate, paired_difference
+    from cmmc_lib.tables import verdict
+    spec = TABLES["ablation"]
+    records = [{"seed": s, "method": m, "protocol": "linear", "dataset": "transfer", "num_test": 100,
+                **{f"{st}/linear": v for st in spec.streams}}
+               for s, m, v in ((0, "moco", 0.40), (1, "moco", 0.50), (2, "moco", 0.45),
+                               (2, "cmmc", 0.55), (0, "cmmc", 0.52), (1, "cmmc", 0.60))]
+    d = paired_difference(aggregate(records, spec), "cmmc", "moco", "linear/transfer", "flow")
+    assert d.seeds == (0, 1, 2) and d.diffs == pytest.approx((0.12, 0.10, 0.10))
+    assert verdict(d, "MoCo").startswith("above MoCo by 10.7 points (95 % CI ")
+    assert paired_difference(aggregate(records, spec), "mixup", "moco", "linear/transfer") is None
+
+
+def test_an_ablation_plans_each_variant_and_cmmc_without_alternate_training():
+    from cmmc_lib.ablation import CURVES, JOINT, plan_ablation
+    plans = plan_ablation(preset("tiny"), [0, 1], "/nowhere", variants=["moco", "cmmc"])
+    assert [(p.seed, p.variant.name) for p in plans] == [(0, "moco"), (0, "cmmc"), (0, "cmmc-joint"), (1, "moco"),
+                                                          (1, "cmmc"), (1, "cmmc-joint")]
+    joint = plans[2]
+    assert joint.variant == JOINT and (joint.cfg.ssl.method, joint.cfg.schedule.alternate) == ("cmmc", False)
+    assert plans[1].cfg.schedule.alternate and str(joint.root) == "/nowhere/seed0/cmmc-joint"
+    assert str(joint.stage1_root) == "/nowhere/seed0" and [s.name for s in joint.stages()][-1] == "joint"
+    assert CURVES["cmmc-joint"].label == "w/o alternate training" and CURVES["moco"].label == "w/o mix"
+    with pytest.raises(ValueError, match="no variant"):
+        plan_ablation(preset("tiny"), [0], "/nowhere", variants=["cmmc-joint"])

@@ -263,13 +263,18 @@ def test_skeleton_pipeline_trains_alternately_and_two_streams_fuse_logits(tiny_r
     assert all(s["probe"] == "raw" for s in res["streams"]) and 0 <= res["fused"]["top1"] <= 1
 
 
-def test_pose_table_gives_spread_over_seeds_and_the_value_alone_for_one_seed():
+def test_pose_table_gives_spread_over_seeds_and_the_binomial_se_for_one_seed():
     from cmmc_lib.pose_study import aggregate, markdown_table
     def rec(seed, joint):
         return {"seed": seed, "variant": "moco", "joint": joint, "motion": 0.5, "two-stream": 0.6,
                 "num_test": 100, "num_train": 200, "num_classes": 10, "fusion": "logits"}
     one = markdown_table(aggregate([rec(0, 0.4)], "skeleton"), "skeleton", [rec(0, 0.4)], "cpu")
-    assert "| joint | MoCo / SkeletonCLR | 40.0 | 1 | SkeletonCLR (baseline), J+M | 70.1 | 77.2 |" in one
-    assert "chance 10.0%" in one and "at most 5.0 points" in one
+    assert "| joint | MoCo / SkeletonCLR | 40.0 ± 4.9 | binomial SE, one seed | SkeletonCLR (baseline), J+M | 70.1 " \
+           "| 77.2 |" in one
+    assert "chance: linear 10.0" in one and "at most 5.0 points" in one and "One training seed" in one
     two = [rec(0, 0.4), rec(1, 0.5)]
-    assert "| joint | MoCo / SkeletonCLR | 45.0 ± 7.1 | 2 |" in markdown_table(aggregate(two, "skeleton"), "skeleton", two, "cpu")
+    md = markdown_table(aggregate(two, "skeleton"), "skeleton", two, "cpu")
+    assert "| joint | MoCo / SkeletonCLR | 45.0 ± 7.1 | std over 2 seeds |" in md
+    assert "| motion | MoCo / SkeletonCLR | 50.0 ± <0.1 | std over 2 seeds |" in md    # identical seeds: not "± 0.0"
+    for text in (one, md):
+        assert "± 0.0" not in text and "nan" not in text

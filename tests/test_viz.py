@@ -243,19 +243,126 @@ def test_the_schedule_draws_each_network_in_its_own_row_with_its_sources():
     # stage 1 side by side at 0, then rgb, flow, rgb, flow one after the other
     assert bars == [(0, 0), (0, 1), (4, 0), (6, 1), (8, 0), (10, 1)]
     assert len([c for c in ax.get_children() if type(c).__name__ == "Annotation"]) == 4   # one source each
+    from matplotlib.colors import to_rgba
+    from cmmc_lib.registry import METHODS
+    colours = {tuple(p.get_facecolor()) for p in ax.patches}
+    assert colours == {to_rgba(METHODS["moco"].colour, 0.3), to_rgba(METHODS["cmmc"].colour, 0.3)}   # the registry's
     fig.clf()
 
 
-def test_ablation_bars_and_epoch_curves_show_means_spread_and_chance():
-    rows = [{"stream": "rgb", "method": m, "name": m, "linear/pretrain": v, "linear/pretrain/mean": float(np.mean(v)),
-             "linear/pretrain/std": float(np.std(v, ddof=1))} for m, v in (("moco", [0.2, 0.4]), ("cmmc", [0.5, 0.7]))]
+def test_ablation_bars_and_epoch_curves_show_means_spread_and_chance_in_registry_colours():
+    from matplotlib.colors import to_rgba
+
+    from cmmc_lib.ablation import CURVES
+    from cmmc_lib.registry import METHODS
+    from cmmc_lib.tables import summarize
+    rows = [{"stream": "rgb", "method": m, "name": METHODS[m].label,
+             "linear/pretrain": summarize(v, 100, range(len(v))).to_dict()}
+            for m, v in (("moco", [0.2, 0.4]), ("cmmc", [0.6]))]
     fig = viz.ablation_bars(rows, "linear", ("pretrain",), chance={"linear/pretrain": 0.1})
     ax = fig.axes[0]
-    assert sorted(round(p.get_height(), 3) for p in ax.patches) == [0.3, 0.6]
+    bars = sorted(ax.patches, key=lambda p: p.get_height())
+    assert [round(p.get_height(), 3) for p in bars] == [0.3, 0.6]
+    assert [p.get_facecolor() for p in bars] == [to_rgba(METHODS["moco"].colour), to_rgba(METHODS["cmmc"].colour)]
+    caps = [c for c in ax.containers if getattr(c, "has_yerr", False)]
+    tops = sorted(float(np.max(seg[:, 1])) for c in caps for seg in c.lines[2][0].get_segments())
+    assert tops == pytest.approx([0.3 + float(np.std([0.2, 0.4], ddof=1)), 0.6 + math.sqrt(0.6 * 0.4 / 100)])
     assert any(line.get_ydata()[0] == 0.1 for line in ax.get_lines())          # the chance line
+    assert "std over 2 seeds / binomial SE, one seed" in ax.get_ylabel()
     fig.clf()
-    curves = {"moco": {0: [(1, 0.2), (2, 0.4)], 1: [(1, 0.4), (2, 0.6)]}}
-    fig = viz.epoch_curves(curves, {"moco": "w/o mix"}, chance=0.1)
-    line = fig.axes[0].get_lines()[0]
-    assert list(line.get_ydata()) == pytest.approx([0.3, 0.5]) and "w/o mix (2 seeds)" == line.get_label()
+    curves = {"moco": {0: [(1, 0.2), (2, 0.4)], 1: [(1, 0.4), (2, 0.6)]}, "cmmc-joint": {0: [(1, 0.3), (2, 0.5)]}}
+    fig = viz.epoch_curves(curves, CURVES, chance=0.1)
+    moco, joint = fig.axes[0].get_lines()[:2]
+    assert list(moco.get_ydata()) == pytest.approx([0.3, 0.5]) and "w/o mix (2 seeds)" == moco.get_label()
+    assert to_rgba(moco.get_color()) == to_rgba(METHODS["moco"].colour)
+    assert joint.get_label() == "w/o alternate training (1 seed)" and joint.get_linestyle() == "--"
+    assert to_rgba(joint.get_color()) == to_rgba(METHODS["cmmc"].colour)
     fig.clf()
+
+
+def test_pose_accuracy_bars_show_each_rows_spread_and_colour():
+    from matplotlib.colors import to_rgba
+
+    from cmmc_lib.pose_study import aggregate
+    from cmmc_lib.registry import METHODS
+    records = [{"seed": s, "variant": v, "joint": j, "motion": 0.5, "two-stream": 0.6, "num_test": 100}
+               for s, v, j in ((0, "stage1", 0.3), (0, "moco", 0.4), (1, "moco", 0.6), (0, "cmmc", 0.7))]
+    rows = [r for r in aggregate(records, "skeleton") if r["stream"] == "joint"]
+    ax = viz.accuracy_bars(rows, 0.1, "joint").axes[0]
+    bars = ax.patches
+    assert [round(p.get_height(), 1) for p in bars] == [30.0, 50.0, 70.0]
+    assert bars[0].get_hatch() == "//" and not bars[1].get_hatch()              # stage 1: not MoCo's own row
+    assert to_rgba(bars[2].get_facecolor()[:3]) == to_rgba(METHODS["cmmc"].colour)
+    labels = ax.get_legend_handles_labels()[1]
+    assert [l for l in labels if not l.startswith("chance")] == ["stage 1 only (MoCo, half the epochs)",
+                                                                 "MoCo / SkeletonCLR", "CMMC"]
+    assert "std over 2 seeds" in ax.get_ylabel() and "binomial SE, one seed" in ax.get_ylabel()
+
+
+# ----------------------------------------------------------------------------- the package and its moved modules
+def test_viz_is_a_package_of_small_modules_re_exporting_every_public_function():
+    import ast
+    import importlib
+    from pathlib import Path
+    folder = Path(viz.__file__).parent
+    for path in sorted(folder.glob("*.py")):
+        text = path.read_text()
+        assert len(text.splitlines()) < 400, f"{path.name} is {len(text.splitlines())} lines"
+        tree = ast.parse(text)
+        for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef)):
+            assert fn.end_lineno - fn.lineno + 1 <= 80, f"{path.name}:{fn.name} is over 80 lines"
+            if path.stem != "__init__" and not fn.name.startswith("_"):
+                module = importlib.import_module(f"cmmc_lib.viz.{path.stem}")
+                assert getattr(viz, fn.name) is getattr(module, fn.name), f"viz.{fn.name} is not re-exported"
+                assert fn.name in viz.__all__
+
+
+def _step():
+    rows = [{"method": m, "amp": amp, "channels_last": False, "compiled": False, "clips_per_s": v}
+            for m, amp, v in (("moco", "off", 100.0), ("cmmc", "off", 80.0), ("moco", "bf16", 200.0),
+                              ("cmmc", "bf16", 150.0))] + [{"method": "cmmc", "error": "out of memory"}]
+    extra = {"cmmc/moco@off": {"moco_ms": 10.0, "method_ms": 12.5, "extra_ms": 2.5, "source_forward_ms": 1.5,
+                               "mixing_ms": 0.5, "other_ms": 0.5}}
+    return {"results": rows, "ratios": {"extra_time": extra}, "device": "cpu", "preset": "tiny", "batch": 8}
+
+
+def test_bench_figures_draw_throughput_breakdown_loader_and_cost():
+    ax = viz.step_throughput(_step()).axes[0]
+    assert sorted(round(p.get_height()) for p in ax.patches) == [80, 100, 150, 200]   # the failed row is left out
+    assert [t.get_text() for t in ax.get_legend().get_texts()] == ["fp32", "bf16"]
+    ax = viz.cmmc_breakdown(_step()).axes[0]
+    assert any(t.get_text() == "x1.25" for t in ax.texts)                             # CMMC's step over MoCo's
+    loaders = {"frames": {"modalities": ["rgb"], "results": [{"workers": 0, "clips_per_s": 50.0},
+                                                             {"workers": 2, "clips_per_s": 90.0}]}}
+    ax = viz.loader_throughput(loaders, {"cmmc": 80.0}).axes[0]
+    assert list(ax.lines[0].get_ydata()) == [50.0, 90.0] and any(np.allclose(l.get_ydata(), 80.0) for l in ax.lines)
+    cost = {"stages": [{"stage": "stage 1", "method": "moco", "gpu_hours": 30.0},
+                       {"stage": "stage 2", "method": "cmmc", "gpu_hours": 20.0}],
+            "gpu_hours": 50.0, "wall_hours_on": {"1": 50.0, "8": 6.0}, "scaling": 0.9}
+    fig = viz.recipe_cost(cost)
+    assert [p.get_height() for p in fig.axes[0].patches] == [30.0, 20.0] and "50 GPU-hours" in fig.axes[0].get_title()
+
+
+def test_pose_figures_draw_skeletons_streams_tesseract_and_heatmaps():
+    from cmmc_lib.registry import skeleton_layout
+    layout = skeleton_layout("synthetic")
+    pose = np.stack([np.linspace(10, 50, 15), np.linspace(5, 60, 15), np.ones(15)], -1)
+    fig = viz.skeleton_over_frame(np.zeros((64, 64, 3), np.uint8), pose, layout, "a frame")
+    ax = fig.axes[0]
+    assert len(ax.lines) == len(layout.bones) and ax.get_title() == "a frame"
+    pose[3, 2] = 0.0                                                     # an unseen joint: its bones are not drawn
+    ax = viz.skeleton_over_frame(np.zeros((64, 64, 3), np.uint8), pose, layout).axes[0]
+    assert len(ax.lines) == len(layout.bones) - sum(3 in b for b in layout.bones)
+    x = np.random.default_rng(0).normal(size=(3, 10, 15, 2)).astype(np.float32)
+    fig = viz.stream_panels(x, {"joint": x, "motion": np.diff(x, axis=1, append=x[:, -1:]), "bone": x}, layout,
+                            frames=(0, 4, 8))
+    assert len(fig.axes) == 6 and "motion" in fig.axes[1].get_title()
+    box = (slice(0, 4), slice(2, 6), slice(0, 5), slice(0, 2))
+    fig = viz.skeleton_tesseract((8, 10, 15, 2), box, 0.8)
+    cut = fig.axes[0].get_images()[0].get_array()
+    assert cut.shape == (10, 15) and cut[2, 0] == 0.5 and cut[0, 0] == 0 and "lam = 0.800" in fig._suptitle.get_text()
+    rgb, heat = np.zeros((3, 4, 8, 8), np.float32), np.zeros((5, 4, 8, 8), np.float32)
+    heat[1, :, 2, 2] = 1.0                                               # the left arm's channel
+    fig = viz.heatmap_clip(rgb, heat, frames=(0, 3))
+    shown = np.asarray(np.array(fig.axes).reshape(2, 2)[1, 0].get_images()[0].get_array())
+    assert shown[0, 0].tolist() == [1.0, 1.0, 1.0] and shown[2, 2].tolist() != [1.0, 1.0, 1.0]

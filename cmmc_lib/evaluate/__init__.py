@@ -9,10 +9,11 @@
 * :mod:`.fusion`    two-stream fusion (mean probabilities; summed similarities);
 * :mod:`.examples`  what the lessons show: retrieved examples, neighbour agreement, weighted fusion;
 * :mod:`.chance`    chance levels (R@k of a random ranking, accuracy) and spreads (binomial SE,
-                    exact p-values, mean +- std over seeds) for every number the lessons print;
+                    exact p-values) for every number the lessons print (over seeds:
+                    :mod:`cmmc_lib.tables`);
 * :mod:`.runner`    ``evaluate_run``: a run folder through one protocol (``cmmc eval``).
 """
-from .chance import (Measured, accuracy_chance, binomial_se, mean_std, measure_accuracy, measure_recall,
+from .chance import (Measured, accuracy_chance, binomial_se, measure_accuracy, measure_recall,
                      recall_at_k_chance)
 from .common import classification_summary, confusion_matrix, topk_accuracy
 from .features import FeatureCache, Features, extract_features, feature_cache_key, split_features
@@ -28,5 +29,5 @@ __all__ = ["FeatureCache", "Features", "extract_features", "feature_cache_key", 
            "two_stream_similarity", "classification_summary", "confusion_matrix", "linear_probe",
            "topk_accuracy", "bench_retrieval", "hit_rate_from_similarity", "nearest_neighbours",
            "prepare_features", "retrieval_hit_rate", "similarity_matrix", "evaluate_run",
-           "format_result", "Measured", "accuracy_chance", "binomial_se", "mean_std", "measure_accuracy",
+           "format_result", "Measured", "accuracy_chance", "binomial_se", "measure_accuracy",
            "measure_recall", "recall_at_k_chance"]

@@ -26,7 +26,10 @@ Spread
 * :func:`poisson_binomial_tail` / :class:`Measured.p_value`: the exact one-sided probability of
   scoring at least as many hits as observed if the representation were at chance (each query
   with its own hit probability, so unbalanced splits are handled exactly).
-* :func:`mean_std`: mean and sample standard deviation over seeds (training reruns).
+
+Over training seeds (reruns), a number's mean and spread, and the paired differences between two
+methods, are :mod:`cmmc_lib.tables`'s (:func:`~cmmc_lib.tables.summarize`): the sample std over
+several seeds, this module's :func:`binomial_se` for one.
 
 Everything is exact and plain Python / torch (no scipy); ``tests/test_evaluate_chance.py``
 checks it against brute-force enumeration.
@@ -41,7 +44,7 @@ from dataclasses import dataclass, field
 import torch
 
 __all__ = ["hit_chance", "recall_at_k_chance", "query_hit_chances", "accuracy_chance", "majority_rate",
-           "binomial_se", "poisson_binomial_tail", "mean_std", "Measured", "SeedSpread",
+           "binomial_se", "poisson_binomial_tail", "Measured",
            "measure_rate", "measure_accuracy", "measure_recall", "neighbour_chance"]
 
 
@@ -169,19 +172,6 @@ def poisson_binomial_tail(probs: Sequence[float], hits: int) -> float:
     return min(1.0, max(0.0, math.fsum(dist[hits:])))
 
 
-def mean_std(values: Iterable[float]) -> tuple[float, float, int]:
-    """``(mean, sample standard deviation (ddof = 1), n)`` of values over seeds; the std is
-    ``nan`` for a single value (one run says nothing about the spread)."""
-    xs = [float(v) for v in values]
-    if not xs:
-        raise ValueError("no values")
-    mean = math.fsum(xs) / len(xs)
-    if len(xs) == 1:
-        return mean, math.nan, 1
-    var = math.fsum((x - mean) ** 2 for x in xs) / (len(xs) - 1)
-    return mean, math.sqrt(var), len(xs)
-
-
 # ----------------------------------------------------------------------------- a number with its context
 @dataclass
 class Measured:
@@ -252,22 +242,3 @@ def measure_recall(rk: dict, query_labels, gallery_labels) -> dict[int, Measured
         probs = query_hit_chances(queries, gallery_labels, k)
         out[k] = measure_rate(value, len(queries), sum(probs) / len(probs), probs)
     return out
-
-
-@dataclass
-class SeedSpread:
-    """A number measured over several training seeds: ``values`` and their mean +- std."""
-    values: list[float]
-
-    @property
-    def mean(self) -> float:
-        return mean_std(self.values)[0]
-
-    @property
-    def std(self) -> float:
-        return mean_std(self.values)[1]
-
-    def __str__(self) -> str:
-        if len(self.values) == 1:
-            return f"{self.values[0]:.3f} (1 seed)"
-        return f"{self.mean:.3f} ± {self.std:.3f} (std over {len(self.values)} seeds)"

@@ -1,22 +1,22 @@
 """Figures of lesson 09 (pose): a skeleton over its RGB frame, the joint / motion / bone streams,
 the skeleton tesseract, pose heatmaps beside their frames, and the accuracy table as bars.
 
-Draws only: every number comes from the library (to be merged into :mod:`cmmc_lib.viz`).
-Functions return a matplotlib Figure and never save it (the lesson does, ``lesson.savefig``).
+Draws only: every number comes from the library. Functions return a matplotlib Figure and never
+save it (the lesson does, ``lesson.savefig``).
 """
 from __future__ import annotations
 
 from typing import Sequence
 
+import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.colors import to_rgb
+
+from ..tables import row_label
+from .colours import method_colour
 
 PART_COLOURS = ("#444444", "#d62728", "#1f77b4", "#ff7f0e", "#2ca02c")   # trunk, left arm, right arm, left leg, right leg
 PART_NAMES = ("trunk", "left arm", "right arm", "left leg", "right leg")
-
-
-def _plt():
-    import matplotlib.pyplot as plt
-    return plt
 
 
 def _part_colour(layout, joint: int) -> str:
@@ -51,7 +51,6 @@ def draw_skeleton(ax, pose: np.ndarray, layout, min_conf: float = 0.0, lw: float
 
 def skeleton_over_frame(frame: np.ndarray, pose: np.ndarray, layout, title: str = "", min_conf: float = 0.0):
     """The RGB frame (H, W, 3) uint8 with the skeleton (J, 3) / (M, J, 3) in its pixels on top."""
-    plt = _plt()
     h, w = frame.shape[:2]
     fig, ax = plt.subplots(figsize=(6.4, 6.4 * h / w + 0.4))
     ax.imshow(frame)
@@ -76,7 +75,6 @@ def stream_panels(sample: np.ndarray, streams: dict[str, np.ndarray], layout, fr
     (each bone's direction and length, where it sits is gone). Bottom: one joint's x over time in
     each stream (default: a hand, the joint that moves most).
     """
-    plt = _plt()
     x = np.asarray(sample)[..., 0]                               # (C, T, J)
     fig, axes = plt.subplots(2, 3, figsize=(11, 6.4), gridspec_kw={"height_ratios": [3, 2]})
     shades = np.linspace(0.35, 1.0, len(frames))
@@ -118,7 +116,6 @@ def stream_panels(sample: np.ndarray, streams: dict[str, np.ndarray], layout, fr
 def skeleton_tesseract(shape: Sequence[int], box: Sequence[slice], lam: float, title: str = ""):
     """The tesseract of a skeleton feature map (C, T, V, M): for each person, the fraction of
     channels cut at every (frame, joint). Both panels are the same: one box for both persons."""
-    plt = _plt()
     c, t, v, m = shape
     mask = np.zeros(tuple(shape), bool)
     mask[tuple(box)] = True
@@ -140,8 +137,6 @@ def skeleton_tesseract(shape: Sequence[int], box: Sequence[slice], lam: float, t
 def heatmap_clip(rgb: np.ndarray, heat: np.ndarray, frames: Sequence[int] = (0, 3, 6), title: str = ""):
     """RGB frames beside the pose heatmap volume of the same view: rgb (3, T, S, S) in [-1, 1],
     heat (P, T, S, S) in [0, 1]; each body-part channel in its colour."""
-    plt = _plt()
-    from matplotlib.colors import to_rgb
     rgb, heat = np.asarray(rgb), np.asarray(heat)
     cols = np.array([to_rgb(PART_COLOURS[p % len(PART_COLOURS)]) for p in range(heat.shape[0])])
     fig, axes = plt.subplots(2, len(frames), figsize=(2.4 * len(frames), 5), squeeze=False)
@@ -160,8 +155,9 @@ def heatmap_clip(rgb: np.ndarray, heat: np.ndarray, frames: Sequence[int] = (0, 
 
 def accuracy_bars(rows: list[dict], chance: float, title: str = ""):
     """The pose study's rows (``cmmc_lib.pose_study.aggregate``) as grouped bars: one group per
-    stream, one bar per variant, each seed a dot, chance a dashed line."""
-    plt = _plt()
+    stream, one bar per variant in its method's registry colour (hatched when it is not the
+    method's own row, e.g. the stage-1 networks), its spread as an error bar (std over seeds; one
+    seed: its binomial SE), each seed a dot, chance a dashed line."""
     streams = list(dict.fromkeys(r["stream"] for r in rows))
     variants = list(dict.fromkeys(r["variant"] for r in rows))
     fig, ax = plt.subplots(figsize=(1.8 + 1.6 * len(streams), 3.4))
@@ -172,12 +168,13 @@ def accuracy_bars(rows: list[dict], chance: float, title: str = ""):
             if row is None:
                 continue
             x = i + (j - (len(variants) - 1) / 2) * width
-            ax.bar(x, 100 * row["mean"], width, color=f"C{j}", alpha=0.75, label=variant if i == 0 else None,
-                   yerr=100 * row["std"], capsize=3)
+            ax.bar(x, 100 * row["mean"], width, color=method_colour(row["method"]), alpha=0.75,
+                   hatch=None if row["variant"] == row["method"] else "//", label=row["name"] if i == 0 else None,
+                   yerr=100 * row["spread"], capsize=3)
             ax.scatter([x] * len(row["values"]), [100 * v for v in row["values"]], s=10, c="k", zorder=3)
     ax.axhline(100 * chance, ls="--", c="grey", lw=1, label=f"chance {100 * chance:.0f}%")
     ax.set_xticks(range(len(streams)), streams)
-    ax.set_ylabel("linear top-1 (%)")
+    ax.set_ylabel(f"linear top-1 (%), error bars: {row_label(rows)}", fontsize=8)
     ax.set_ylim(0, 100)
     ax.legend(fontsize=7, ncol=2)
     ax.set_title(title, fontsize=9)

@@ -1,7 +1,6 @@
-"""Figures of lesson 06 (GPU training) from :mod:`cmmc_lib.bench` results. They draw only.
-
-Kept apart from ``viz.py`` for now (another engineer is editing it); they belong there and can
-move as they are. Each function returns a matplotlib ``Figure``.
+"""Figures of lesson 06 (GPU training) from :mod:`cmmc_lib.bench` results: step throughput, where
+CMMC's extra time goes, the loader, and the cost of a full reproduction. They draw only; each
+returns a matplotlib ``Figure``.
 """
 from __future__ import annotations
 
