@@ -13,7 +13,7 @@ import torch
 from matplotlib.patches import Rectangle
 
 
-FLOW_PX_PER_UNIT = 20.0     # flow clips hold px / 20 (METHOD.md section 5: clipped to +-20 px)
+FLOW_PX_PER_UNIT = 20.0     # flow clips hold px / 20 (docs/method.md section 5: clipped to +-20 px)
 
 
 def flow_to_rgb(flow) -> np.ndarray:

@@ -196,7 +196,7 @@ def soft_targets_heatmap(targets, queue_cols: int = 0, lam: float | None = None,
 
 def cmmc_pipeline(k: int, l: int, shape_k: Sequence[int], shape_l: Sequence[int], num_blocks: int,
                   lam: float | None = None):
-    """The CMMC step as a picture (METHOD.md section 2), each step labelled with the library
+    """The CMMC step as a picture (docs/method.md section 2), each step labelled with the library
     call that does it. ``shape_k`` / ``shape_l``: the per-sample (C, T, H, W) maps after ``k``
     blocks of the RGB network and ``l`` blocks of the flow network (``Backbone.block_shapes``)."""
     fig, ax = plt.subplots(figsize=(13, 5.2))
@@ -218,8 +218,8 @@ def cmmc_pipeline(k: int, l: int, shape_k: Sequence[int], shape_l: Sequence[int]
     node(0.05, top, "x1\nRGB clip\nof video i", "#e8f0fe")
     node(0.05, mid, "x2\nflow clip of\nvideo perm(i)", "#e6f4ea")
     node(0.05, bot, "x1'\nanother clip\nof video i", "#e8f0fe")
-    node(0.2, top, f"f1 blocks 0..{k - 1}\n(RGB, trained)", "#d2e3fc", "f1.forward_until(x1, k)")
-    node(0.2, mid, f"f2 blocks 0..{l - 1}\n(flow, frozen)", "#ceead6", "f2.forward_until(x2, l)")
+    node(0.2, top, f"f1 blocks 1..{k}\n(RGB, trained)", "#d2e3fc", "f1.forward_until(x1, k)")
+    node(0.2, mid, f"f2 blocks 1..{l}\n(flow, frozen)", "#ceead6", "f2.forward_until(x2, l)")
     node(0.35, top, f"g1k\n{shape(map(str, shape_k))}", "#ffffff")
     node(0.35, mid, f"g2l\n{shape(map(str, shape_l))}", "#ffffff")
     lam_txt = f"lam = {lam:.2f} of g1k kept" if lam is not None else "lam = kept fraction of g1k"
