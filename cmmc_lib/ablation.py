@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -34,12 +35,14 @@ from .config import Config, preset
 from .data.datasets import build_dataset
 from .evaluate.chance import accuracy_chance, recall_at_k_chance
 from .evaluate.runner import evaluate_run
-from .pipeline import Stage, final_networks, plan_pipeline, run_pipeline
-from .runs import RunFolder
-from .tables import (Difference, Summary, Variant, append_jsonl, collect, dataset_note, fmt_cell, read_jsonl,
-                     row_label, spread_note)
+from .files import append_jsonl, read_jsonl
+from .pipeline import Stage, final_networks, is_complete, plan_pipeline, run_pipeline
+from .runs import FolderLock, RunFolder
+from .tables import (Difference, Summary, Variant, collect, dataset_note, fmt_cell, row_label, spread_note)
 from .tables import markdown_table as render_markdown
 from .tables import paired_difference as paired
+
+log = logging.getLogger(__name__)
 
 DATASETS = ("pretrain", "transfer")
 STREAMS = ("rgb", "flow", "two-stream")
@@ -137,8 +140,12 @@ def plan_ablation(base: Config, seeds: list[int], out: str | Path, table: str = 
 
 # ----------------------------------------------------------------------------- evaluation
 def evaluate_variant(p: VariantRun, protocol: str, dataset: str, transfer: dict, device: str) -> dict[str, Any]:
-    """One protocol on one dataset for one variant of one seed: RGB, flow and their fusion."""
-    nets = final_networks(p.stages())
+    """One protocol on one dataset for one variant of one seed: RGB, flow and their fusion. Only a
+    variant whose every stage finished is evaluated (ValueError otherwise)."""
+    stages = p.stages()
+    if not is_complete(stages):
+        raise ValueError(f"seed {p.seed} {p.variant.name}: not every stage has finished; train it first")
+    nets = final_networks(stages)
     (rgb_dir, rgb_mod), (flow_dir, flow_mod) = nets["rgb"], nets["flow"]
     kw = {"ks": (1, 5, 10, 20)} if protocol == "retrieval" else {}
     res = evaluate_run(rgb_dir, protocol, other_run=flow_dir, modality=rgb_mod, other_modality=flow_mod,
@@ -149,7 +156,8 @@ def evaluate_variant(p: VariantRun, protocol: str, dataset: str, transfer: dict,
     out = {"seed": p.seed, "method": p.variant.name, "protocol": protocol, "dataset": dataset,
            "num_test": res.get("num_test", res.get("num_queries")),
            "num_train": res.get("num_train", res.get("num_gallery")),
-           "num_classes": len(res.get("classes", [])) or None, "seconds": round(res["seconds"], 2)}
+           "num_classes": len(res.get("classes", [])) or None, "seconds": round(res["seconds"], 2),
+           "skipped_test": (res.get("skipped") or {}).get("test", [])}
     for stream in STREAMS:
         for metric, (proto, key) in METRICS.items():
             if proto == protocol:
@@ -164,9 +172,13 @@ def run_ablation(base: Config, seeds: list[int], out: str | Path, table: str = "
     of variants not run yet read as "-").
 
     Returns ``table`` (aggregated rows, see :func:`aggregate`), ``files``, ``seconds``."""
+    with FolderLock(out, "ablation folder"):
+        return _run_ablation(base, seeds, Path(out), table, transfer, curves, device, progress, variants)
+
+
+def _run_ablation(base, seeds, out: Path, table, transfer, curves, device, progress, variants) -> dict[str, Any]:
     spec = TABLES[table]
-    started, out = time.perf_counter(), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
     transfer = transfer if transfer is not None else transfer_data(base)
     plans = plan_ablation(base, seeds, out, table, curves and table == "ablation", variants)
     results_path = out / "results.jsonl"
@@ -175,13 +187,17 @@ def run_ablation(base: Config, seeds: list[int], out: str | Path, table: str = "
     evals = [(p, proto, ds) for p in plans if p.variant.name in spec.variants for proto in protocols
              for ds in DATASETS]
     bar = tqdm(total=len(plans) + len(evals), desc=table, disable=not progress, dynamic_ncols=True)
+    unfinished = set()
     for p in plans:
         bar.set_postfix_str(f"seed {p.seed} {p.variant.name}")
-        run_pipeline(p.cfg, p.root, p.stage1_root)
+        if not run_pipeline(p.cfg, p.root, p.stage1_root)["finished"]:      # cut short (run.max_steps)
+            unfinished.add((p.seed, p.variant.name))
         bar.update(1)
     for p, protocol, dataset in evals:
         bar.set_postfix_str(f"seed {p.seed} {p.variant.name} {protocol} {dataset}")
-        if (p.seed, p.variant.name, protocol, dataset) not in done:
+        if (p.seed, p.variant.name) in unfinished:
+            log.warning("seed %d %s: a stage did not finish its schedule: not evaluated", p.seed, p.variant.name)
+        elif (p.seed, p.variant.name, protocol, dataset) not in done:
             append_jsonl(results_path, evaluate_variant(p, protocol, dataset, transfer, device))
         bar.update(1)
     bar.close()
@@ -189,7 +205,7 @@ def run_ablation(base: Config, seeds: list[int], out: str | Path, table: str = "
     rows = aggregate(records, spec)
     files = write_tables(rows, records, spec, out, base, transfer)
     return {"out": str(out), "table_name": table, "seeds": list(seeds), "table": rows, "files": files,
-            "seconds": time.perf_counter() - started}
+            "seconds": time.perf_counter() - started, "unfinished": sorted(unfinished)}
 
 
 def aggregate(records: list[dict[str, Any]], spec: Table) -> list[dict[str, Any]]:
@@ -255,6 +271,9 @@ def markdown_table(rows: list[dict[str, Any]], spec: Table, sizes: dict[str, dic
             levels = {m: chance[f"{m}/{d}"] for m in spec.metrics if f"{m}/{d}" in chance}
             notes.append(dataset_note(d, sizes[d]["num_test"], sizes[d]["num_train"], sizes[d]["num_classes"],
                                       levels))
+            if sizes[d].get("skipped"):
+                notes.append(f"{d}: {len(sizes[d]['skipped'])} unreadable test video(s) left out of the evaluations "
+                             f"(not counted, listed in results.jsonl): {', '.join(sizes[d]['skipped'][:5])}")
     notes.append("The poster's numbers are S3D on UCF101 (pre-training) and HMDB51 (transfer): they show "
                  "the direction of the effects the synthetic data can reproduce, not numbers to match.")
     return render_markdown(head, body, notes)
@@ -272,6 +291,8 @@ def write_tables(rows, records, spec: Table, out: Path, base: Config, transfer: 
                                                     r["dataset"])))
     sizes = {r["dataset"]: {k: r[k] for k in ("num_test", "num_train", "num_classes")}
              for r in records if r["protocol"] == "linear"}
+    for d in sizes:
+        sizes[d]["skipped"] = sorted({v for r in records if r["dataset"] == d for v in r.get("skipped_test", [])})
     md_path.write_text(markdown_table(rows, spec, sizes, chance_levels(base, transfer)))
     return {"csv": str(csv_path), "markdown": str(md_path)}
 

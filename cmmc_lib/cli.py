@@ -49,6 +49,9 @@ def cmd_data_probe(a) -> dict:
     missing = [str(p) for p in paths if not p.exists()]
     if missing:
         raise CLIError(f"no such file: {missing[0]}")
+    odd = [str(p) for p in paths if not p.is_file()]
+    if odd:                              # a pipe would block the decoder for ever, a folder is no video
+        raise CLIError(f"not a regular file (a folder, a pipe or a device): {odd[0]}")
     results = probe_videos(paths, progress=not a.json)
     failed = sum(1 for r in results if r.get("errors"))
     return {"videos": results, "ok": len(results) - failed, "failed": failed, "failed_run": failed > 0}
@@ -66,7 +69,8 @@ def fmt_probe(r: dict) -> str:
 
 def cmd_data_check(a) -> dict:
     from .data.check import check_dataset
-    result = check_dataset(a.dataset, Path(a.root), split=a.split, decode=a.decode, trust_pickle=a.trust_pickle)
+    from .data.skeleton import pickles_trusted
+    result = check_dataset(a.dataset, Path(a.root), split=a.split, decode=a.decode, trust_pickle=pickles_trusted())
     empty = [name for name, c in result["subsets"].items() if not c["found"]]
     if empty:
         result.setdefault("notes", []).append(f"no video found for: {', '.join(empty)}")
@@ -98,6 +102,8 @@ def _check_problems(r: dict) -> str:
     problems = []
     for name, c in r["subsets"].items():
         counts = [f"{c[k]} {k}" for k in ("missing", "unreadable") if c.get(k)]
+        if not c.get("expected"):
+            counts.append("the list is empty")
         if counts:
             problems.append(f"{name} {', '.join(counts)}")
     return "; ".join(problems)
@@ -157,13 +163,19 @@ def cmd_pretrain(a) -> dict:
         cfg = preset(a.preset, overrides)
     if a.json:
         cfg.run.progress = False
-    return pretrain(cfg, run_dir=a.run_dir, resume=a.resume)
+    result = pretrain(cfg, run_dir=a.run_dir, resume=a.resume)
+    result["failed_run"] = bool(result["skipped_videos"] or result["missing_videos"])   # exit 1: inputs failed
+    return result
 
 
 def fmt_pretrain(r: dict) -> str:
     knn = f", kNN R@1 {r['knn_r1']:.3f}" if r.get("knn_r1") is not None else ""
     text = (f"run folder: {r['run_dir']}\n{r['steps']} steps in {r['seconds']:.1f} s, "
             f"final loss {r['final_loss']:.4f}{knn}")
+    for what, videos in (("unreadable", r.get("skipped_videos")), ("missing", r.get("missing_videos"))):
+        if videos:
+            text += (f"\n{len(videos)} {what} training video(s) left out (others drawn in their place): "
+                     + ", ".join(videos[:5]) + (" ..." if len(videos) > 5 else ""))
     if not r.get("finished"):
         text += f"\nnot finished: continue with cmmc pretrain --resume --run-dir {r['run_dir']}"
     return text
@@ -212,7 +224,11 @@ def fmt_pipeline(r: dict) -> str:
     lines = [f"{s['name']:<14} {'reused' if s['reused'] else 'trained'}  kNN R@1 "
              f"{s['knn_r1'] if s['knn_r1'] is None else format(s['knn_r1'], '.3f')}  -> {s['run_dir']}"
              for s in r["stages"]]
-    lines.append("final networks: " + ", ".join(f"{m} {d}" for m, d in r["final"].items()))
+    if r.get("finished"):
+        lines.append("final networks: " + ", ".join(f"{m} {d}" for m, d in r["final"].items()))
+    else:
+        lines.append(f"stopped: {r.get('stopped_at')} did not finish its schedule; run the same command again "
+                     f"to continue")
     return "\n".join(lines)
 
 
@@ -423,6 +439,13 @@ def _verb(parent, name, fn: Callable, fmt: Callable = _fmt_generic, **kw):
     return sp
 
 
+def _trust_pickle_option(sp) -> None:
+    """``--trust-pickle``: this invocation may unpickle .pkl inputs (never a run folder's setting)."""
+    sp.add_argument("--trust-pickle", action="store_true",
+                    help="ntu60: read .pkl inputs for this command (unpickling can run code: only files you "
+                         "trust; the same as CMMC_TRUST_PICKLE=1)")
+
+
 def _add_mask(sub) -> None:
     """cmmc mask."""
     sp = _verb(sub, "mask", cmd_mask, fmt_mask, help="sample one tesseract and print it")
@@ -445,8 +468,7 @@ def _add_data(sub) -> None:
     sp.add_argument("--root", required=True)
     sp.add_argument("--split", type=int, default=1)
     sp.add_argument("--decode", action="store_true", help="also decode every video to find unreadable ones")
-    sp.add_argument("--trust-pickle", action="store_true",
-                    help="ntu60: read .pkl inputs (unpickling can run code: only files you trust)")
+    _trust_pickle_option(sp)
     sp = _verb(data, "synth", cmd_data_synth, fmt_synth, help="write the synthetic dataset")
     sp.add_argument("--out", default=None, help="default: data/synthetic/<size>")
     sp.add_argument("--size", default="tiny", choices=list(SYNTHETIC_SIZES))
@@ -492,6 +514,7 @@ def _add_training(sub) -> None:
     sp.add_argument("--modality", default=None, choices=available(MODALITIES))
     sp.add_argument("--run-dir", default=None, help="default: <run.out_root>/<preset>-<method>-<modality>-s<seed>")
     sp.add_argument("--resume", action="store_true", help="continue the run in --run-dir from its last checkpoint")
+    _trust_pickle_option(sp)
     sp.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. lr=3e-4 ssl.layer_k=3")
 
     sp = _verb(sub, "eval", cmd_eval, fmt_eval, help="downstream evaluation of a run")
@@ -508,6 +531,7 @@ def _add_training(sub) -> None:
     sp.add_argument("--data-seed", type=int, default=None, help="synthetic data: the generator seed (transfer set)")
     sp.add_argument("--modality", default=None, help="which network of a run that trained two (joint)")
     sp.add_argument("--other-modality", default=None, help="which network of --other-run")
+    _trust_pickle_option(sp)
 
     sp = _verb(sub, "pipeline", cmd_pipeline, fmt_pipeline,
                help="the recipe: stage 1 (each modality alone), then alternate cycles of the method")
@@ -515,6 +539,7 @@ def _add_training(sub) -> None:
     sp.add_argument("--method", default=None, choices=available(METHODS), help="the stage-2 method")
     sp.add_argument("--run-dir", default=None, help="default: <run.out_root>/<preset>-<method>-pipeline")
     sp.add_argument("--plan", action="store_true", help="print the stages and where they go; train nothing")
+    _trust_pickle_option(sp)
     sp.add_argument("overrides", nargs="*", help="key=value, e.g. schedule.cycles=2 schedule.alternate=false")
 
     sp = _verb(sub, "ablate", cmd_ablate, fmt_ablate,
@@ -526,6 +551,7 @@ def _add_training(sub) -> None:
     sp.add_argument("--out", default=None, help="default: runs/ablation-<preset>")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--no-curves", action="store_true", help="skip CMMC w/o alternate training (the curves)")
+    _trust_pickle_option(sp)
     sp.add_argument("overrides", nargs="*", help="key=value config overrides")
 
 
@@ -649,22 +675,24 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
                         format="%(levelname)s %(name)s: %(message)s")
+    if getattr(args, "trust_pickle", False):       # for this invocation and the processes it starts
+        from .data.skeleton import TRUST_PICKLE_ENV
+        os.environ[TRUST_PICKLE_ENV] = "1"
     try:
         result = args.fn(args)
         _leave_process_group()
     except (CLIError, ValueError, OSError, KeyError, RuntimeError) as exc:
-        msg = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        print(f"cmmc: error: {msg}", file=sys.stderr)
+        say(f"cmmc: error: {_first_line(exc)}")
         return 2
     except Exception as exc:                        # an unforeseen failure: still one line, details on -v
         log.debug("traceback", exc_info=True)
-        print(f"cmmc: error: {type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-              f" (run with -v for the traceback)", file=sys.stderr)
+        say(f"cmmc: error: {type(exc).__name__}: {_first_line(exc)} (run with -v for the traceback)")
         return 2
-    except KeyboardInterrupt:                       # a verb that does not stop gracefully itself
-        print("cmmc: interrupted", file=sys.stderr)
+    except KeyboardInterrupt as exc:                # Ctrl-C: what was done is kept; the same command continues
+        done = getattr(exc, "result", None) or {}
+        say(f"cmmc: interrupted: {exc}" if str(exc) else "cmmc: interrupted: run the same command again to continue")
         if args.json:
-            write_stdout(strict_json({"interrupted": True}))
+            write_stdout(strict_json({**done, "interrupted": True}))
         return 130
     if os.environ.get("RANK", "0") != "0":          # under torchrun only rank 0 reports
         return 0
@@ -673,6 +701,16 @@ def main(argv: list[str] | None = None) -> int:
     if isinstance(result, dict) and result.get("interrupted"):
         return 130
     return 0 if not (isinstance(result, dict) and result.get("failed_run")) else 1
+
+
+def _first_line(exc: BaseException) -> str:
+    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+def say(line: str) -> None:
+    """One line on stderr, on a line of its own even while a progress bar is drawn there."""
+    from tqdm.auto import tqdm          # on use, as every import here (module docstring)
+    tqdm.write(line, file=sys.stderr)
 
 
 def _leave_process_group() -> None:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import logging
 import math
 import os
 from dataclasses import dataclass, field, fields
@@ -21,6 +22,8 @@ from pathlib import Path
 from typing import Any, Callable, get_args, get_origin, get_type_hints
 
 from .registry import BACKBONES, DATASETS, METHODS, MODALITIES, lookup
+
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -58,7 +61,6 @@ class DataConfig:
     shear: float = 0.5                  # SkeletonCLR's shear amplitude (0: off)
     temporal_pad: int = 6               # temporal crop: pad T // temporal_pad mirrored frames (0: off)
     ntu_source: str = "auto"            # NTU-60 input: auto | arrays | skeletons | pickle (data/README.md)
-    trust_pickle: bool = False          # allow .pkl inputs (unpickling can run code: trusted files only)
     heatmap_sigma: float = 1.0          # pose heatmaps: Gaussian sigma in pixels of the crop
     heatmap_limbs: bool = False         # pose heatmaps: add each part's limbs (segments) to its channel
     pose_noise: float = 0.0             # synthetic 2-D poses as an estimator reports them: jitter std in
@@ -191,9 +193,18 @@ class Config:
         cfg = cls()
         for section in _sections(cfg):
             for k, v in d.get(section, {}).items():
+                if (section, k) in RETIRED_KEYS:
+                    if v:
+                        log.warning("ignoring %s.%s=%r: %s", section, k, v, RETIRED_KEYS[(section, k)])
+                    continue
                 _set_field(getattr(cfg, section), k, v)
         cfg.preset = d.get("preset", cfg.preset)
         return cfg
+
+
+#: Keys older versions wrote into config.json that are no longer settings, and why.
+RETIRED_KEYS = {("data", "trust_pickle"): "permission to unpickle .pkl inputs comes from the command (--trust-pickle "
+                                         "or CMMC_TRUST_PICKLE=1), never from a file that travels with a run"}
 
 
 def data_root(d: DataConfig) -> Path:
@@ -203,9 +214,13 @@ def data_root(d: DataConfig) -> Path:
         return Path(d.root).expanduser()
     base = Path(os.environ.get("CMMC_DATA_ROOT", "data"))
     if d.dataset == "synthetic":
-        suffix = f"-seed{d.synthetic_seed}" if d.synthetic_seed else ""
-        return base / "synthetic" / f"{d.synthetic_size}{suffix}"
+        return base / "synthetic" / synthetic_folder_name(d)
     return base / d.dataset
+
+
+def synthetic_folder_name(d: DataConfig) -> str:
+    """The folder name of a synthetic set: ``<size>``, or ``<size>-seed<seed>`` for a seed other than 0."""
+    return f"{d.synthetic_size}-seed{d.synthetic_seed}" if d.synthetic_seed else d.synthetic_size
 
 
 def _tiny() -> Config:

@@ -292,8 +292,8 @@ def _check_sizes(shape: tuple[int, ...]) -> None:
 
 
 def _check_alpha(alpha: float) -> None:
-    if not alpha > 0:
-        raise ValueError(f"alpha must be > 0 (Beta(alpha, alpha)), got {alpha}")
+    if not (alpha > 0 and math.isfinite(alpha)):
+        raise ValueError(f"alpha must be a finite number > 0 (Beta(alpha, alpha)), got {alpha}")
 
 
 def _check_dims(dims: str, letters: str) -> str:

@@ -26,7 +26,8 @@ from typing import Any
 
 from .config import Config, ScheduleConfig, validate
 from .registry import METHODS
-from .train import train_or_load
+from .runs import FolderLock, RunFolder
+from .train import Interrupted, train_or_load
 
 log = logging.getLogger(__name__)
 
@@ -123,16 +124,35 @@ def final_networks(stages: list[Stage]) -> dict[str, tuple[Path, str]]:
 def run_pipeline(cfg: Config, root: str | Path, stage1_root: str | Path | None = None) -> dict[str, Any]:
     """Train (or reuse, or resume) every stage of :func:`plan_pipeline` in order.
 
-    Returns ``stages`` (name, run_dir, reused, final kNN R@1, seconds) and ``final``
-    (``{modality: run_dir}`` of the last network of each modality).
+    Returns ``stages`` (name, run_dir, reused, final kNN R@1, seconds), ``final`` (``{modality:
+    run_dir}`` of the last network of each modality) and ``finished``. A stage that stops before
+    the end of its schedule is never used: Ctrl-C raises :class:`~cmmc_lib.train.Interrupted` (with
+    what was done), and a stage cut short otherwise (``run.max_steps``) ends the pipeline there
+    (``finished`` False, ``stopped_at`` its name). Running the same pipeline again continues it.
     """
     stages = plan_pipeline(cfg, root, stage1_root)
-    done = []
+    with FolderLock(root, "pipeline folder"):
+        return _run_stages(cfg, root, stages)
+
+
+def _run_stages(cfg: Config, root: str | Path, stages: list[Stage]) -> dict[str, Any]:
+    done: list[dict[str, Any]] = []
+    summary = {"root": str(root), "method": cfg.ssl.method, "stages": done, "finished": False}
     for i, stage in enumerate(stages, start=1):
         log.info("[%d/%d] %s", i, len(stages), stage.describe())
         result = train_or_load(stage.cfg, stage.run_dir)
         done.append({"name": stage.name, "run_dir": str(stage.run_dir), "modality": stage.modality,
                      "reused": result["reused"], "knn_r1": result.get("knn_r1"),
-                     "seconds": result.get("seconds", 0.0)})
+                     "seconds": result.get("seconds", 0.0), "finished": result["finished"]})
+        if result["interrupted"]:
+            raise Interrupted(f"stopped in {stage.name} ({stage.run_dir}); run the same command again to continue",
+                              {**summary, "stopped_at": stage.name, "interrupted": True})
+        if not result["finished"]:
+            return {**summary, "stopped_at": stage.name, "final": {}}
     final = {m: str(run_dir) for m, (run_dir, _) in final_networks(stages).items()}
-    return {"root": str(root), "method": cfg.ssl.method, "stages": done, "final": final}
+    return {**summary, "final": final, "finished": True}
+
+
+def is_complete(stages: list[Stage]) -> bool:
+    """Whether every stage has finished its schedule (what an evaluation of the result needs)."""
+    return all(RunFolder(s.run_dir).is_finished() for s in stages)

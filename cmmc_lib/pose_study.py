@@ -30,8 +30,9 @@ from typing import Any, Sequence
 from .config import SKELETON_SETTINGS, Config, preset
 from .evaluate.runner import evaluate_run
 from .pipeline import final_networks, plan_pipeline, run_pipeline
-from .tables import (Variant, append_jsonl, collect, dataset_note, fmt_cell, markdown_table as render_markdown,
-                     read_jsonl, spread_note)
+from .runs import FolderLock
+from .files import append_jsonl, read_jsonl
+from .tables import (Variant, collect, dataset_note, fmt_cell, markdown_table as render_markdown, spread_note)
 
 log = logging.getLogger(__name__)
 
@@ -89,8 +90,12 @@ def pose_study(preset_name: str, route: str, seeds: Sequence[int], out: str | Pa
     ``stage1``: also evaluate the stage-1 networks (MoCo for half the epochs: free, they are trained
     anyway). Returns ``records`` (one per seed and variant), ``rows`` (aggregated), ``files``, ``seconds``.
     """
-    started, out = time.perf_counter(), Path(out)
-    out.mkdir(parents=True, exist_ok=True)
+    with FolderLock(out, "study folder"):
+        return _pose_study(preset_name, route, seeds, Path(out), overrides, variants, device, stage1, probe_epochs)
+
+
+def _pose_study(preset_name, route, seeds, out: Path, overrides, variants, device, stage1, probe_epochs):
+    started = time.perf_counter()
     base = study_config(preset_name, route, overrides)
     a, b = ROUTES[route]
     results = out / "results.jsonl"
@@ -100,7 +105,9 @@ def pose_study(preset_name: str, route: str, seeds: Sequence[int], out: str | Pa
             cfg = copy.deepcopy(base)
             cfg.run.seed, cfg.ssl.method = int(seed), VARIANT_ROWS[variant].method
             root, stage1_root = out / f"seed{seed}" / variant, out / f"seed{seed}"
-            run_pipeline(cfg, root, stage1_root)
+            if not run_pipeline(cfg, root, stage1_root)["finished"]:        # cut short: nothing to evaluate
+                log.warning("seed %d %s: a stage did not finish its schedule: not evaluated", seed, variant)
+                continue
             nets = final_networks(plan_pipeline(cfg, root, stage1_root))
             todo = [(variant, nets)]
             if stage1:

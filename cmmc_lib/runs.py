@@ -20,16 +20,22 @@ is :mod:`cmmc_lib.ssl.factory`'s job.
 from __future__ import annotations
 
 import csv
+import fcntl
+import io
 import json
 import logging
 import os
+import socket
+import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import torch
 
 from .config import Config
-from .files import atomic_write, first_line, load_state, save_state
+from .files import (UnsafeFileError, append_jsonl, atomic_write, first_line, load_state, read_jsonl,
+                    remove_stale_temp_files, save_state)
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +51,14 @@ METRIC_FIELDS = ["kind", "epoch", "step", "loss", "acc", "lam", "pos_sim", "neg_
 _INT_FIELDS = ("epoch", "step")
 
 
-class UnsafeFileError(ValueError):
-    """A file that would need to run code to load (not only tensors, numbers, strings, lists, dicts)."""
-
-
 # ----------------------------------------------------------------------------- metrics.csv
 class MetricsLog:
     """``metrics.csv``: one row per step (kind=step) and per epoch (kind=epoch).
 
     Rows are appended under the file's own header (a file written by another version, with
     columns reordered or added, keeps them); :meth:`truncate_after` drops the rows a resumed run
-    will write again, leaving every other row exactly as it was.
+    will write again, leaving every other row exactly as it was. A torn last row (a write cut
+    short: no newline at the end of the file) is never read and is cut off before the next write.
     """
 
     def __init__(self, path: Path, enabled: bool = True):
@@ -64,6 +67,7 @@ class MetricsLog:
     def write(self, row: dict[str, Any]) -> None:
         if not self.enabled:
             return
+        self._heal()
         header = self._header()
         if header is None or set(METRIC_FIELDS) - set(header):
             header = (header or []) + [f for f in METRIC_FIELDS if f not in (header or [])]
@@ -84,17 +88,32 @@ class MetricsLog:
         return [_parse_row(r, n, self.path) for n, r in enumerate(self._raw_rows(), start=2)]
 
     def _header(self) -> list[str] | None:
-        if not self.path.is_file():
-            return None
-        with open(self.path, newline="") as f:
-            header = next(csv.reader(f), None)
+        header = next(csv.reader(io.StringIO(self._complete_text(), newline="")), None)
         return header or None
 
-    def _raw_rows(self) -> list[dict[str, str]]:
+    def _complete_text(self) -> str:
+        """The file up to its last newline (a torn last row left out, with a warning)."""
         if not self.path.is_file():
-            return []
-        with open(self.path, newline="") as f:
-            return list(csv.DictReader(f))
+            return ""
+        with open(self.path, newline="") as f:            # bytes as they are: csv ends rows with \r\n
+            text = f.read()
+        if text and not text.endswith("\n"):
+            log.warning("%s: leaving out a torn last row (a write cut short): %r", self.path,
+                        text[text.rfind("\n") + 1:][:60])
+            text = text[:text.rfind("\n") + 1]
+        return text
+
+    def _heal(self) -> None:
+        """Cut a torn last row off the file before appending to it."""
+        if self.path.is_file() and self.path.stat().st_size:
+            with open(self.path, "rb") as f:
+                f.seek(-1, os.SEEK_END)
+                torn = f.read(1) != b"\n"
+            if torn:
+                os.truncate(self.path, len(self._complete_text().encode()))
+
+    def _raw_rows(self) -> list[dict[str, str]]:
+        return list(csv.DictReader(io.StringIO(self._complete_text(), newline="")))
 
     def _rewrite(self, header: list[str], rows: list[dict[str, str]]) -> None:
         def write(tmp: Path) -> None:
@@ -217,16 +236,32 @@ class RunFolder:
         return state
 
     def resume_checkpoint(self, map_location: str | torch.device = "cpu") -> dict[str, Any] | None:
-        """The checkpoint a resumed run continues from: ``last.pt``, else (with a warning) the
-        newest step checkpoint, else None (nothing was saved: start over)."""
+        """The checkpoint a resumed run continues from: ``last.pt``, else (with a warning) the newest
+        intact step checkpoint, else None (nothing was saved: start over).
+
+        A torn or empty checkpoint (a write cut short) is passed over with a warning for the next
+        older one; a file that would run code (:class:`~cmmc_lib.files.UnsafeFileError`) is never
+        passed over: it stops the resume. ValueError when checkpoints exist but none is intact."""
         needs = ("config", "method", "optimizer", "step", "epoch", "batch")
-        if self.has_checkpoint("last"):
-            return self.load_checkpoint("last", map_location, needs)
-        steps = self.step_checkpoints()
-        if not steps:
-            return None
-        log.warning("%s has no %s: resuming from %s", self.path, LAST, steps[-1].name)
-        return self.load_checkpoint(steps[-1].name, map_location, needs)
+        candidates = [self.checkpoint_path("last")] * self.has_checkpoint("last") + self.step_checkpoints()[::-1]
+        broken = []
+        for path in candidates:
+            try:
+                state = self.load_checkpoint(path.name, map_location, needs)
+            except UnsafeFileError:
+                raise
+            except ValueError as exc:
+                log.warning("%s: passing over an unreadable checkpoint: %s", self.path, exc)
+                broken.append(path.name)
+                continue
+            if path.name != LAST:
+                log.warning("%s: resuming from %s (%s)", self.path, path.name,
+                            f"{', '.join(broken)} unreadable" if broken else f"no {LAST}")
+            return state
+        if broken:
+            raise ValueError(f"{self.path} holds no intact checkpoint ({', '.join(broken)} are unreadable): delete "
+                             f"its checkpoints/ folder to start the run over")
+        return None
 
     def is_finished(self) -> bool:
         """True when the folder holds the final checkpoint of a completed run (train-or-load)."""
@@ -238,14 +273,75 @@ class RunFolder:
 
     # ------------------------------------------------------------------ evaluations
     def append_eval(self, result: dict[str, Any]) -> None:
-        self.path.mkdir(parents=True, exist_ok=True)
-        with open(self.eval_path, "a") as f:
-            f.write(json.dumps(result, sort_keys=True) + "\n")
+        """Add one evaluation to ``eval.jsonl`` (an append-only log: a torn last line heals)."""
+        append_jsonl(self.eval_path, result)
 
     def read_evals(self) -> list[dict[str, Any]]:
-        if not self.eval_path.is_file():
-            return []
-        return [json.loads(line) for line in self.eval_path.read_text().splitlines() if line.strip()]
+        return read_jsonl(self.eval_path)
+
+    # ------------------------------------------------------------------ one writer
+    def lock(self, command: str = "") -> FolderLock:
+        """The run folder's lock (:class:`FolderLock`): one writer at a time."""
+        return FolderLock(self.path, "run folder", command)
+
+    def remove_stale_files(self) -> None:
+        """Delete what killed writers left half-written (``.*.tmp-*``); only under :meth:`lock`."""
+        for folder in (self.path, self.path / CKPT_DIR, self.features_dir):
+            remove_stale_temp_files(folder)
+
+
+class FolderLockedError(ValueError):
+    """Another process holds the folder's lock (exit status 2 at the command line)."""
+
+
+class FolderLock:
+    """An OS lock (``fcntl.flock``) on ``<folder>/.lock``, held while one process writes the folder.
+
+    A second writer fails at once with :class:`FolderLockedError`, naming the holder (its process
+    id, host, command and start time, which the holder writes into the file). The OS drops the lock
+    when its process ends, however it ends (``kill -9`` included), so a stale lock cannot exist.
+    A folder this lock created and that holds nothing else when the lock is released (a start that
+    failed before writing anything) is removed again.
+    """
+
+    def __init__(self, folder: str | Path, what: str = "folder", command: str = ""):
+        self.folder, self.what = Path(folder), what
+        self.command = command or " ".join(Path(a).name if i == 0 else a for i, a in enumerate(sys.argv))[:200]
+        self._file = None
+
+    @property
+    def path(self) -> Path:
+        return self.folder / ".lock"
+
+    def __enter__(self) -> "FolderLock":
+        self.created = not self.folder.exists()
+        self.folder.mkdir(parents=True, exist_ok=True)
+        f = open(self.path, "a+")
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            f.seek(0)
+            holder = f.read().strip() or "another process"
+            f.close()
+            raise FolderLockedError(f"{self.what} {self.folder} is in use by {holder}: wait for it to finish "
+                                    f"or choose another folder") from None
+        f.seek(0)
+        f.truncate()
+        f.write(f"pid {os.getpid()} on {socket.gethostname()} ({self.command}, since "
+                f"{time.strftime('%Y-%m-%d %H:%M:%S')})\n")
+        f.flush()
+        self._file = f
+        return self
+
+    def __exit__(self, *exc) -> bool:
+        f, self._file = self._file, None
+        if f is not None:
+            if self.created and [p.name for p in self.folder.iterdir()] == [self.path.name]:
+                self.path.unlink(missing_ok=True)        # a start that wrote nothing leaves nothing
+                self.folder.rmdir()
+            fcntl.flock(f, fcntl.LOCK_UN)
+            f.close()
+        return False
 
 
 # ----------------------------------------------------------------------------- shortcuts

@@ -24,10 +24,7 @@ results print as JSON. :class:`Variant` names what a row trained.
 """
 from __future__ import annotations
 
-import json
-import logging
 import math
-import os
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +33,6 @@ from typing import Any
 from .evaluate.chance import binomial_se
 from .registry import METHODS
 
-log = logging.getLogger(__name__)
 
 Z_975 = 1.959963984540054          # the standard normal's 0.975 quantile
 
@@ -71,69 +67,6 @@ class Variant:
     def overrides(self) -> list[str]:
         """The config overrides that train it: ``ssl.method`` and ``schedule.alternate``."""
         return [f"ssl.method={self.method}", f"schedule.alternate={str(self.alternate).lower()}"]
-
-
-# ----------------------------------------------------------------------------- append-only logs
-def _scan(path: Path) -> tuple[list[dict], int, tuple[int, str] | None]:
-    """The records of a JSONL file, the byte offset after its last good line, and its torn last
-    line ``(line number, why)`` if any; ValueError with ``file:line`` for a bad line before the end."""
-    data = path.read_bytes()
-    records: list[dict] = []
-    good_end, pos, lineno, bad = 0, 0, 0, None
-    while pos < len(data):
-        newline = data.find(b"\n", pos)
-        end = len(data) if newline < 0 else newline + 1
-        text, lineno = data[pos:end].strip(), lineno + 1
-        pos = end
-        if not text:
-            if newline >= 0 and bad is None:
-                good_end = end
-            continue
-        if bad is not None:
-            raise ValueError(f"{path}:{bad[0]}: {bad[1]}; a bad line before the end of the log is damage, "
-                             "not a torn last write: repair or remove it by hand")
-        try:
-            if newline < 0:
-                raise ValueError("no newline at its end (a write cut short)")
-            record = json.loads(text.decode("utf-8"))
-            if not isinstance(record, dict):
-                raise ValueError("not a JSON object")
-        except ValueError as e:              # JSONDecodeError and UnicodeDecodeError are ValueErrors
-            bad = (lineno, f"not a complete JSON record ({e})")
-            continue
-        records.append(record)
-        good_end = end
-    return records, good_end, bad
-
-
-def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
-    """The records of an append-only JSONL log (``[]`` when it does not exist). A torn last line
-    is dropped with a warning; a bad line before the end raises ValueError (``file:line``)."""
-    path = Path(path)
-    if not path.is_file():
-        return []
-    records, _, bad = _scan(path)
-    if bad is not None:
-        log.warning("%s:%d: dropped a torn last line (%s); the next append cuts it off", path, *bad)
-    return records
-
-
-def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
-    """Append one record as one line (created with its folder if needed). A torn last line is cut
-    off first (the log heals); a log damaged before its end is refused (ValueError, ``file:line``)."""
-    path = Path(path)
-    line = json.dumps(dict(record)) + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.is_file():
-        _, good_end, bad = _scan(path)
-        if good_end < path.stat().st_size:
-            if bad is not None:
-                log.warning("%s:%d: cut off a torn last line (%s) before appending", path, *bad)
-            os.truncate(path, good_end)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(line)
-        f.flush()
-        os.fsync(f.fileno())
 
 
 # ----------------------------------------------------------------------------- a number over seeds

@@ -58,6 +58,17 @@ class NonFiniteLossError(RuntimeError):
     """Raised when a step's loss is NaN or infinite; the last checkpoint is left intact."""
 
 
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C stopped a run inside a longer job (a pipeline, a table, a study): the job stops there,
+    never uses the stopped run, and says what it had done (``result``); the same command again
+    continues it. A KeyboardInterrupt, so that nothing between here and the command line mistakes
+    it for an error to recover from."""
+
+    def __init__(self, message: str, result: dict | None = None):
+        super().__init__(message)
+        self.result = result or {}
+
+
 class GracefulInterrupt:
     """Ctrl-C (SIGINT) during training: finish the current step, write a checkpoint, stop.
 
@@ -219,13 +230,15 @@ def resume_config(run_dir: str | Path, overrides: list[str] | tuple[str, ...] = 
 
 
 def open_run(run: RunFolder, cfg: Config, resume: bool, env: Env) -> dict | None:
-    """Get ``run`` ready to train ``cfg``; returns the checkpoint to continue from, or None.
+    """Check that ``run`` can train ``cfg`` and return the checkpoint to continue from, or None.
+    Writes nothing (:func:`start_run` does, once everything is built), so a start or a resume
+    that fails leaves the folder as it was; only what killed writers left half-written goes.
 
     Without ``resume`` a folder holding checkpoints is refused; with it, a folder holding no run
-    is refused. The checkpoint is loaded before anything is written, so a resume that cannot
-    load leaves the folder as it was. A fresh start drops the rows of a run that died before
-    its first checkpoint.
+    is refused.
     """
+    if env.main:
+        run.remove_stale_files()
     has_ckpt = run.has_checkpoint("last") or bool(run.step_checkpoints())
     if has_ckpt and not resume:
         raise ValueError(f"run folder {run.path} already holds checkpoints: pass --resume to continue "
@@ -239,12 +252,17 @@ def open_run(run: RunFolder, cfg: Config, resume: bool, env: Env) -> dict | None
         if changed:
             log.warning("resuming %s with changed settings (the resumed run is no longer exactly the "
                         "uninterrupted one unless these are run-time only): %s", run.path, ", ".join(changed))
+    return ckpt
+
+
+def start_run(run: RunFolder, cfg: Config, ckpt: dict | None, env: Env) -> None:
+    """Write the run's config; a fresh start also drops the rows of a run that died before its
+    first checkpoint."""
     if env.main:
         if ckpt is None:
             run.metrics.path.unlink(missing_ok=True)
         run.path.mkdir(parents=True, exist_ok=True)
         run.write_config(cfg)
-    return ckpt
 
 
 def restore(ckpt: dict, method: torch.nn.Module, optimizer: torch.optim.Optimizer, run: RunFolder) -> Position:
@@ -483,7 +501,7 @@ class EpochLog:
         for n, (epoch, step, lr, seconds, _, _) in enumerate(pending):
             if not math.isfinite(checked[n]):
                 last = self.run.checkpoint_path("last")
-                raise NonFiniteLossError(f"loss is {checked[n]} at step {step - 1} (epoch {epoch}): stopping; "
+                raise NonFiniteLossError(f"loss is {checked[n]} at step {step} (epoch {epoch}): stopping; "
                                          f"the last good checkpoint {last if last.is_file() else '(none yet)'} is "
                                          f"intact - lower the learning rate and resume")
             row = dict(zip(logged[n], stats[offsets[n]:offsets[n + 1]]))
@@ -524,26 +542,40 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
 
     ``resume=True`` continues the run in ``run_dir`` from its last checkpoint (a folder that
     holds no run is refused); without it, a folder that already holds checkpoints is refused.
-    ``run.max_steps`` caps the run's total number of optimiser steps.
+    ``run.max_steps`` caps the run's total number of optimiser steps. The run folder is locked
+    for the whole run (one writer: a second ``pretrain`` on it stops at once, naming this one).
     """
     validate(cfg)
     env = setup_env(cfg)
     run = RunFolder(run_dir or Path(cfg.run.out_root) / default_run_name(cfg))
-    ckpt = open_run(run, cfg, resume, env)
-    torch.manual_seed(cfg.run.seed)
-    train_ds, monitor = build_training_data(cfg, env)
-    method = prepare_method(build_method(cfg, build_source(cfg)), cfg, env)
-    optimizer = make_optimizer(method, cfg, env)
-    if ckpt is None:
-        initialise(method, cfg)
-    pos = restore(ckpt, method, optimizer, run) if ckpt else Position()
-    resumed_from = pos.step if ckpt else None
+    with run.lock() if env.main else nullcontext():
+        ckpt = open_run(run, cfg, resume, env)
+        torch.manual_seed(cfg.run.seed)
+        train_ds, monitor = build_training_data(cfg, env)
+        method = prepare_method(build_method(cfg, build_source(cfg)), cfg, env)
+        optimizer = make_optimizer(method, cfg, env)
+        if ckpt is None:
+            initialise(method, cfg)
+        start_run(run, cfg, ckpt, env)
+        pos = restore(ckpt, method, optimizer, run) if ckpt else Position()
+        result = train_loop(run, cfg, env, train_ds, monitor, method, optimizer, pos)
+    if result["interrupted"]:
+        log.warning("stopped at step %d; continue with: cmmc pretrain --resume --run-dir %s", pos.step, run.path)
+    if env.world > 1:          # every rank done with this run; the group lives on for a pipeline's next stage
+        dist.barrier()
+    return {**result, "resumed_from": pos.step if ckpt else None, "device": str(env.device),
+            "skipped_videos": train_ds.skipped_items(), "missing_videos": list(getattr(train_ds, "missing", []))}
+
+
+def train_loop(run: RunFolder, cfg: Config, env: Env, train_ds, monitor, method, optimizer,
+               pos: Position) -> dict[str, Any]:
+    """The loop: batch -> loss -> optimiser step -> metrics row -> checkpoint; at the end of each
+    epoch the kNN monitor and an epoch row; a checkpoint at the end (and when Ctrl-C stops it)."""
     model = method if env.world == 1 else torch.nn.parallel.DistributedDataParallel(
         method, device_ids=[env.device.index] if env.device.type == "cuda" else None)
     steps_per_epoch = len(train_ds) // cfg.optim.batch_size
     started, last_loss, last_knn, stop = time.perf_counter(), math.nan, None, False
     loader = TrainLoader(train_ds, cfg, env)
-
     with GracefulInterrupt(enabled=env.world == 1) as interrupt, closing(loader):
         while pos.epoch < cfg.optim.epochs and not stop:
             lr = lr_at(cfg.optim, pos.epoch)
@@ -576,17 +608,10 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
             epoch_log.end(pos, lr, knn)
             last_loss = getattr(epoch_log, "epoch_mean", last_loss)    # as train_or_load reports a reused run
             pos.epoch, pos.batch = pos.epoch + 1, 0
-    save(run, cfg, method, optimizer, pos, env)
-
-    if interrupt.requested:
-        log.warning("stopped at step %d; continue with: cmmc pretrain --resume --run-dir %s", pos.step, run.path)
-    if env.world > 1:          # every rank done with this run; the group lives on for a pipeline's next stage
-        dist.barrier()
+        save(run, cfg, method, optimizer, pos, env)
     return {"run_dir": str(run.path), "steps": pos.step, "epochs": pos.epoch,
             "seconds": time.perf_counter() - started, "final_loss": last_loss, "knn_r1": last_knn,
-            "resumed_from": resumed_from, "finished": pos.epoch >= cfg.optim.epochs,
-            "interrupted": interrupt.requested, "skipped_videos": getattr(train_ds, "num_skipped", 0),
-            "device": str(env.device)}
+            "finished": pos.epoch >= cfg.optim.epochs, "interrupted": interrupt.requested}
 
 
 def train_or_load(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
@@ -607,5 +632,5 @@ def train_or_load(cfg: Config, run_dir: str | Path) -> dict[str, Any]:
         epochs = [r for r in rows if r["kind"] == "epoch"]
         return {"run_dir": str(run.path), "reused": True, "steps": rows[-1]["step"] if rows else 0,
                 "final_loss": epochs[-1]["loss"] if epochs else math.nan,
-                "knn_r1": epochs[-1]["knn_r1"] if epochs else None}
+                "knn_r1": epochs[-1]["knn_r1"] if epochs else None, "finished": True, "interrupted": False}
     return {**pretrain(cfg, run.path, resume=run.exists()), "reused": False}

@@ -11,6 +11,7 @@ from _data_fixtures import corrupt_copy, write_ucf_like_root, write_video, movin
 from cmmc_lib.config import DataConfig
 from cmmc_lib.data.datasets import MultiModalClips, build_dataset, worker_options
 from cmmc_lib.data.splits import VideoEntry
+from cmmc_lib.data.items import SeededItems
 
 MODS = ("rgb", "flow", "pose")
 
@@ -188,8 +189,12 @@ def test_build_dataset_rejects_bad_requests(cfg, tmp_path, monkeypatch):
         build_dataset(DataConfig(dataset="ucf101", root=str(tmp_path / "nowhere")), "train", True, ("rgb",))
     (tmp_path / "not-synthetic").mkdir()
     (tmp_path / "not-synthetic" / "notes.txt").write_text("mine")      # never overwritten by the generator
-    with pytest.raises(ValueError, match="holds no synthetic dataset"):
+    with pytest.raises(FileNotFoundError, match="holds no synthetic dataset.*cmmc data synth --size tiny"):
         build_dataset(DataConfig(dataset="synthetic", root=str(tmp_path / "not-synthetic")), "train", True)
+    (tmp_path / "empty").mkdir()                # a folder the user named: the generator writes nothing there
+    with pytest.raises(FileNotFoundError, match="holds no synthetic dataset"):
+        build_dataset(DataConfig(dataset="synthetic", root=str(tmp_path / "empty")), "train", True)
+    assert list((tmp_path / "empty").iterdir()) == []
 
 
 def test_hmdb51_root_and_short_videos(tmp_path):
@@ -265,34 +270,53 @@ def test_worker_options_prefetch_and_persistent_workers():
         worker_options(2, prefetch=0)
 
 
-def test_skipping_datasets_return_the_next_readable_item_and_warn_once(caplog):
-    from cmmc_lib.data.skipping import SkipsUnreadable
+class Items(SeededItems):
+    """Four toy items, some unreadable: what every dataset of the loop shares."""
+    noun = "clip"
 
-    class Items(SkipsUnreadable):
-        noun = "clip"
+    def __init__(self, bad, train=True):
+        self.bad, self.labels = set(bad), [7, 8, 9, 10]
+        self._init_items(4, seed=0, substitute=train)
 
-        def __init__(self, bad):
-            self.bad, self._skipped, self._warned = set(bad), [0] * 4, set()
+    def __len__(self):
+        return 4
 
-        def __len__(self):
-            return 4
+    def _item(self, j):
+        if j in self.bad:
+            raise OSError(f"broken {j}")
+        return {"index": j, "draw": float(self.item_rng(j).random())}
 
-        def _item(self, j):
-            if j in self.bad:
-                raise OSError(f"broken {j}")
-            return {"index": j}
+    def _name(self, j):
+        return f"c{j}"
 
-        def _name(self, j):
-            return f"c{j}"
+    def _origin(self):
+        return "the toy set"
 
-        def _origin(self):
-            return "the toy set"
 
+def test_training_items_skip_to_the_next_readable_one_and_warn_once(caplog):
     ds = Items(bad={1, 2})
     assert [ds[i]["index"] for i in (0, 1, 2, 1, -1)] == [0, 3, 3, 3, 3]
     assert caplog.text.count("skipping unreadable clip c1: broken 1") == 1
-    assert ds._skipped == [0, 1, 1, 0] and ds.num_skipped == 2
+    assert ds._skipped.tolist() == [0, 1, 1, 0] and ds.num_skipped == 2 and ds.skipped_items() == ["c1", "c2"]
     with pytest.raises(IndexError, match="out of range for 4 clips"):
         ds[4]
     with pytest.raises(RuntimeError, match="no readable clip among the 4 of the toy set"):
         Items(bad={0, 1, 2, 3})[0]
+
+
+def test_evaluation_items_are_never_replaced_but_marked_skipped():
+    ds = Items(bad={1}, train=False)
+    assert [ds[i]["index"] for i in (0, 2, 3)] == [0, 2, 3]
+    assert ds[1] == {"skipped": True, "video": "c1", "index": 1, "label": 8}
+    assert ds.skipped_items() == ["c1"]
+
+
+def test_an_items_draws_depend_on_seed_epoch_and_index_only():
+    a, b = Items(bad=()), Items(bad=())
+    a.set_epoch(3)
+    b.set_epoch(3)
+    assert a[2]["draw"] == b[2]["draw"] != a[1]["draw"]
+    b.set_epoch(4)
+    assert b[2]["draw"] != a[2]["draw"]
+    with pytest.raises(ValueError, match="epoch must be >= 0"):
+        a.set_epoch(-1)

@@ -74,8 +74,8 @@ def test_ten_crop_test_averages_over_windows_and_crops():
             return torch.stack([-m, m], 1)
 
     test = bright_dark_dataset(4, windows=2, seed=3, size=10, noise=0.0)
-    p10, labels = predict_probabilities(Logit(), test, "rgb", ten_crop=True, crop_size=6)
-    p1, _ = predict_probabilities(Logit(), test, "rgb")
+    p10, labels, _, _ = predict_probabilities(Logit(), test, "rgb", ten_crop=True, crop_size=6)
+    p1, *_ = predict_probabilities(Logit(), test, "rgb")
     torch.testing.assert_close(p10, p1)
     assert labels.tolist() == [0, 1, 0, 1] and (p10.argmax(1) == labels).all()
 

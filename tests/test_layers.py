@@ -98,7 +98,8 @@ ALLOWED = {
     "ssl": {"models", "mixing", "registry", "config", "runs", "files"},
     "evaluate": {"data", "models", "ssl", "runs", "config", "registry", "mixing", "files", "devices", "jobs",
                  "flow"},
-    "viz": {"mixing", "registry", "evaluate"},
+    "tables": {"evaluate", "registry", "files"},
+    "viz": {"mixing", "registry", "evaluate", "tables", "files"},
 }
 
 

@@ -155,7 +155,7 @@ def test_two_bodies_of_a_skeleton_file_become_the_two_persons(tmp_path):
     assert float(x[0, :, :, 1].mean()) < -0.5                    # person 1 stands 1 m to the -x side of it
 
 
-def test_preprocessed_arrays_layout_and_pickles_only_when_trusted(tmp_path):
+def test_preprocessed_arrays_layout_and_pickles_only_when_trusted(tmp_path, monkeypatch):
     rng = np.random.default_rng(1)
     (tmp_path / "xsub").mkdir()
     data = np.zeros((4, 3, 300, 25, 2), np.float32)
@@ -166,13 +166,14 @@ def test_preprocessed_arrays_layout_and_pickles_only_when_trusted(tmp_path):
     with open(tmp_path / "xsub" / "val_label.pkl", "wb") as fh:  # ST-GCN's (names, labels)
         pickle.dump((["S001C001P003R001A004.skeleton", "S001C002P003R001A002.skeleton"], [3, 1]), fh)
     d = DataConfig(dataset="ntu60", root=str(tmp_path), split=1, skeleton_frames=20)
+    monkeypatch.delenv("CMMC_TRUST_PICKLE", raising=False)
     train = build_dataset(d, "train", True, ("joint", "bone"))
     assert train.src.kind == "arrays" and train.labels == [3, 1, 0, 2]
     assert train[0]["bone"].shape == (2, 3, 20, 25, 2)
     with pytest.raises(ValueError, match="trust_pickle"):
         build_dataset(d, "test", False, ("joint",))
-    test = build_dataset(DataConfig(dataset="ntu60", root=str(tmp_path), split=1, skeleton_frames=20,
-                                    trust_pickle=True), "test", False, ("joint",))
+    monkeypatch.setenv("CMMC_TRUST_PICKLE", "1")              # what --trust-pickle sets for one command
+    test = build_dataset(d, "test", False, ("joint",))
     assert test.videos == ["S001C001P003R001A004", "S001C002P003R001A002"] and test.groups == [3, 3]
     assert test.sources[0] != test.sources[1]
     np.testing.assert_allclose(test.sample(0), resize_frames(data[0], 20), atol=1e-6)   # its 80 valid frames -> 20
@@ -185,13 +186,14 @@ def test_preprocessed_arrays_layout_and_pickles_only_when_trusted(tmp_path):
 
 
 @pytest.mark.realdata
-def test_real_preprocessed_pickle_splits_by_sample_name():
+def test_real_preprocessed_pickle_splits_by_sample_name(monkeypatch):
     pkl = require_realdata("ntu60", "preprocessed", "xview_tiny_data.pkl")
     root = pkl.parents[1]
     d = DataConfig(dataset="ntu60", root=str(root), split=2, ntu_source="pickle")
+    monkeypatch.delenv("CMMC_TRUST_PICKLE", raising=False)
     with pytest.raises(ValueError, match="trust_pickle"):
         build_dataset(d, "test", False, ("joint",))
-    d.trust_pickle = True
+    monkeypatch.setenv("CMMC_TRUST_PICKLE", "1")
     test = build_dataset(d, "test", False, ("joint", "motion"))
     assert len(test) == 10 and test.labels == list(range(10))      # all filmed by camera 1: the xview test view
     item = test[3]

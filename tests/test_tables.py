@@ -1,5 +1,5 @@
-"""The tables core: append-only logs that heal a torn last line, one spread convention over seeds,
-paired differences with their 95 % interval, and markdown that never shows "± 0.0" or "nan"."""
+"""The tables core: one spread convention over seeds, paired differences with their 95 % interval,
+and markdown that never shows "± 0.0" or "nan" (its results logs are tests/test_files.py's)."""
 import json
 import logging
 import math
@@ -7,54 +7,9 @@ import math
 import pytest
 
 from cmmc_lib import tables
-from cmmc_lib.tables import (Summary, Variant, append_jsonl, collect, dataset_note, fmt_cell, fmt_spread, fmt_value,
-                             markdown_table, paired_difference, read_jsonl, row_label, spread_note, summarize,
+from cmmc_lib.tables import (Summary, Variant, collect, dataset_note, fmt_cell, fmt_spread, fmt_value,
+                             markdown_table, paired_difference, row_label, spread_note, summarize,
                              t_quantile_975, verdict)
-
-
-# ----------------------------------------------------------------------------- logs
-def test_a_log_reads_back_what_was_appended(tmp_path):
-    path = tmp_path / "deep" / "results.jsonl"
-    assert read_jsonl(path) == []
-    append_jsonl(path, {"seed": 0, "top1": 0.5})
-    append_jsonl(path, {"seed": 1, "top1": 0.25, "name": "a\nb"})
-    assert read_jsonl(path) == [{"seed": 0, "top1": 0.5}, {"seed": 1, "top1": 0.25, "name": "a\nb"}]
-    assert path.read_text().count("\n") == 2
-
-
-@pytest.mark.parametrize("torn", ['{"seed": 2, "top1": 0.', '{"seed": 2, "top1": 0.7}', '{"seed": 2, \n'])
-def test_a_torn_last_line_is_dropped_with_a_warning_and_healed_by_the_next_append(tmp_path, caplog, torn):
-    path = tmp_path / "results.jsonl"
-    good = '{"seed": 0, "top1": 0.5}\n{"seed": 1, "top1": 0.6}\n'
-    path.write_text(good + torn)                  # cut short: no newline, or half a record
-    with caplog.at_level(logging.WARNING, logger="cmmc_lib.tables"):
-        assert [r["seed"] for r in read_jsonl(path)] == [0, 1]
-    assert f"{path}:3" in caplog.text and "torn last line" in caplog.text
-    append_jsonl(path, {"seed": 2, "top1": 0.7})
-    assert path.read_text() == good + '{"seed": 2, "top1": 0.7}\n'           # healed: one record a line
-    caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="cmmc_lib.tables"):
-        assert [r["seed"] for r in read_jsonl(path)] == [0, 1, 2]
-    assert not caplog.text
-
-
-def test_a_torn_middle_is_refused_with_file_and_line(tmp_path):
-    path = tmp_path / "results.jsonl"
-    path.write_text('{"seed": 0}\n{"seed": 1, "top\n\n{"seed": 2}\n')
-    with pytest.raises(ValueError, match=rf"{path}:2: not a complete JSON record"):
-        read_jsonl(path)
-    with pytest.raises(ValueError, match=rf"{path}:2"):
-        append_jsonl(path, {"seed": 3})
-    assert path.read_text().endswith('{"seed": 2}\n')                         # nothing appended
-
-
-def test_blank_lines_are_no_records_and_a_line_must_be_an_object(tmp_path):
-    path = tmp_path / "r.jsonl"
-    path.write_text('{"a": 1}\n\n{"a": 2}\n')
-    assert read_jsonl(path) == [{"a": 1}, {"a": 2}]
-    path.write_text('[1, 2]\n{"a": 2}\n')
-    with pytest.raises(ValueError, match=r"r.jsonl:1: .*not a JSON object"):
-        read_jsonl(path)
 
 
 # ----------------------------------------------------------------------------- over seeds

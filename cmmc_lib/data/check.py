@@ -93,6 +93,9 @@ def _check_videos(dataset: str, root: Path, split: int, decode: bool, progress: 
                                                 with_flow)
         if missing or unreadable:
             out["ok"] = False
+        if not entries:                               # an empty list cannot train or test anything
+            out["ok"] = False
+            out["notes"].append(f"split {split} lists no {subset} videos: its {subset} list file is empty")
     official = OFFICIAL_COUNTS.get((dataset, split))
     counts = (out["subsets"]["train"]["expected"], out["subsets"]["test"]["expected"])
     if official and counts != official:

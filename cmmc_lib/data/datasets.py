@@ -58,10 +58,10 @@ from .skeleton import read_ntu_colour_pose, simulate_pose_estimator
 from .skeleton_clips import build_skeleton_dataset, pose_seed
 from .synthetic import ensure_synthetic
 from .rawframes import FrameReadError, count_frames, read_flow_frames
-from .splits import (VIDEO_EXTENSIONS, Split, VideoEntry, VideoIndex, load_split, ntu60_split, ntu_sample_names,
+from .splits import (Split, VideoEntry, VideoIndex, load_split, ntu60_split, ntu_sample_names,
                      parse_ntu_name, source_of)
 from .transforms import ClipTransform
-from .video import (VideoReadError, decode_video, eval_windows, read_clip, resized_hw,
+from .video import (VIDEO_EXTENSIONS, VideoReadError, decode_video, eval_windows, read_clip, resized_hw,
                     sample_train_windows, video_frame_size)
 
 log = logging.getLogger(__name__)
@@ -115,7 +115,7 @@ class MultiModalClips(SeededItems):
         names = [source_of(e.video) for e in self.entries]         # CoCLR's "same source video"
         ids = {n: i for i, n in enumerate(sorted(set(names)))}
         self.sources = [ids[n] for n in names]
-        self._init_items(len(self.entries), seed)
+        self._init_items(len(self.entries), seed, substitute=train)
         self._frames: dict[tuple[str, int], np.ndarray] = {}     # (modality, j) -> cached
         self._counts: dict[tuple[str, int], int] = {}            # (modality, j) -> frames
         self._pose_hw: dict[int, tuple[int, int]] = {}
@@ -131,6 +131,7 @@ class MultiModalClips(SeededItems):
         flow/pose, a warning for videos listed but absent."""
         if not entries:
             raise ValueError(f"no videos in this split of {self.root}")
+        self.missing: list[str] = []                  # listed by the split, absent from the folder
         needs_video = bool({"rgb", "pose", "heatmap"} & set(self.modalities))
         paths: list[Path | None] = [None] * len(entries)
         if needs_video:
@@ -147,6 +148,7 @@ class MultiModalClips(SeededItems):
                             len(entries), self.root / self.videos_dir, missing[0])
                 kept = [(e, p) for e, p in zip(entries, paths) if p is not None]
                 entries, paths = [e for e, _ in kept], [p for _, p in kept]
+            self.missing = missing
         if "flow" in self.modalities:
             no_flow = [e.video for e in entries if not (self.root / "flow" / e.video).is_dir()]
             if no_flow:

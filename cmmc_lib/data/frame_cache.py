@@ -36,9 +36,8 @@ import numpy as np
 
 from ..jobs import run_jobs
 from ..files import atomic_write
-from .rawframes import count_frames, read_flow_frames
-from .splits import VIDEO_EXTENSIONS
-from .video import decode_video
+from .rawframes import FrameReadError, count_frames, read_flow_frames
+from .video import VIDEO_EXTENSIONS, decode_video
 
 log = logging.getLogger(__name__)
 
@@ -104,10 +103,15 @@ class FrameCache:
         if key in self._open_maps:
             self._open_maps.move_to_end(key)
             return self._open_maps[key]
-        arr = np.load(self.file(modality, video_id), mmap_mode="r", allow_pickle=False)
+        path = self.file(modality, video_id)
+        try:
+            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+        except (OSError, ValueError) as exc:        # e.g. a truncated file: "mmap length is greater than ..."
+            raise FrameReadError(f"{path}: unreadable frame-cache file ({exc}); rebuild it with `cmmc data "
+                                 f"cache`") from None
         if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[-1] != _CHANNELS[modality] or not len(arr):
-            raise ValueError(f"{self.file(modality, video_id)}: expected uint8 (N, H, W, "
-                             f"{_CHANNELS[modality]}), got {arr.dtype} {arr.shape}")
+            raise FrameReadError(f"{path}: expected uint8 (N, H, W, {_CHANNELS[modality]}), got {arr.dtype} "
+                                 f"{arr.shape}; rebuild it with `cmmc data cache`")
         self._open_maps[key] = arr
         if len(self._open_maps) > self.keep_open:
             self._open_maps.popitem(last=False)

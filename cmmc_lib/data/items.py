@@ -6,9 +6,11 @@ that DataLoader workers see, and unreadable items skipped.
   replays the same batches after a resume, with any number of loader workers.
 * **The epoch** lives in shared memory: :meth:`~SeededItems.set_epoch` before iterating an epoch
   (with a DataLoader, before ``iter(loader)``) reaches persistent workers too.
-* **Unreadable items** are logged once and the next readable one is returned instead (i + 1,
-  i + 2, ... wrapping), so one corrupt file never stops a training run; ``num_skipped`` counts
-  them across the loader's workers.
+* **Unreadable items** are logged once. In training the next readable one is returned instead
+  (i + 1, i + 2, ... wrapping), so one corrupt file never stops a run; in evaluation nothing is
+  substituted (a test set must not count one video twice): the item comes back as a *skipped
+  marker*, ``{"skipped": True, "video", "index", "label"}``, which feature extraction leaves out
+  and reports. ``num_skipped`` counts them across the loader's workers.
 """
 from __future__ import annotations
 
@@ -29,10 +31,12 @@ class SeededItems(Dataset):
     unreadable: tuple[type[BaseException], ...] = (OSError,)
     noun = "item"
 
-    def _init_items(self, n: int, seed: int) -> None:
+    def _init_items(self, n: int, seed: int, substitute: bool = True) -> None:
+        """``substitute``: an unreadable item is replaced by the next readable one (training), or
+        returned as a skipped marker (evaluation)."""
         if seed < 0:
             raise ValueError(f"seed must be >= 0, got {seed}")
-        self.seed = int(seed)
+        self.seed, self.substitute = int(seed), substitute
         self._epoch = torch.zeros(1, dtype=torch.int64).share_memory_()     # seen by persistent workers
         self._skipped = torch.zeros(n, dtype=torch.uint8).share_memory_()
         self._warned: set[int] = set()
@@ -77,6 +81,13 @@ class SeededItems(Dataset):
         if not -n <= i < n:
             raise IndexError(f"index {i} out of range for {n} {self.noun}s")
         i %= n
+        if not self.substitute:
+            if not self._skipped[i]:
+                try:
+                    return self._item(i)
+                except self.unreadable as e:
+                    self._skip(i, e)
+            return self.skipped_marker(i)
         for step in range(n):
             j = (i + step) % n
             if self._skipped[j]:
@@ -86,6 +97,12 @@ class SeededItems(Dataset):
             except self.unreadable as e:
                 self._skip(j, e)
         raise RuntimeError(f"no readable {self.noun} among the {n} of {self._origin()}")
+
+    def skipped_marker(self, j: int) -> dict:
+        """What evaluation gets for an unreadable item: its identity, no data."""
+        labels = getattr(self, "labels", None)
+        return {"skipped": True, "video": self._name(j), "index": j,
+                "label": int(labels[j]) if labels is not None else -1}
 
     def _skip(self, j: int, err: BaseException) -> None:
         self._skipped[j] = 1

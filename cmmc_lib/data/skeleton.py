@@ -9,6 +9,7 @@ index 1 here).
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -378,12 +379,24 @@ class SkeletonArrays:
         return len(self.labels)
 
 
+#: The environment variable that lets this process (and its children) unpickle ``.pkl`` inputs.
+TRUST_PICKLE_ENV = "CMMC_TRUST_PICKLE"
+
+
+def pickles_trusted() -> bool:
+    """Whether the person who started this process allowed ``.pkl`` inputs for it: the
+    ``--trust-pickle`` option of the command (which sets :data:`TRUST_PICKLE_ENV`) or
+    ``CMMC_TRUST_PICKLE=1`` in the environment. Never a setting that travels in a file (a run's
+    ``config.json``): permission to run code comes from the keyboard, for one invocation."""
+    return os.environ.get(TRUST_PICKLE_ENV, "") == "1"
+
+
 def _load_pickle(path: Path, trust_pickle: bool):
     if not trust_pickle:
         raise ValueError(
             f"{path} is a pickle, and unpickling a file can run arbitrary code; pass "
-            "trust_pickle=True (CLI: --trust-pickle) only if you trust where it came from, "
-            "or convert it once to .npy arrays")
+            "trust_pickle=True (command line: --trust-pickle, or CMMC_TRUST_PICKLE=1) only if you trust "
+            "where it came from, or convert it once to .npy arrays")
     with open(path, "rb") as fh:
         return pickle.load(fh)
 

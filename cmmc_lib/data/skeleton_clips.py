@@ -20,7 +20,8 @@ its augmentations from ``numpy.random.default_rng([seed, e, i])`` only; call :me
 **Sources** (``data.ntu_source``; the layout of a root is in ``data/README.md``):
 
 * ``arrays``: ST-GCN / SkeletonCLR's preprocessed arrays ``<root>/<xsub|xview>/<train|val>_data[_joint].npy``
-  (memory-mapped) with ``<train|val>_label.npy`` or ``.pkl`` (pickles only with ``data.trust_pickle``);
+  (memory-mapped) with ``<train|val>_label.npy`` or ``.pkl`` (pickles only when the command allows them:
+  ``--trust-pickle`` or ``CMMC_TRUST_PICKLE=1``, :func:`~cmmc_lib.data.skeleton.pickles_trusted`);
 * ``pickle``: combined dicts ``{"data", "label", "sample_name"}`` in ``<root>/preprocessed/*.pkl``
   (trusted only), split by their sample names;
 * ``skeletons``: the raw ``<root>/skeletons/*.skeleton`` files, parsed on first use (and kept
@@ -46,7 +47,7 @@ import torch
 
 from .. import registry
 from ..config import DataConfig, data_root
-from .skeleton import (STREAMS, load_stgcn_arrays, normalize_2d_pose, preprocess_skeleton, read_ntu_xyz,
+from .skeleton import (STREAMS, load_stgcn_arrays, pickles_trusted, normalize_2d_pose, preprocess_skeleton, read_ntu_xyz,
                        resize_frames, shear, simulate_pose_estimator, skeleton_stream, temporal_crop)
 from .items import SeededItems
 from .synthetic import ensure_synthetic
@@ -110,7 +111,7 @@ class SkeletonClips(SeededItems):
         ids = {n: i for i, n in enumerate(sorted(set(source.source_names)))}
         self.sources = [ids[n] for n in source.source_names]
         self.cache = data.cache
-        self._init_items(len(self.labels), seed)
+        self._init_items(len(self.labels), seed, substitute=train)
         self._samples: dict[int, np.ndarray] = {}
 
     # ------------------------------------------------------------------ public API
@@ -332,7 +333,7 @@ def build_skeleton_dataset(cfg: DataConfig, subset: str, train: bool, streams: S
         if not root.is_dir():
             raise FileNotFoundError(f"dataset root {root} does not exist: see data/README.md (NTU RGB+D 60), or set "
                                     f"data.root=... or CMMC_DATA_ROOT")
-        source = ntu60_source(root, cfg.split, subset, cfg.ntu_source, cfg.trust_pickle, cfg.skeleton_frames)
+        source = ntu60_source(root, cfg.split, subset, cfg.ntu_source, pickles_trusted(), cfg.skeleton_frames)
     else:
         raise ValueError(f"dataset {cfg.dataset!r} has no skeletons; choose one of {', '.join(registry.POSE_DATASETS)}")
     return SkeletonClips(source, streams, train, cfg, seed)

@@ -27,10 +27,11 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 from typing import Iterable
 
+from .video import VIDEO_EXTENSIONS
+
 log = logging.getLogger(__name__)
 
 SUBSETS = ("train", "test")
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
 
 #: NTU RGB+D 60 cross-subject: performers (P) in the training set (Shahroudy et al. 2016).
 NTU60_XSUB_TRAIN_SUBJECTS = frozenset(

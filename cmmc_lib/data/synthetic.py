@@ -39,7 +39,7 @@ from tqdm.auto import tqdm
 from ..flow.estimators import FLOW_METHODS
 from ..flow.extract import extract_flow
 from ..flow.folders import is_flow_complete
-from ..config import DataConfig, data_root
+from ..config import DataConfig, data_root, synthetic_folder_name
 from ..files import atomic_write
 from .rawframes import FLOW_BOUND
 from .render import (BONES, CLASS_NAMES, JOINT_NAMES, class_scene, render_frames, sample_appearance,
@@ -362,7 +362,12 @@ def ensure_synthetic(cfg: DataConfig) -> Path:
     """The synthetic dataset is the embedded default: when its root holds no finished dataset it
     is generated there on first use (``cfg.synthetic_size``, ``cfg.synthetic_seed``; an
     interrupted generation is finished), with a line saying so. A root holding another dataset
-    (other size, seed or generator version) is refused with one line."""
+    (other size, seed or generator version) is refused with one line.
+
+    Only the set's own place is written to: a folder named as the set (``data/synthetic/tiny``,
+    ``.../cpu-seed1``: what ``data.root`` defaults to). Any other folder the user names must already
+    hold the data (FileNotFoundError with the command that writes it there), so a mistyped
+    ``data.root`` never fills a folder with generated videos."""
     root = data_root(cfg)
     if (root / "meta.json").is_file():                  # finished (perhaps a subset: videos=N)
         meta = read_meta(root)
@@ -372,6 +377,10 @@ def ensure_synthetic(cfg: DataConfig) -> Path:
                              f"{(cfg.synthetic_size, cfg.synthetic_seed, GENERATOR_VERSION)}: delete it or set "
                              f"data.root to another folder")
         return root
+    if root.name != synthetic_folder_name(cfg):
+        raise FileNotFoundError(f"data.root={root} holds no synthetic dataset (no meta.json); write one there with "
+                                f"`cmmc data synth --size {cfg.synthetic_size} --seed {cfg.synthetic_seed} --out {root}`, "
+                                f"or leave data.root out to use {synthetic_folder_name(cfg)} in the default place")
     size = SYNTHETIC_SIZES[cfg.synthetic_size]
     log.warning("no synthetic data at %s: generating the %s set (%d videos, seed %d) on first use",
                 root, cfg.synthetic_size, size.num_videos, cfg.synthetic_seed)

@@ -30,6 +30,9 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+#: The file endings taken for videos when a folder is searched (case-insensitive).
+VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov", ".m4v", ".mpg", ".mpeg")
+
 log = logging.getLogger(__name__)
 
 _AV_ERRORS = (av.error.FFmpegError, OSError, ValueError, EOFError, RuntimeError)

@@ -48,21 +48,30 @@ FEATURE_VERSION = 1
 @dataclass
 class Features:
     """Per-video features of one split: ``feats`` float32 (N, D), ``labels`` int64 (N,),
-    ``videos`` the N video ids in dataset order."""
+    ``videos`` the N video ids in dataset order; ``skipped``: the videos of the split that could
+    not be read and are *not* in ``feats`` (an evaluation reports them, never fills them in)."""
     feats: Tensor
     labels: Tensor
     videos: list[str]
+    skipped: list[str] = dataclasses.field(default_factory=list)
 
     def __len__(self) -> int:
         return self.feats.shape[0]
 
     def to_dict(self) -> dict[str, Any]:
         return {"feats": self.feats, "labels": self.labels, "videos": list(self.videos),
-                "version": FEATURE_VERSION}
+                "skipped": list(self.skipped), "version": FEATURE_VERSION}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Features":
-        return cls(d["feats"], d["labels"], list(d["videos"]))
+        return cls(d["feats"], d["labels"], list(d["videos"]), list(d.get("skipped", [])))
+
+    def keep(self, videos: set[str]) -> "Features":
+        """The features of ``videos`` only (in this order); the others join ``skipped``."""
+        rows = [i for i, v in enumerate(self.videos) if v in videos]
+        dropped = [v for v in self.videos if v not in videos]
+        return Features(self.feats[rows], self.labels[rows], [self.videos[i] for i in rows],
+                        self.skipped + dropped)
 
 
 @dataclass(frozen=True)
@@ -118,7 +127,9 @@ def compute_features(backbone: nn.Module, dataset, modality: str, batch_size: in
                      progress: bool = True) -> Features:
     """Run ``backbone`` (eval mode, no grad) over every window of every item; mean over windows.
 
-    ``batch_size`` counts videos; one forward pass sees all their windows at once.
+    ``batch_size`` counts videos; one forward pass sees all their windows at once. Items the
+    dataset could not read (skipped markers, see :mod:`cmmc_lib.data.items`) are left out and
+    listed in ``Features.skipped``; ValueError when nothing is readable.
     """
 
     if len(dataset) == 0:
@@ -128,9 +139,13 @@ def compute_features(backbone: nn.Module, dataset, modality: str, batch_size: in
     backbone.eval().to(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_list,
                         **worker_options(num_workers))
-    feats, labels, videos = [], [], []
+    feats, labels, videos, skipped = [], [], [], []
     try:
-        for items in tqdm(loader, desc=f"features {modality}", disable=not progress, leave=False):
+        for batch in tqdm(loader, desc=f"features {modality}", disable=not progress, leave=False):
+            skipped += [str(item["video"]) for item in batch if item.get("skipped")]
+            items = [item for item in batch if not item.get("skipped")]
+            if not items:
+                continue
             clips = [item_clips(item, modality) for item in items]
             counts = [c.shape[0] for c in clips]
             out = backbone(torch.cat(clips).to(device, non_blocking=True))
@@ -143,7 +158,12 @@ def compute_features(backbone: nn.Module, dataset, modality: str, batch_size: in
                 videos.append(str(item.get("video", item.get("index", len(videos)))))
     finally:
         backbone.train(was_training)
-    return Features(torch.stack(feats), torch.tensor(labels, dtype=torch.long), videos)
+    if not feats:
+        raise ValueError(f"none of the {len(dataset)} videos could be read (e.g. {skipped[0]}): no features")
+    if skipped:
+        log.warning("%d of %d videos could not be read and are left out of the features: %s", len(skipped),
+                    len(dataset), ", ".join(skipped[:5]) + (" ..." if len(skipped) > 5 else ""))
+    return Features(torch.stack(feats), torch.tensor(labels, dtype=torch.long), videos, skipped)
 
 
 def extract_features(backbone: nn.Module, dataset, modality: str, batch_size: int = 8,
@@ -232,12 +252,13 @@ def _load_cached(path: Path, dataset) -> Features | None:
     except (ValueError, KeyError, TypeError) as exc:   # unreadable or foreign: recompute
         log.warning("ignoring unreadable feature cache %s (%s); recomputing", path, exc)
         return None
-    if d.get("version") != FEATURE_VERSION or len(features) != len(dataset):
+    if d.get("version") != FEATURE_VERSION or len(features) + len(features.skipped) != len(dataset):
         log.warning("feature cache %s does not match the dataset (%d cached, %d items); recomputing",
                     path, len(features), len(dataset))
         return None
     expected = getattr(dataset, "videos", None)
-    if expected is not None and list(map(str, expected)) != features.videos:
+    skipped = set(features.skipped)
+    if expected is not None and [v for v in map(str, expected) if v not in skipped] != features.videos:
         log.warning("feature cache %s lists other videos than the dataset; recomputing", path)
         return None
     return features

@@ -15,11 +15,13 @@ from __future__ import annotations
 import copy
 import logging
 from collections.abc import Sequence
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
+from tqdm.auto import tqdm, trange
 
 from ..data.datasets import worker_options
 from .common import check_class_labels, classification_summary, collate_list, item_clips, step_lr
@@ -73,6 +75,14 @@ def ten_crop_clip(clip: Tensor, size: int, negate_x_on_flip: bool = False) -> Te
     return torch.cat([crops, mirrored])
 
 
+class Predictions(NamedTuple):
+    """What :func:`predict_probabilities` returns."""
+    probs: Tensor
+    labels: Tensor
+    videos: list[str]
+    skipped: list[str]
+
+
 def _train_batch(items: list[dict], modality: str) -> tuple[Tensor, Tensor]:
     clips = [item_clips(item, modality) for item in items]                 # each (V, C, T, H, W)
     labels = [torch.full((c.shape[0],), int(item["label"]), dtype=torch.long)
@@ -84,16 +94,18 @@ def _train_batch(items: list[dict], modality: str) -> tuple[Tensor, Tensor]:
 def predict_probabilities(model: nn.Module, dataset, modality: str, batch_size: int = 4,
                           device: str | torch.device = "cpu", ten_crop: bool = False,
                           crop_size: int | None = None, negate_x_on_flip: bool = False,
-                          num_workers: int = 0, progress: bool = False) -> tuple[Tensor, Tensor]:
+                          num_workers: int = 0, progress: bool = False) -> Predictions:
     """Class probabilities (N, K) per video, the mean of softmax over its windows (and crops),
-    and the labels (N,)."""
-    from tqdm.auto import tqdm
-
+    with the labels (N,), the N videos, and the videos left out because they could not be read."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_list,
                         **worker_options(num_workers))
-    probs, labels = [], []
-    for items in tqdm(loader, desc="fine-tune test", disable=not progress, leave=False):
+    probs, labels, videos, skipped = [], [], [], []
+    for batch in tqdm(loader, desc="fine-tune test", disable=not progress, leave=False):
+        skipped += [str(item["video"]) for item in batch if item.get("skipped")]
+        items = [item for item in batch if not item.get("skipped")]
+        if not items:
+            continue
         clips = [item_clips(item, modality) for item in items]
         if ten_crop:
             clips = [torch.cat([ten_crop_clip(w, crop_size, negate_x_on_flip) for w in c]) for c in clips]
@@ -101,7 +113,10 @@ def predict_probabilities(model: nn.Module, dataset, modality: str, batch_size: 
         p = model(torch.cat(clips).to(device)).float().softmax(dim=1).cpu()
         probs += [chunk.mean(dim=0) for chunk in p.split(counts)]
         labels += [int(item["label"]) for item in items]
-    return torch.stack(probs), torch.tensor(labels, dtype=torch.long)
+        videos += [str(item.get("video", item.get("index"))) for item in items]
+    if not probs:
+        raise ValueError(f"none of the {len(dataset)} test videos could be read (e.g. {skipped[0]})")
+    return Predictions(torch.stack(probs), torch.tensor(labels, dtype=torch.long), videos, skipped)
 
 
 def finetune(backbone: nn.Module, train_ds, test_ds, modality: str, num_classes: int,
@@ -122,8 +137,6 @@ def finetune(backbone: nn.Module, train_ds, test_ds, modality: str, num_classes:
     (the trained :class:`ClipClassifier`), ``lr_head``, ``lr_backbone``, ``milestones`` and
     ``lr_per_epoch`` (the head's learning rate in each epoch).
     """
-    from tqdm.auto import trange
-
     if len(train_ds) == 0 or len(test_ds) == 0:
         raise ValueError("fine-tuning needs non-empty train and test datasets")
     if epochs < 1 or batch_size < 1:
@@ -165,12 +178,13 @@ def finetune(backbone: nn.Module, train_ds, test_ds, modality: str, num_classes:
             losses.append(total_loss / max(seen, 1))
             accuracies.append(correct / max(seen, 1))
 
-    probs, labels = predict_probabilities(
+    probs, labels, videos, skipped = predict_probabilities(
         model, test_ds, modality, batch_size=batch_size, device=device, ten_crop=ten_crop,
         crop_size=crop_size, negate_x_on_flip=(modality == "flow"), num_workers=num_workers,
         progress=progress)
     check_class_labels(labels, num_classes, "test labels")
-    return {**classification_summary(probs, labels, num_classes), "test_probs": probs,
+    return {**classification_summary(probs, labels, num_classes), "test_probs": probs, "test_labels": labels,
+            "test_videos": videos, "skipped": skipped, "num_test": len(labels),
             "train_loss": losses, "train_top1": accuracies, "model": model,
             "lr_head": lr, "lr_backbone": lr / head_lr_ratio, "milestones": tuple(milestones),
             "lr_per_epoch": [step_lr(lr, e, milestones) for e in range(epochs)]}

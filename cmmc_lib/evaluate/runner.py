@@ -95,10 +95,18 @@ def _stream_split(stream: Stream, subset: str, device: torch.device, batch_size:
                           device=device, cache=cache, progress=progress, num_workers=num_workers)
 
 
-def _same_videos(a: Features, b: Features, what: str) -> None:
-    if a.videos != b.videos:
+def _same_videos(a: Features, b: Features, what: str) -> tuple[Features, Features]:
+    """Both streams on the videos both could read (two-stream fusion compares the same videos);
+    ValueError when the two runs list different videos at all."""
+    if sorted(a.videos + a.skipped) != sorted(b.videos + b.skipped):
         raise ValueError(f"the two runs' {what} sets list different videos ({len(a)} vs {len(b)}): "
                          "two-stream fusion needs the same dataset and split")
+    common = set(a.videos) & set(b.videos)
+    return a.keep(common), b.keep(common)
+
+
+def _skipped(test: Features, train: Features) -> dict[str, list[str]]:
+    return {"test": sorted(test.skipped), "train": sorted(train.skipped)}
 
 
 def _json_summary(summary: dict) -> dict:
@@ -113,6 +121,10 @@ def _retrieval(streams: list[Stream], ks, device, feature_batch, num_workers, pr
     chunk_size = opts.get("chunk_size", 1024)
     sets = [(_stream_split(s, "test", device, feature_batch, num_workers, progress)[1],
              _stream_split(s, "train", device, feature_batch, num_workers, progress)[1]) for s in streams]
+    if len(sets) == 2:
+        (q1, q2), (g1, g2) = _same_videos(sets[0][0], sets[1][0], "test"), _same_videos(sets[0][1], sets[1][1],
+                                                                                          "train")
+        sets = [(q1, g1), (q2, g2)]
     queries, gallery = sets[0]
     kept = tuple(k for k in ks if k <= len(gallery))
     skipped = [k for k in ks if k > len(gallery)]
@@ -131,12 +143,11 @@ def _retrieval(streams: list[Stream], ks, device, feature_batch, num_workers, pr
     fused = None
     if len(sets) == 2:
         (q1, g1), (q2, g2) = sets
-        _same_videos(q1, q2, "test")
-        _same_videos(g1, g2, "train")
         fused = named(two_stream_retrieval(q1.feats, g1.feats, q2.feats, g2.feats, q1.labels, g1.labels,
                                            kept, center, chunk_size))
-    return {"num_queries": len(queries), "num_gallery": len(gallery), "ks": list(kept),
-            "ks_skipped": skipped, "streams": per_stream, "fused": fused}
+    return {"num_queries": len(queries), "num_gallery": len(gallery), "num_test": len(queries),
+            "num_train": len(gallery), "ks": list(kept), "ks_skipped": skipped, "streams": per_stream,
+            "fused": fused, "skipped": _skipped(queries, gallery)}
 
 
 def probe_milestones(ev, epochs: int) -> tuple[int, ...]:
@@ -159,9 +170,13 @@ def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, pro
     # docs/method.md: lr x0.1 at epochs 60 and 80 of 100 (SkeletonCLR: at 80); other lengths keep the fractions
     milestones = tuple(opts.get("milestones") or probe_milestones(ev, epochs))
     per_stream, probs, logits, test_sets = [], [], [], []
-    for s in streams:
-        train_ds, train = _stream_split(s, "train", device, feature_batch, num_workers, progress)
-        _, test = _stream_split(s, "test", device, feature_batch, num_workers, progress)
+    splits = [(*_stream_split(s, "train", device, feature_batch, num_workers, progress),
+               _stream_split(s, "test", device, feature_batch, num_workers, progress)[1]) for s in streams]
+    if len(splits) == 2:
+        (tr1, tr2), (te1, te2) = (_same_videos(splits[0][1], splits[1][1], "train"),
+                                  _same_videos(splits[0][2], splits[1][2], "test"))
+        splits = [(splits[0][0], tr1, te1), (splits[1][0], tr2, te2)]
+    for s, (train_ds, train, test) in zip(streams, splits):
         classes = list(train_ds.classes)
         e = s.cfg.eval
         res = linear_probe(train.feats, train.labels, test.feats, test.labels, len(classes),
@@ -179,7 +194,6 @@ def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, pro
         test_sets.append(test)
     fused, fusion = None, None
     if len(streams) == 2:
-        _same_videos(test_sets[0], test_sets[1], "test")
         num_classes = len(per_stream[0]["classes"])
         fusion = "logits" if all(_is_skeleton(s) for s in streams) else "probabilities"
         scores = (logits[0] + logits[1]) / 2 if fusion == "logits" else fuse_probabilities(*probs)
@@ -187,7 +201,7 @@ def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, pro
     first = per_stream[0]
     return {"num_train": first["num_train"], "num_test": first["num_test"], "classes": first["classes"],
             "epochs": epochs, "milestones": list(milestones), "streams": per_stream, "fused": fused,
-            "fusion": fusion}
+            "fusion": fusion, "skipped": _skipped(test_sets[0], splits[0][1])}
 
 
 def _finetune(streams, epochs, batch_size, device, num_workers, progress, opts) -> dict:
@@ -220,14 +234,19 @@ def _finetune(streams, epochs, batch_size, device, num_workers, progress, opts) 
                            "lr_per_epoch": res["lr_per_epoch"],
                            "lr_head": res["lr_head"],
                            "lr_backbone": res["lr_backbone"]})
-        probs.append(res["test_probs"])
+        probs.append(res)
     train_ds, test_ds = splits[0]
-    fused = None
-    if len(streams) == 2:
-        fused = _json_summary(classification_summary(fuse_probabilities(*probs),
-                                                     torch.tensor(test_ds.labels), len(test_ds.classes)))
-    return {"num_train": len(train_ds), "num_test": len(test_ds), "classes": list(test_ds.classes),
-            "ten_crop": ten_crop, "streams": per_stream, "fused": fused}
+    fused, tested = None, probs[0]
+    if len(streams) == 2:                  # fused over the test videos both streams could read
+        common = set(probs[0]["test_videos"]) & set(probs[1]["test_videos"])
+        rows = [[i for i, v in enumerate(r["test_videos"]) if v in common] for r in probs]
+        fused = _json_summary(classification_summary(
+            fuse_probabilities(*(r["test_probs"][i] for r, i in zip(probs, rows))),
+            probs[0]["test_labels"][rows[0]], len(test_ds.classes)))
+    skipped = sorted(set().union(*(r["skipped"] for r in probs)))
+    return {"num_train": len(train_ds), "num_test": len(tested["test_videos"]), "classes": list(test_ds.classes),
+            "ten_crop": ten_crop, "streams": per_stream, "fused": fused,
+            "skipped": {"test": skipped, "train": sorted(set(train_ds.skipped_items()))}}
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -301,5 +320,11 @@ def format_result(result: dict) -> str:
     lines += [f"{name:<{width}}  " + "  ".join(f"{m} {row[m]:.3f}" for m in metrics) for name, row in rows]
     if result.get("ks_skipped"):
         lines.append(f"skipped k={result['ks_skipped']}: larger than the gallery ({result['num_gallery']})")
+    lines.append(f"{result['num_test']} test videos evaluated" + (f", {result['num_train']} train videos"
+                                                                   if "num_train" in result else ""))
+    for subset, videos in (result.get("skipped") or {}).items():
+        if videos:
+            lines.append(f"SKIPPED {len(videos)} unreadable {subset} video(s), not counted: "
+                         + ", ".join(videos[:5]) + (" ..." if len(videos) > 5 else ""))
     return "\n".join(lines)
 

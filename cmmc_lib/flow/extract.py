@@ -19,6 +19,7 @@ import cv2
 import numpy as np
 
 from ..data.rawframes import FLOW_BOUND, quantize_flow
+from ..data.video import VIDEO_EXTENSIONS
 from ..jobs import run_jobs
 from .estimators import FLOW_METHODS, TORCH_FLOW_METHODS, check_flow_options, compute_flow
 from .folders import Outcome, check_bound, is_flow_complete, read_marker, remove_temp_folders, write_flow_folder
@@ -26,7 +27,6 @@ from .frames import decode_rgb
 
 log = logging.getLogger(__name__)
 
-VIDEO_EXTENSIONS = (".avi", ".mp4", ".mkv", ".webm", ".mov")
 
 
 class ExtractionInterrupted(KeyboardInterrupt):
@@ -77,13 +77,14 @@ def extract_flow(inputs: str | Path | Iterable[str | Path], out_dir: str | Path,
     device = _check_extraction_args(method, workers, bound, short_side, device, batch_size)
     start = time.perf_counter()
     videos = find_videos(inputs)
+    if not videos:
+        raise FileNotFoundError(f"no video files ({', '.join(sorted(VIDEO_EXTENSIONS))}) in {inputs}: nothing to "
+                                f"extract")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = uuid.uuid4().hex[:12]                 # recorded in the markers this call writes
     todo, skipped = _plan_extraction(videos, out_dir, method, bound, short_side, overwrite, run,
                                      device, batch_size)
-    if not videos:
-        log.warning("no videos found in %s", inputs)
     summary = {"done": 0, "skipped_existing": skipped, "failed": [], "frames": 0,
                "seconds": 0.0, "method": method, "out_dir": str(out_dir),
                "interrupted": False, "remaining": 0}

@@ -118,6 +118,7 @@ def build_source(cfg: Config) -> Backbone | Encoder | None:
     if not cfg.ssl.source_run:
         log.warning("no ssl.source_run given: the %s network is randomly initialised", other)
         return random_source(cfg)
+    require_finished(RunFolder(cfg.ssl.source_run), "ssl.source_run")
     source, src_cfg = (load_encoder if spec.source == "encoder" else load_backbone)(cfg.ssl.source_run)
     if src_cfg.ssl.modality != other:
         raise ValueError(f"ssl.source_run {cfg.ssl.source_run} trained {src_cfg.ssl.modality!r}, but "
@@ -127,6 +128,16 @@ def build_source(cfg: Config) -> Backbone | Encoder | None:
                     "are resampled to match", src_cfg.model.backbone, src_cfg.model.width,
                     cfg.model.backbone, cfg.model.width)
     return source
+
+
+def require_finished(run: RunFolder, key: str) -> None:
+    """ValueError unless ``run`` finished its schedule: a network that stopped half-way is never
+    continued from or mixed in (a pipeline would otherwise build on a half-trained stage)."""
+    if not run.exists():
+        raise FileNotFoundError(f"{key}={run.path} is not a run folder (no config.json)")
+    if not run.is_finished():
+        raise ValueError(f"{key}={run.path} has not finished its schedule: finish it first "
+                         f"(cmmc pretrain --resume --run-dir {run.path})")
 
 
 def random_source(cfg: Config) -> Backbone | Encoder | None:
@@ -150,8 +161,7 @@ def init_from_run(moco: MoCo, run_dir: str | Path, cfg: Config, modality: str) -
     if mine != theirs:
         raise ValueError(f"ssl.init_run {run.path} trained (modality, backbone, width, proj_hidden, proj_dim) = "
                          f"{theirs}, but this run is {mine}")
-    if not run.is_finished():
-        log.warning("%s has not finished its schedule: starting from its last checkpoint", run.path)
+    require_finished(run, "ssl.init_run")
     state = encoder_state(run.load_checkpoint(needs=("method",))["method"])
     moco.encoder_q.load_state_dict(state)
     moco.encoder_k.load_state_dict(state)
