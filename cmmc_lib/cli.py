@@ -235,8 +235,9 @@ def fmt_pipeline(r: dict) -> str:
 def cmd_ablate(a) -> dict:
     from .ablation import ablate
     out = Path(a.out or f"runs/ablation-{a.preset}")
+    variants = _csv(a.variants, "--variants") if a.variants else None
     return ablate(a.preset, a.seeds, out, a.overrides, table=a.table, curves=not a.no_curves, device=a.device,
-                  progress=not a.json)
+                  progress=not a.json, variants=variants)
 
 
 def fmt_ablate(r: dict) -> str:
@@ -551,6 +552,7 @@ def _add_training(sub) -> None:
     sp.add_argument("--out", default=None, help="default: runs/ablation-<preset>")
     sp.add_argument("--device", default="auto")
     sp.add_argument("--no-curves", action="store_true", help="skip CMMC w/o alternate training (the curves)")
+    sp.add_argument("--variants", default=None, help="only these rows of the table, e.g. moco,cmmc")
     _trust_pickle_option(sp)
     sp.add_argument("overrides", nargs="*", help="key=value config overrides")
 

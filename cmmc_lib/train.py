@@ -558,12 +558,13 @@ def pretrain(cfg: Config, run_dir: str | Path | None = None, resume: bool = Fals
             initialise(method, cfg)
         start_run(run, cfg, ckpt, env)
         pos = restore(ckpt, method, optimizer, run) if ckpt else Position()
+        resumed_from = pos.step if ckpt else None
         result = train_loop(run, cfg, env, train_ds, monitor, method, optimizer, pos)
     if result["interrupted"]:
         log.warning("stopped at step %d; continue with: cmmc pretrain --resume --run-dir %s", pos.step, run.path)
     if env.world > 1:          # every rank done with this run; the group lives on for a pipeline's next stage
         dist.barrier()
-    return {**result, "resumed_from": pos.step if ckpt else None, "device": str(env.device),
+    return {**result, "resumed_from": resumed_from, "device": str(env.device),
             "skipped_videos": train_ds.skipped_items(), "missing_videos": list(getattr(train_ds, "missing", []))}
 
 

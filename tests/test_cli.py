@@ -2,6 +2,7 @@
 import csv
 import json
 import math
+import re
 import os
 import shlex
 import signal
@@ -244,3 +245,53 @@ def test_a_closed_stdout_exits_non_zero_without_a_traceback():
     closed = subprocess.run(f"{shlex.quote(sys.executable)} -m cmmc_lib.cli mask --shape 8,8,8,8 >&-",
                             shell=True, stderr=subprocess.PIPE, text=True, cwd=REPO)
     assert closed.returncode == 1 and closed.stderr.strip() == "cmmc: error: stdout is closed: the result cannot be printed"
+
+
+# ----------------------------------------------------------------------------- bad input, clear answers
+def test_mask_refuses_an_infinite_alpha_in_its_own_words():
+    assert "alpha must be a finite number > 0" in one_line_error(cmmc("mask", "--shape", "4,4,4,4", "--alpha", "inf"))
+
+
+def test_probe_refuses_a_pipe_instead_of_waiting_for_it(tmp_path):
+    fifo = tmp_path / "clip.avi"
+    os.mkfifo(fifo)
+    proc = subprocess.run([sys.executable, "-m", "cmmc_lib.cli", "data", "probe", str(fifo)], capture_output=True,
+                          text=True, cwd=REPO, timeout=120)
+    assert "not a regular file" in one_line_error(proc)
+
+
+def test_flow_extract_on_a_folder_without_videos_is_an_error(tmp_path):
+    (tmp_path / "empty").mkdir()
+    assert "no video files" in one_line_error(cmmc("flow", "extract", tmp_path / "empty", "--out", tmp_path / "f"))
+
+
+def test_data_check_calls_an_empty_training_list_incomplete(tmp_path):
+    root = write_ucf_like_root(tmp_path / "ucf101")
+    (root / "splits" / "trainlist01.txt").write_text("")
+    proc = cmmc("data", "check", "--dataset", "ucf101", "--root", root)
+    assert proc.returncode == 1 and "INCOMPLETE" in proc.stdout and "the list is empty" in proc.stdout
+
+
+def test_an_error_is_printed_on_a_line_of_its_own_after_a_progress_bar(capfd):
+    from tqdm.auto import tqdm
+
+    from cmmc_lib.cli import say
+    bar = tqdm(total=10, file=sys.stderr, desc="working", leave=False)
+    bar.update(3)
+    say("cmmc: error: something went wrong")
+    bar.close()
+    err = capfd.readouterr().err
+    # the bar's line is wiped (carriage return) and the error starts a line: never "...it/s]cmmc: error"
+    assert re.search(r"(^|[\r\n])cmmc: error: something went wrong\n", err), err
+
+
+def test_pretrain_with_unreadable_training_videos_finishes_says_so_and_exits_1(tiny_root, tmp_path):
+    import shutil
+    root = tmp_path / "tiny"
+    shutil.copytree(tiny_root, root)
+    bad = sorted((root / "videos").rglob("*.mp4"))[5]
+    bad.write_bytes(bad.read_bytes()[:300])                     # a video cut short
+    proc = cmmc("pretrain", "--preset", "tiny", "--run-dir", tmp_path / "run", f"data.root={root}",
+                "run.max_steps=3", "run.knn_every=0")
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    assert "1 unreadable training video(s) left out" in proc.stdout and bad.stem in proc.stdout

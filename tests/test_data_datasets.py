@@ -236,7 +236,13 @@ def test_frame_cache_gives_exactly_the_decoded_items_without_decoding(root, cfg,
         for i, item in enumerate(items):
             same_item(item, cached[i])
     monkeypatch.undo()
-    (out / "rgb" / "v_Alpha_g02_c02.npy").unlink()                     # a cache still being built: decoded
+    torn = out / "rgb" / f"{plain['train'].videos[1]}.npy"
+    torn.write_bytes(torn.read_bytes()[:200])                          # a cache file cut short
+    damaged = build_dataset(cfg, "train", True, MODS, seed=2, frame_cache=str(out), cache=False)
+    assert damaged[1]["video"] == plain["train"].videos[2]             # skipped, named, the run goes on
+    assert damaged.skipped_items() == [plain["train"].videos[1]]
+    torn.unlink()
+    (out / "rgb" / "v_Alpha_g02_c02.npy").unlink(missing_ok=True)      # a cache still being built: decoded
     partial = build_dataset(cfg, "train", True, MODS, seed=2, frame_cache=str(out), cache=False)
     for i, item in enumerate(expected["train"]):
         same_item(item, partial[i])

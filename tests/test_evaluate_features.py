@@ -107,6 +107,13 @@ def test_a_cache_file_holding_pickled_objects_is_refused_and_never_run(tmp_path)
     assert not marker.exists() and backbone.calls == 0
     assert (tmp_path / "k.pt").read_bytes() != b""                      # left for a person to inspect
 
+    import pickle
+    (tmp_path / "raw.pt").write_bytes(pickle.dumps(payload))            # a raw pickle, not torch's zip format
+    with pytest.raises(UnsafeFileError, match=r"refusing to load .*raw\.pt: it holds Python objects"):
+        extract_features(backbone, ds, "rgb", cache_dir=tmp_path, cache_key="raw", progress=False)
+    assert not marker.exists() and backbone.calls == 0
+    assert (tmp_path / "raw.pt").read_bytes() == pickle.dumps(payload)                # not overwritten
+
 
 def test_cache_key_follows_checkpoint_content_and_data_config(tmp_path):
     ckpt = tmp_path / "last.pt"

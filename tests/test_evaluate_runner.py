@@ -57,7 +57,8 @@ def test_two_stream_retrieval_reports_each_stream_and_the_fusion(rgb_and_flow_ru
     assert len(list((rgb / "features").glob("*.pt"))) == 2                   # test + train, cached
     assert len(list((flow / "features").glob("*.pt"))) == 2
     summary = format_result(r).splitlines()
-    assert summary[-2].startswith("two-stream") and f"R@1 {r['fused']['R@1']:.3f}" in summary[-2]
+    fused = next(line for line in summary if line.startswith("two-stream"))
+    assert f"R@1 {r['fused']['R@1']:.3f}" in fused and summary[-1] == "6 test videos evaluated, 18 train videos"
 
 
 def test_retrieval_follows_the_protocol_and_reuses_cached_features(rgb_and_flow_runs, monkeypatch):
@@ -133,3 +134,25 @@ def test_bad_requests_fail_with_one_clear_error(rgb_and_flow_runs, tmp_path, dat
     other_split = make_run(tmp_path / "split2", data_root, "flow", extra=["data.split=2"])
     with pytest.raises(ValueError, match="different videos"):
         evaluate_run(rgb, "retrieval", other_run=other_split, device="cpu", progress=False, append=False)
+
+
+def test_unreadable_test_videos_are_left_out_and_named_never_replaced(rgb_and_flow_runs, data_root, tmp_path):
+    import shutil
+    copy = tmp_path / "tiny"
+    shutil.copytree(data_root, copy)
+    test_videos = sorted(v for v in (copy / "videos").rglob("*_g01_*.mp4"))             # group 1 is the test split
+    for bad in test_videos[:2]:
+        bad.write_bytes(bad.read_bytes()[:200])                                          # cut short
+    rgb, flow = rgb_and_flow_runs
+    for protocol in ("retrieval", "linear"):
+        r = evaluate_run(rgb, protocol, other_run=flow, device="cpu", progress=False, data={"root": str(copy)},
+                         append=False, **({"epochs": 2} if protocol == "linear" else {}))
+        assert r["num_test"] == 4 and r["skipped"]["test"] == sorted(v.stem for v in test_videos[:2])
+        assert "SKIPPED 2 unreadable test video(s), not counted" in format_result(r)
+    r = evaluate_run(rgb, "finetune", device="cpu", progress=False, data={"root": str(copy)}, epochs=1,
+                     append=False)
+    assert r["num_test"] == 4 and len(r["skipped"]["test"]) == 2
+    sets = features_module.split_features(build_backbone("small3d", 3, 16), preset(
+        "tiny", [f"data.root={copy}"]).data, "rgb", "test")[1]
+    assert len(sets) == 4 and len(set(sets.videos)) == 4 and sorted(sets.skipped) == r["skipped"]["test"]
+

@@ -173,3 +173,40 @@ def test_an_ablation_plans_each_variant_and_cmmc_without_alternate_training():
     assert CURVES["cmmc-joint"].label == "w/o alternate training" and CURVES["moco"].label == "w/o mix"
     with pytest.raises(ValueError, match="no variant"):
         plan_ablation(preset("tiny"), [0], "/nowhere", variants=["cmmc-joint"])
+
+
+def test_a_stage_cut_short_ends_the_pipeline_there_and_is_never_used(tiny_root, tmp_path):
+    cut = run_pipeline(tiny(tiny_root, "ssl.method=cmmc", "run.max_steps=3"), tmp_path / "p")
+    assert not cut["finished"] and cut["stopped_at"] == "stage1-rgb" and cut["final"] == {}
+    assert [s["name"] for s in cut["stages"]] == ["stage1-rgb"] and not (tmp_path / "p" / "stage1-flow").exists()
+
+
+def test_ctrl_c_in_a_stage_stops_the_pipeline_and_the_rerun_continues_it(tiny_root, tmp_path, monkeypatch):
+    import cmmc_lib.pipeline as pipeline
+    from cmmc_lib.train import Interrupted
+    real = pipeline.train_or_load
+
+    def ctrl_c_in_cycle1_rgb(cfg, run_dir):
+        if Path(run_dir).name == "cycle1-rgb":
+            cfg.run.max_steps = 2                   # as if Ctrl-C came after step 2: checkpoint, then stop
+            return {**real(cfg, run_dir), "interrupted": True}
+        return real(cfg, run_dir)
+    monkeypatch.setattr(pipeline, "train_or_load", ctrl_c_in_cycle1_rgb)
+    cfg = tiny(tiny_root, "ssl.method=cmmc")
+    with pytest.raises(Interrupted, match="stopped in cycle1-rgb") as stop:
+        run_pipeline(cfg, tmp_path / "p")
+    assert [s["name"] for s in stop.value.result["stages"]] == ["stage1-rgb", "stage1-flow", "cycle1-rgb"]
+    assert not (tmp_path / "p" / "cycle1-flow").exists()          # the half-trained RGB was never a source
+    monkeypatch.setattr(pipeline, "train_or_load", real)
+    again = run_pipeline(cfg, tmp_path / "p")
+    assert again["finished"] and [s["reused"] for s in again["stages"]] == [True, True, False, False]
+    assert RunFolder(tmp_path / "p" / "cycle1-rgb").load_checkpoint()["step"] == 6     # resumed, then finished
+
+
+def test_an_unfinished_run_is_refused_as_a_source_or_a_start(tiny_root, tmp_path):
+    from cmmc_lib.train import pretrain
+    pretrain(tiny(tiny_root, "ssl.modality=flow", "run.max_steps=2"), tmp_path / "half-flow")
+    with pytest.raises(ValueError, match="ssl.source_run=.*half-flow has not finished its schedule"):
+        pretrain(tiny(tiny_root, "ssl.method=cmmc", f"ssl.source_run={tmp_path / 'half-flow'}"), tmp_path / "c")
+    with pytest.raises(ValueError, match="ssl.init_run=.*has not finished"):
+        pretrain(tiny(tiny_root, "ssl.modality=flow", f"ssl.init_run={tmp_path / 'half-flow'}"), tmp_path / "d")

@@ -177,3 +177,52 @@ def test_a_payload_as_the_cmmc_source_or_passed_with_checkpoint_is_refused(run_c
                                f"ssl.source_run={run_copy}", "--run-dir", tmp_path / "cmmc", "run.max_steps=1"))
     assert "refusing to load" in line and "last.pt" in line
     assert not marker.exists()
+
+
+# ----------------------------------------------------------------------------- torn files, one writer
+def test_a_torn_metrics_row_is_never_read_and_never_kept(tmp_path, caplog):
+    run = RunFolder(tmp_path / "r")
+    for step in (1, 2, 3):
+        run.metrics.write({"kind": "step", "epoch": 0, "step": step, "loss": 1.0 / step})
+    data = run.metrics.path.read_bytes()
+    run.metrics.path.write_bytes(data[:-9])                       # killed half-way through row 3
+    assert [r["step"] for r in run.metrics.read()] == [1, 2] and "torn last row" in caplog.text
+    run.metrics.write({"kind": "step", "epoch": 0, "step": 3, "loss": 0.5})
+    assert [(r["step"], r["loss"]) for r in run.metrics.read()] == [(1, 1.0), (2, 0.5), (3, 0.5)]
+    assert run.metrics.path.read_bytes().count(b"\n") == 4        # header + 3 rows: no junk row
+
+
+def test_a_run_folder_has_one_writer_and_the_second_is_told_who(tmp_path):
+    from cmmc_lib.runs import FolderLockedError
+    run = RunFolder(tmp_path / "r")
+    with run.lock("cmmc pretrain --run-dir r"):
+        with pytest.raises(FolderLockedError, match=r"in use by pid \d+ on .*\(cmmc pretrain --run-dir r, since"):
+            with RunFolder(tmp_path / "r").lock():
+                pass
+    with run.lock():                                              # released: the next writer gets it
+        assert (tmp_path / "r" / ".lock").is_file()
+    assert not (tmp_path / "r").exists()                          # created for nothing: removed again
+
+
+def test_a_config_that_asks_to_trust_pickles_is_not_obeyed(tmp_path, caplog):
+    """Permission to unpickle travels with the person at the keyboard, never with a run folder."""
+    from cmmc_lib.config import Config
+    from cmmc_lib.data.datasets import build_dataset
+    from cmmc_lib.data.skeleton import pickles_trusted
+    marker = tmp_path / "pwned"
+    root = tmp_path / "ntu60"
+    (root / "preprocessed").mkdir(parents=True)
+    with open(root / "preprocessed" / "data.pkl", "wb") as f:
+        import pickle
+        pickle.dump({"data": Payload(marker), "label": [0], "sample_name": ["S001C001P001R001A001"]}, f)
+    cfg = preset("tiny", ["ssl.modality=joint", "data.dataset=ntu60", f"data.root={root}", "data.ntu_source=pickle"])
+    saved = cfg.to_dict()
+    saved["data"]["trust_pickle"] = True                          # what an older or hostile config.json holds
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "config.json").write_text(json.dumps(saved))
+    loaded = RunFolder(tmp_path / "run").read_config()
+    assert "ignoring data.trust_pickle=True" in caplog.text and not hasattr(loaded.data, "trust_pickle")
+    assert not pickles_trusted()
+    with pytest.raises(ValueError, match="unpickling a file can run arbitrary code"):
+        build_dataset(loaded.data, "test", False, ("joint",))
+    assert not marker.exists()

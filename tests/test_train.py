@@ -110,7 +110,7 @@ def test_epoch_log_records_on_the_device_and_fetches_every_log_every_steps(tmp_p
     assert [(r["step"], r["loss"], r["acc"]) for r in rows] == [(1, 1.0, 0.5), (2, 2.0, 0.5), (3, 3.0, 0.25)]
     pos.step = pos.batch = 4
     log.step(pos, {"loss": torch.tensor(4.0), "acc": 0.5}, torch.tensor(float("nan")), lr=0.1)
-    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 3 \(epoch 0\).*\(none yet\)"):
+    with pytest.raises(NonFiniteLossError, match=r"loss is nan at step 4 \(epoch 0\).*\(none yet\)"):
         log.flush()
     assert len(read_metrics(tmp_path / "r")) == 3 and log.losses == [1.0, 2.0, 3.0]
 
@@ -226,7 +226,7 @@ def test_a_run_folder_is_not_overwritten_and_train_or_load_reuses_it(tiny_root, 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tiny_root, tmp_path, monkeypatch):
     patch_step_loss(monkeypatch, lambda n, loss: loss * float("nan") if n == 5 else loss)
-    with pytest.raises(NonFiniteLossError, match="step 4.*last good checkpoint"):
+    with pytest.raises(NonFiniteLossError, match="step 5 .*last good checkpoint"):   # the 5th step diverged
         pretrain(tiny_cfg(tiny_root, "run.ckpt_every=2"), tmp_path / "nan")
     ckpt = runs.RunFolder(tmp_path / "nan").load_checkpoint()
     assert ckpt["step"] == 4 and all(torch.isfinite(v).all() for v in ckpt["backbone"].values() if v.is_floating_point())
@@ -410,3 +410,41 @@ def test_init_run_starts_from_the_runs_query_encoder_with_a_fresh_queue(tiny_roo
     assert int(stage2["moco.queue_ptr"]) == 0 and not torch.equal(stage2["moco.queue"], stage1["moco.queue"])
     with pytest.raises(ValueError, match="init_run .* trained .*'rgb'.* but this run is .*'flow'"):
         pretrain(tiny_cfg(tiny_root, "ssl.modality=flow", f"ssl.init_run={tmp_path / 'stage1'}"), tmp_path / "bad")
+
+
+# ----------------------------------------------------------------------------- nothing lost, nothing half-done
+def test_a_torn_last_pt_resumes_from_the_newest_intact_step_checkpoint(tiny_root, tmp_path):
+    cfg = tiny_cfg(tiny_root, "optim.epochs=2", "run.ckpt_every=3", "run.keep_ckpts=10")
+    pretrain(cfg, tmp_path / "full")
+    pretrain(tiny_cfg(tiny_root, "optim.epochs=2", "run.ckpt_every=3", "run.keep_ckpts=10", "run.max_steps=8"),
+             tmp_path / "cut")
+    last = runs.RunFolder(tmp_path / "cut").checkpoint_path("last")
+    for torn in (b"", last.read_bytes()[:1000]):              # killed at the first byte, or half-way
+        last.write_bytes(torn)
+        resumed = pretrain(resume_config(tmp_path / "cut"), tmp_path / "cut", resume=True)
+        assert resumed["resumed_from"] == 6 and resumed["finished"]
+        assert step_losses(tmp_path / "cut") == step_losses(tmp_path / "full")
+        last.write_bytes(torn)                                # and again, from the end of the run
+        (tmp_path / "cut" / "checkpoints" / "step_0000012.pt").unlink()
+        (tmp_path / "cut" / "checkpoints" / "step_0000009.pt").unlink()
+
+
+def test_a_failed_start_leaves_no_folder_and_no_half_written_files_survive(tiny_root, tmp_path):
+    with pytest.raises(FileNotFoundError):
+        pretrain(tiny_cfg(tiny_root, f"data.root={tmp_path / 'nowhere'}", "data.dataset=ucf101"), tmp_path / "r")
+    assert not (tmp_path / "r").exists()                      # no folder with a lone config.json
+    ckpts = tmp_path / "k" / "checkpoints"
+    pretrain(tiny_cfg(tiny_root, "run.max_steps=2"), tmp_path / "k")
+    (ckpts / ".step_0000004.tmp-999-dead.pt").write_bytes(b"half")      # what kill -9 mid-write leaves
+    pretrain(resume_config(tmp_path / "k"), tmp_path / "k", resume=True)
+    assert not list(ckpts.glob(".*tmp*"))
+
+
+def test_two_writers_on_one_run_folder_the_second_stops_naming_the_first(tiny_root, tmp_path):
+    from cmmc_lib.runs import FolderLockedError
+    with runs.RunFolder(tmp_path / "r").lock("cmmc pretrain (the first)"):
+        with pytest.raises(FolderLockedError, match=r"run folder .*r is in use by pid \d+ .*the first"):
+            pretrain(tiny_cfg(tiny_root, "run.max_steps=2"), tmp_path / "r")
+    assert not (tmp_path / "r" / "metrics.csv").exists()
+    assert pretrain(tiny_cfg(tiny_root, "run.max_steps=2"), tmp_path / "r")["steps"] == 2     # free again
+
