@@ -85,7 +85,10 @@ class SSLConfig:
                                         # key from the last epoch must not sit in the queue
     momentum: float = 0.99
     temperature: float = 0.07
-    split_bn: int = 1                   # >1: split-BN groups in the key encoder (shuffle-BN stand-in)
+    split_bn: int = 1                   # BatchNorm groups of the global batch, the GPUs emulated (shuffle-BN;
+                                        # 1 in one process: none)
+    contrast: str = "moco"              # moco: [own key ; partner's key ; queue] (MoCo, CoCLR) | batch: every
+                                        # batch key a column (i-Mix)
     alpha: float = 1.0                  # Beta(alpha, alpha) for lam0
     layer_k: tuple[int, ...] = (2,)     # block(s) after which modality 1 is cut (blocks numbered from 1);
                                         # several: one drawn per step [choice]
@@ -394,6 +397,7 @@ def _validate_names(cfg: Config) -> None:
     choices = {"ssl.partner": (cfg.ssl.partner, ("perm", "same")),
                "ssl.cut_centre": (cfg.ssl.cut_centre, ("uniform", "inside")),
                "run.amp": (cfg.run.amp, ("auto", "bf16", "off")),
+               "ssl.contrast": (cfg.ssl.contrast, ("moco", "batch")),
                "optim.optimizer": (cfg.optim.optimizer, ("adam", "sgd")),
                "eval.probe_features": (cfg.eval.probe_features, ("bn", "raw")),
                "data.ntu_source": (cfg.data.ntu_source, ("auto", "arrays", "skeletons", "pickle"))}

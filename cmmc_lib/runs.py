@@ -47,7 +47,7 @@ LAST = "last.pt"
 FEATURES_DIR = "features"
 CHECKPOINT_FORMAT = "cmmc-checkpoint-1"
 METRIC_FIELDS = ["kind", "epoch", "step", "loss", "acc", "lam", "pos_sim", "neg_sim", "lr", "knn_r1",
-                 "seconds", "positives", "mined_same_class", "queue_same_class"]
+                 "seconds", "positives", "mined_same_class", "queue_same_class", "warmup"]
 _INT_FIELDS = ("epoch", "step")
 
 

@@ -430,12 +430,15 @@ def train_step(model, method, optimizer, batch: dict, cfg: Config, pos: Position
     seed = step_seed(cfg.run.seed, pos.step, env.rank)
     torch.manual_seed(seed)
     batch = to_device(batch, env)
+    learns = method.learning                # CoCLR: not until its queue is full (forward only, no update)
     with exact_kernels(env.device, cfg.run.amp):
-        with autocast_for(env.device, cfg.run.amp):
+        with autocast_for(env.device, cfg.run.amp), nullcontext() if learns else torch.no_grad():
             loss, stats = model(batch, generator=torch.Generator().manual_seed(seed))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-    optimizer.step()
+        if learns:
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+    if learns:
+        optimizer.step()
     method.after_step()
     return stats, loss.detach()
 

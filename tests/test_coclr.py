@@ -135,3 +135,41 @@ def test_mining_rates_reach_metrics_csv_once_the_queue_is_full(tiny_root, tmp_pa
     # queue 16, batch 8: full after 2 steps; the rates appear from then on, in the same flush
     assert [r["mined_same_class"] is not None for r in steps] == [False, False] + [True] * (len(steps) - 2)
     assert all(0 <= r["queue_same_class"] <= 1 for r in steps[2:])
+
+
+def test_coclr_learns_nothing_until_its_queue_is_full_then_trains(tiny_root, tmp_path):
+    """CoCLR's warm-up: the first steps fill the queue (forward only), the optimiser starts after."""
+    from cmmc_lib.runs import read_metrics
+    from cmmc_lib.ssl.factory import load_backbone
+    from cmmc_lib.train import pretrain
+    common = ["ssl.method=coclr", "run.progress=false", "knn_every=0", f"data.root={tiny_root}", "run.log_every=1"]
+    pretrain(preset("tiny", common + ["run.max_steps=2"]), tmp_path / "warm")
+    pretrain(preset("tiny", common + ["run.max_steps=3"]), tmp_path / "three")
+    # queue 16, batch 8: steps 1 and 2 fill it without an update, step 3 is the first to learn
+    assert [r["warmup"] for r in read_metrics(tmp_path / "three") if r["kind"] == "step"] == [1.0, 1.0, 0.0]
+    warm, _ = load_backbone(tmp_path / "warm")
+    three, _ = load_backbone(tmp_path / "three")
+    weights = lambda net: [p for n, p in net.state_dict().items() if "running" not in n and "num_batches" not in n]
+    fresh = pretrain(preset("tiny", common + ["run.max_steps=0"]), tmp_path / "fresh")
+    zero, _ = load_backbone(tmp_path / "fresh")
+    assert fresh["steps"] == 0
+    assert all(torch.equal(a, b) for a, b in zip(weights(warm), weights(zero)))        # two steps: no update
+    assert not all(torch.equal(a, b) for a, b in zip(weights(three), weights(zero)))   # the third updates
+
+
+def test_coclr_cmmc_spreads_its_target_over_the_partners_positive_set_in_moco_s_layout():
+    torch.manual_seed(0)
+    step = build_method(preset("tiny", ["ssl.method=coclr-cmmc", "ssl.queue_size=4", "ssl.self_mask=0"])).eval()
+    step.queue_source.copy_(torch.tensor([10, 1, 11, 12]))           # entry 1 shares clip 1's source
+    step.queue_filled.fill_(4)
+    dim = step.moco.dim
+    c = step.moco.contrast(torch.nn.functional.normalize(torch.randn(4, dim), dim=1),
+                           torch.nn.functional.normalize(torch.randn(4, dim), dim=1), torch.tensor([1, 0, 3, 2]))
+    queue_pos = torch.zeros(4, 4, dtype=torch.bool)
+    queue_pos[1, 1] = True                                            # clip 1's sibling in the queue
+    pos, partner = step.positive_sets(c, torch.tensor([0, 1, 2, 3]), torch.tensor([0, 1, 2, 3]), queue_pos,
+                                      torch.tensor([1, 0, 3, 2]), drop_own=False)
+    # columns: own key, partner's key, queue 0..3
+    assert pos[0].tolist() == [True, False, False, False, False, False]
+    assert pos[1].tolist() == [True, False, False, True, False, False]
+    assert partner[0].tolist() == [False, True, False, True, False, False]   # clip 0's partner is clip 1

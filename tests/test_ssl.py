@@ -8,12 +8,13 @@ import torch.nn.functional as F
 from cmmc_lib.models import build_encoder
 from cmmc_lib.ssl import (MoCo, MoCoMethod, SplitBatchNorm, concat_all_gather, contrast_stats,
                           rank, soft_info_nce, soft_targets, world_size)
+from cmmc_lib.ssl.losses import mixed_targets
 
 
-def tiny_moco(queue_size=6, momentum=0.9, temperature=0.1, split_bn=1, seed=0):
+def tiny_moco(queue_size=6, momentum=0.9, temperature=0.1, split_bn=1, seed=0, layout="moco"):
     torch.manual_seed(seed)
     encoder = build_encoder("small3d", 3, width=4, proj_hidden=16, proj_dim=8)
-    return MoCo(encoder, queue_size, momentum, temperature, split_bn)
+    return MoCo(encoder, queue_size, momentum, temperature, split_bn, layout)
 
 
 def clip_batch(b=4, seed=1):
@@ -38,7 +39,7 @@ def test_soft_targets_put_lam_on_own_key_and_rest_on_partner():
 def test_soft_targets_with_self_partner_is_one_hot_and_lam_below_one_needs_perm():
     t = soft_targets(2, 5, 0, lam=0.4, perm=torch.tensor([0, 1]))
     assert torch.equal(t, F.one_hot(torch.arange(2), 5).float())
-    with pytest.raises(ValueError, match="needs perm"):
+    with pytest.raises(ValueError, match="needs a partner"):
         soft_targets(2, 5, 0, lam=0.5)
     with pytest.raises(ValueError, match="do not fit"):
         soft_targets(4, 5, 2)
@@ -63,10 +64,13 @@ def test_soft_info_nce_equals_hand_computed_infonce():
 
 def test_contrast_stats_reads_accuracy_and_similarities():
     logits = torch.tensor([[5.0, 1.0, 0.0], [4.0, 2.0, 0.0]])          # tau = 0.5
-    s = contrast_stats(logits, offset=0, temperature=0.5)
+    s = contrast_stats(logits, 0, temperature=0.5)                      # i-Mix's layout: own key at i
     assert s["acc"] == pytest.approx(0.5)                               # row 1's max is column 0
     assert s["pos_sim"] == pytest.approx((2.5 + 1.0) / 2)
     assert s["neg_sim"] == pytest.approx((0.5 + 0.0 + 2.0 + 0.0) / 4)
+    moco_layout = torch.tensor([[5.0, float("-inf"), 0.0], [4.0, 2.0, 0.0]])   # own key in column 0
+    s = contrast_stats(moco_layout, torch.zeros(2, dtype=torch.long), temperature=0.5)
+    assert s["acc"] == 1.0 and s["neg_sim"] == pytest.approx((0.0 + 1.0 + 0.0) / 3)   # -inf: not a column
 
 
 # --- distributed helpers (single process) -----------------------------------------------------
@@ -121,20 +125,39 @@ def test_queue_ring_buffer_wraps_when_length_is_not_a_multiple_of_the_batch():
     assert torch.equal(torch.roll(moco.queue, -ptr, dims=0), many[-5:])
 
 
-def test_contrast_layout_is_batch_keys_then_queue():
+def test_contrast_layout_is_moco_s_own_key_then_queue_and_a_partner_column_when_mixed():
     moco = tiny_moco(queue_size=3, temperature=0.5)
     q = F.normalize(torch.randn(4, 8), dim=1)
     k = F.normalize(torch.randn(4, 8), dim=1)
-    logits, offset, k_all = moco.contrast(q, k, return_keys=True)
-    assert offset == 0 and torch.equal(k_all, k)
-    assert logits.shape == (4, 4 + 3)
-    assert torch.allclose(logits, q @ torch.cat([k, moco.queue]).T / 0.5)
+    c = moco.contrast(q, k)
+    assert torch.equal(c.keys, k) and c.partner is None and c.own.tolist() == [0, 0, 0, 0]
+    assert torch.allclose(c.logits, torch.cat([(q * k).sum(1, keepdim=True), q @ moco.queue.T], 1) / 0.5)
+    perm = torch.tensor([1, 0, 2, 3])                                    # rows 2 and 3 are their own partners
+    m = moco.contrast(q, k, perm)
+    assert m.logits.shape == (4, 2 + 3) and m.partner.tolist() == [1, 1, 0, 0]
+    assert torch.allclose(m.logits[:2, 1], (q[:2] * k[[1, 0]]).sum(1) / 0.5)
+    assert torch.isinf(m.logits[2:, 1]).all()                            # no second copy of the own key
+    t = mixed_targets(5, m.own, 0.7, m.partner)
+    assert t[0].tolist() == pytest.approx([0.7, 0.3, 0, 0, 0]) and t[2].tolist() == [1, 0, 0, 0, 0]
+    loss = soft_info_nce(m.logits, t)
+    by_hand = sum(0.7 * F.cross_entropy(m.logits[i:i + 1], torch.tensor([0])) + 0.3 * F.cross_entropy(
+        m.logits[i:i + 1], torch.tensor([1])) for i in range(2)) + sum(F.cross_entropy(
+            m.logits[i:i + 1], torch.tensor([0])) for i in range(2, 4))
+    assert torch.isfinite(loss) and loss.item() == pytest.approx(by_hand.item() / 4, rel=1e-5)
     no_queue = tiny_moco(queue_size=0)
-    logits0, _ = no_queue.contrast(q, k)
-    assert logits0.shape == (4, 4)
+    assert no_queue.contrast(q, k).logits.shape == (4, 1)
     no_queue.enqueue(k)                        # Q = 0: nothing to store, no error
     with pytest.raises(ValueError, match="must both be"):
         moco.contrast(q, k[:3])
+
+
+def test_the_batch_layout_puts_every_key_of_the_batch_in_a_column():
+    moco = tiny_moco(queue_size=3, temperature=0.5, layout="batch")
+    q = F.normalize(torch.randn(4, 8), dim=1)
+    k = F.normalize(torch.randn(4, 8), dim=1)
+    c = moco.contrast(q, k, torch.tensor([1, 0, 3, 2]))
+    assert c.own.tolist() == [0, 1, 2, 3] and c.partner.tolist() == [1, 0, 3, 2]
+    assert torch.allclose(c.logits, q @ torch.cat([k, moco.queue]).T / 0.5)
 
 
 def test_keys_follow_the_query_encoders_mode():
@@ -178,14 +201,23 @@ def test_split_batchnorm_normalises_each_group_with_its_own_statistics():
         bn.train()(torch.randn(5, 3, 4))
 
 
-def test_moco_with_split_bn_converts_only_the_key_encoder():
-    moco = tiny_moco(split_bn=2)
-    assert not any(isinstance(m, SplitBatchNorm) for m in moco.encoder_q.modules())
-    splits = [m for m in moco.encoder_k.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
-    assert splits and all(isinstance(m, SplitBatchNorm) for m in splits)
+def test_moco_with_split_bn_normalises_both_encoders_in_groups_and_shuffles_the_keys():
+    """One process emulating CoCLR's 2 GPUs x (B / 2) clips: shuffle-BN, for real, on one device."""
+    moco = tiny_moco(split_bn=2).train()
+    for encoder in (moco.encoder_q, moco.encoder_k):
+        norms = [m for m in encoder.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+        assert norms and all(isinstance(m, SplitBatchNorm) and m.num_splits == 2 for m in norms)
     assert not any(p.requires_grad for p in moco.encoder_k.parameters())
-    k = moco.keys(clip_batch()["rgb"][:, 1])
-    assert k.shape == (4, 8) and torch.allclose(k.norm(dim=1), torch.ones(4), atol=1e-5)
+    x = clip_batch(b=4)["rgb"][:, 1]
+    torch.manual_seed(1)
+    order = torch.randperm(4)
+    assert set(order[:2].tolist()) not in ({0, 1}, {2, 3})          # the shuffle mixes the two groups
+    torch.manual_seed(1)
+    k = moco.keys(x)
+    with torch.no_grad():                  # the key of clip i comes from the group the shuffle put it in
+        expected = moco.encoder_k(x[order])[torch.argsort(order)]
+        unshuffled = moco.encoder_k(x)
+    assert torch.allclose(k, expected, atol=1e-5) and not torch.allclose(k, unshuffled, atol=1e-4)
 
 
 # --- MoCoMethod ---------------------------------------------------------------------------------
@@ -197,6 +229,7 @@ def test_mocostep_gradient_reaches_query_encoder_only():
     assert all(p.grad is None for p in step.moco.encoder_k.parameters())
     assert all(p.grad is not None for p in step.moco.encoder_q.parameters())
     assert set(stats) == {"loss", "lam", "acc", "pos_sim", "neg_sim"} and stats["lam"] == 1.0
+    assert step.learning
     assert stats["loss"] == pytest.approx(loss.item())
 
 
@@ -219,7 +252,7 @@ def test_mocostep_updates_queue_and_key_encoder_in_training_only():
 
 def test_mocostep_loss_decreases_on_a_fixed_batch():
     torch.manual_seed(0)
-    step = MoCoMethod(tiny_moco(queue_size=0, momentum=0.9), "rgb").train()
+    step = MoCoMethod(tiny_moco(queue_size=0, momentum=0.9, layout="batch"), "rgb").train()  # batch keys: negatives
     optim = torch.optim.Adam([p for p in step.parameters() if p.requires_grad], lr=3e-3)
     batch = clip_batch(b=6)
     losses = []
@@ -250,9 +283,11 @@ def _contrast_on_rank(rank_, world, init_file, out_dir):
         g = torch.Generator().manual_seed(100 + rank_)
         q = F.normalize(torch.randn(2, 8, generator=g), dim=1)
         k = F.normalize(torch.randn(2, 8, generator=g), dim=1)
-        logits, offset, k_all = moco.contrast(q, k, return_keys=True)
-        moco.enqueue(k_all)
-        torch.save({"rank": rank(), "world": world_size(), "offset": offset, "logits": logits,
+        c = moco.contrast(q, k)
+        moco.enqueue(c.keys)
+        b = tiny_moco(queue_size=5, temperature=0.5, layout="batch").contrast(q, k)
+        torch.save({"rank": rank(), "world": world_size(), "offset": int(b.own[0]), "logits": b.logits,
+                    "moco_logits": c.logits,
                     "q": q, "k": k, "queue": moco.queue, "ptr": int(moco.queue_ptr)},
                    f"{out_dir}/rank{rank_}.pt")
     finally:
@@ -266,9 +301,10 @@ def test_contrast_gathers_keys_across_two_ranks(tmp_path):
     keys = torch.cat([r[0]["k"], r[1]["k"]])                # gathered in rank order
     for i in range(2):
         assert r[i]["rank"] == i and r[i]["world"] == 2 and r[i]["offset"] == 2 * i
-        assert r[i]["logits"].shape == (2, 4 + 5)
+        assert r[i]["logits"].shape == (2, 4 + 5) and r[i]["moco_logits"].shape == (2, 1 + 5)
         own = r[i]["logits"][torch.arange(2), r[i]["offset"] + torch.arange(2)]
         assert torch.allclose(own, (r[i]["q"] * r[i]["k"]).sum(1) / 0.5, atol=1e-6)
+        assert torch.allclose(r[i]["moco_logits"][:, 0], own, atol=1e-6)   # the own key is column 0
         assert torch.equal(r[i]["queue"][:4], keys)        # both ranks' keys, same queue everywhere
         assert r[i]["ptr"] == 4
 

@@ -56,10 +56,33 @@ def test_cmmc_loss_is_lam_weighted_cross_entropy_of_own_and_partner_keys():
                                         generator=torch.Generator().manual_seed(7))
         q = enc.forward_from(mix.mixed, 2)
         k = moco.keys(b["rgb"][:, 1])
-        logits = q @ torch.cat([k, moco.queue]).T / cfg.ssl.temperature
-        own = torch.arange(6)
-        by_hand = mix.lam * F.cross_entropy(logits, own) + (1 - mix.lam) * F.cross_entropy(logits, mix.perm)
+        by_hand = 0.0
+        for i in range(6):          # MoCo's layout: [own key ; partner's key ; queue], as the poster's loss
+            j = int(mix.perm[i])
+            cols = [q[i] @ k[i]] + ([q[i] @ k[j]] if j != i else []) + list(q[i] @ moco.queue.T)
+            row = torch.stack(cols)[None] / cfg.ssl.temperature
+            own = F.cross_entropy(row, torch.tensor([0]))
+            by_hand += own if j == i else mix.lam * own + (1 - mix.lam) * F.cross_entropy(row, torch.tensor([1]))
+        by_hand /= 6
+        assert not torch.equal(mix.perm, torch.arange(6))
     assert stats["lam"] == pytest.approx(mix.lam)
+    assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
+
+
+def test_the_batch_layout_makes_every_batch_key_a_negative_as_i_mix():
+    torch.manual_seed(0)
+    cfg = preset("tiny", ["ssl.method=cmmc", "ssl.queue_size=8", "ssl.contrast=batch"])
+    step = build_method(cfg).eval()
+    b = batch(b=6)
+    loss, stats = step.loss(b, generator=torch.Generator().manual_seed(7))
+    enc, moco = step.moco.encoder_q, step.moco
+    with torch.no_grad():
+        mix = mixing.cross_modal_cutmix(enc.forward_until(b["rgb"][:, 0], 2),
+                                        step.source.forward_until(b["flow"][:, 0], 2), cfg.ssl.alpha,
+                                        cfg.ssl.cut_dims, generator=torch.Generator().manual_seed(7))
+        q = enc.forward_from(mix.mixed, 2)
+        logits = q @ torch.cat([moco.keys(b["rgb"][:, 1]), moco.queue]).T / cfg.ssl.temperature
+        by_hand = mix.lam * F.cross_entropy(logits, torch.arange(6)) + (1 - mix.lam) * F.cross_entropy(logits, mix.perm)
     assert loss.item() == pytest.approx(by_hand.item(), rel=1e-5)
 
 
@@ -74,8 +97,10 @@ def test_same_video_partner_keeps_labels_unmixed():
                                         step.source.forward_until(b["flow"][:, 0], 2),
                                         perm=torch.arange(4), generator=torch.Generator().manual_seed(3))
         q = enc.forward_from(mix.mixed, 2)
-        logits = q @ torch.cat([step.moco.keys(b["rgb"][:, 1]), step.moco.queue]).T / step.moco.temperature
-    assert loss.item() == pytest.approx(F.cross_entropy(logits, torch.arange(4)).item(), rel=1e-5)
+        k = step.moco.keys(b["rgb"][:, 1])
+        logits = torch.cat([(q * k).sum(1, keepdim=True), q @ step.moco.queue.T], 1) / step.moco.temperature
+    expected = F.cross_entropy(logits, torch.zeros(4, dtype=torch.long)).item()
+    assert loss.item() == pytest.approx(expected, rel=1e-4, abs=1e-7) and stats["lam"] < 1
 
 
 def test_layers_k_and_l_may_differ_and_bad_layers_are_named():

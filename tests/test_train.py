@@ -278,12 +278,12 @@ def test_a_fresh_start_drops_the_rows_of_a_run_that_died_before_its_first_checkp
 
 
 DDP_WORKER = r'''
-"""Run `cmmc ...` under torchrun, recording each rank's keys and logit offsets, and its final state."""
+"""Run `cmmc ...` under torchrun, recording each rank's keys and own-key logit columns, and its final state."""
 import sys
 import torch
 import cmmc_lib.train as train
 
-out, record = sys.argv[1], {"keys": [], "offsets": [], "own_gap": []}
+out, record = sys.argv[1], {"keys": [], "own_columns": [], "own_gap": []}
 real_build, real_save = train.build_method, train.save
 
 
@@ -297,14 +297,13 @@ def build(cfg, source=None):
         record["keys"].append(k.detach().clone())
         return k
 
-    def contrast_recorded(q, k_local, return_keys=False):
-        res = contrast(q, k_local, return_keys)
-        logits, offset = res[0], res[1]
+    def contrast_recorded(q, k_local, perm=None):
+        c = contrast(q, k_local, perm)
         rows = torch.arange(q.shape[0])
-        own = logits[rows, offset + rows].detach() * moco.temperature          # q_i . k_i in the own-key column
-        record["offsets"].append(offset)
+        own = c.logits[rows, c.own].detach() * moco.temperature              # q_i . k_i in the own-key column
+        record["own_columns"].append(c.own.tolist())
         record["own_gap"].append(float((own - (q.detach().float() * k_local.float()).sum(1)).abs().max()))
-        return res
+        return c
     moco.keys, moco.contrast = keys_recorded, contrast_recorded
     return step
 
@@ -356,8 +355,8 @@ def test_torchrun_two_processes_on_cpu_keep_the_ranks_identical_and_queue_both_r
     for step in range(3):
         rows = queue[step * batch: (step + 1) * batch]
         assert torch.equal(rows[:local], r0["record"]["keys"][step]) and torch.equal(rows[local:], r1["record"]["keys"][step])
-    # rank r's own keys sit at logit columns r * B/2 + i: the label offsets
-    assert r0["record"]["offsets"] == [0, 0, 0] and r1["record"]["offsets"] == [local] * 3
+    # MoCo's layout on every rank: each query's own (local) key in column 0
+    assert r0["record"]["own_columns"] == r1["record"]["own_columns"] == [[0] * local] * 3
     assert max(r0["record"]["own_gap"] + r1["record"]["own_gap"]) < 1e-5
 
 

@@ -1,24 +1,24 @@
-"""CoCLR (Han, Xie and Zisserman, NeurIPS 2020) and CoCLR + CMMC (docs/method.md sections 3-4).
+"""CoCLR (Han, Xie and Zisserman, NeurIPS 2020) and CoCLR + CMMC (docs/method.md, sections 3-4).
 
 CoCLR trains one modality with positives *mined by the other*: beside the queue of keys it keeps
-two aligned queues, the frozen other network's embedding of each key clip and the key's source
+aligned queues of the frozen other network's embedding of each key clip and of the key's source
 video. For query i (its key clip's other-modality embedding ``kf_i``):
 
-    P_i = {own key} U {keys of the same source video, in the batch and the queue}
+    P_i = {own key} U {queue entries of the same source video}
               U top-K over the rest of the queue of  kf_i . queue_other_j
 
-    loss_i = -log( sum_{j in P'_i} exp z_ij / sum_j exp z_ij )          z = q . [keys ; queue] / tau
+    loss_i = -log( sum_{j in P'_i} exp z_ij / sum_j exp z_ij )      z = q . [own key ; queue] / tau
 
-where, with probability ``self_mask`` per step (CoCLR: 0.9), P'_i drops the own key from P_i
-when P_i holds something else (the own key always stays in the denominator). The top-K starts
-once the queue is full (before, a random queue has nothing to mine). The logits hold every key
-of the batch (the layout every method here shares, so that a mixed query has its partner's key):
-CoCLR's own logits hold only the own key and the queue, so a batch sibling is a positive here and
-absent there, and other batch keys are extra negatives.
+where, with probability ``self_mask`` per step (CoCLR's code since 2021: 0.9), P'_i drops the own
+key from P_i when P_i holds something else (the own key always stays in the denominator). Until
+the queue is full nothing is mined and nothing is learnt: the step runs forward and fills the
+queue, and the loop skips the backward pass and the optimiser step (:attr:`CoCLRMethod.learning`),
+as CoCLR does at the start of every cycle. With ``ssl.contrast=batch`` the logits hold every key
+of the batch instead, and same-source keys of the batch are positives too.
 
 CoCLR + CMMC mixes the query as CMMC does (a tesseract of the frozen other network's block-l map
-of video perm[i] pasted into the query's block-k map) and spreads the target over both positive
-sets, as CoCLR spreads it over one:
+of video perm[i] pasted into the query's block-k map), adds the partner's key as a column, and
+spreads the target over both positive sets, as CoCLR spreads it over one:
 
     loss_i = lam * -log sum_{P'_i} softmax(z_i) + (1 - lam) * -log sum_{P'_perm[i]} softmax(z_i)
 """
@@ -29,7 +29,7 @@ from torch import Tensor, nn
 
 from ..models.heads import Encoder
 from .distributed import concat_all_gather
-from .losses import contrast_stats
+from .losses import Contrast, contrast_stats
 from .methods import CrossModalMixer, MoCoMethod, query_and_key_views
 from .moco import MoCo
 from .queue import ring_write
@@ -121,6 +121,13 @@ class CoCLRMethod(MoCoMethod):
             return self.moco.encoder_q(x), 1.0, None
         return self.mixer(self.moco.encoder_q, x, batch[self.other][:, 0], generator)
 
+    @property
+    def learning(self) -> bool:
+        """CoCLR trains only once its queue is full: before, each step runs forward (the momentum
+        update, BatchNorm statistics, the queue filling up) and computes the loss, but the loop
+        neither back-propagates nor steps the optimiser (CoCLR's warm-up, again in every cycle)."""
+        return not self.training or int(self.queue_filled) >= self.queue_other.shape[0]
+
     def loss(self, batch: dict, generator: torch.Generator | None = None) -> tuple[Tensor, dict[str, float]]:
         """Scalar loss and stats (``loss``, ``lam``, ``acc``, ``pos_sim``, ``neg_sim``, and
         ``positives``: the mean size of the positive sets)."""
@@ -129,35 +136,51 @@ class CoCLRMethod(MoCoMethod):
                 raise ValueError(f"CoCLR needs batch[{key!r}] (the other modality and each clip's source video)")
         x_q, x_k = query_and_key_views(batch, self.modality)
         source = torch.as_tensor(batch["source"], device=x_q.device).long()
+        full = int(self.queue_filled) >= self.queue_other.shape[0]
         q, lam, perm = self.query(batch, x_q, generator)
         if self.training:
             self.moco.momentum_update()
         k = self.moco.keys(x_k)
         kf = self.mining_embedding(batch[self.other][:, 1])           # the key clip's other modality
-        logits, offset, k_all = self.moco.contrast(q, k, return_keys=True)
-        full = int(self.queue_filled) >= self.queue_other.shape[0]
+        c = self.moco.contrast(q, k, perm)
         source_all = concat_all_gather(source)
         queue_pos = mine_positives(kf, self.queue_other, self.queue_source, source, self.topk, full)
-        others = torch.cat([source_all[None, :] == source[:, None], queue_pos], 1)       # + siblings in the batch
         drop_own = float(torch.rand((), generator=generator)) < self.self_mask
-        own = offset + torch.arange(len(q), device=q.device)
-        pos = self.positives(others, own, drop_own)
-        partner = None if perm is None else self.positives(others[perm], own[perm], drop_own)
-        loss = multi_positive_nce(logits, pos, lam, partner)
+        pos, partner = self.positive_sets(c, source, source_all, queue_pos, perm, drop_own)
+        loss = multi_positive_nce(c.logits, pos, lam, partner)
         labels = torch.as_tensor(batch.get("label", torch.full_like(source, -1)), device=source.device).long()
         stats = {"loss": float(loss.detach()), "lam": float(lam), "positives": float(pos.sum(1).float().mean()),
-                 **self.mining_stats(queue_pos, source, labels, full)}
+                 "warmup": float(not full), **self.mining_stats(queue_pos, source, labels, full)}
         if self.training:
-            self.enqueue(k_all, concat_all_gather(kf), source_all, concat_all_gather(labels))
-        stats.update(contrast_stats(logits.detach(), offset, self.moco.temperature))
+            self.enqueue(c.keys, concat_all_gather(kf), source_all, concat_all_gather(labels))
+        stats.update(contrast_stats(c.logits.detach(), c.own, self.moco.temperature))
         return loss, stats
+
+    def positive_sets(self, c: Contrast, source: Tensor, source_all: Tensor, queue_pos: Tensor,
+                      perm: Tensor | None, drop_own: bool) -> tuple[Tensor, Tensor | None]:
+        """The positive masks over ``c.logits``' columns: of each query (its own key, same-source
+        keys, the mined queue entries) and, when mixed, of its partner. ``moco`` layout: the batch
+        holds only the own key (and the partner's, a positive of a query when they share their
+        source); ``batch`` layout: every same-source key of the batch is a positive."""
+        rows = torch.arange(len(source), device=source.device)
+        if self.moco.layout == "batch":
+            others = torch.cat([source_all[None, :] == source[:, None], queue_pos], 1)
+            pos = self.positives(others, c.own, drop_own)
+            return pos, None if perm is None else self.positives(others[perm], c.own[perm], drop_own)
+        if perm is None:
+            return self.positives(torch.cat([torch.zeros_like(queue_pos[:, :1]), queue_pos], 1), c.own, drop_own), None
+        shared = (source[perm] == source) & (perm != rows)                   # a partner of the same source
+        own_cols = torch.stack([torch.zeros_like(shared), shared], 1)
+        partner_cols = torch.stack([shared, torch.zeros_like(shared)], 1)
+        pos = self.positives(torch.cat([own_cols, queue_pos], 1), c.own, drop_own)
+        partner = self.positives(torch.cat([partner_cols, queue_pos[perm]], 1), c.partner, drop_own)
+        return pos, partner
 
     @staticmethod
     def positives(others: Tensor, own: Tensor, drop_own: bool) -> Tensor:
-        """The (B, B_all + Q) positive mask of a ``[batch keys ; queue]`` logit matrix: the own
-        key column ``own`` (B,) and ``others`` (B, B_all + Q): same-source keys of the batch and
-        of the queue, and the queue entries mined. With ``drop_own`` the own key leaves every row
-        that has another positive (it stays in the denominator)."""
+        """A (B, N) positive mask over a logit matrix's N columns: the own key column ``own`` (B,)
+        and ``others`` (B, N): same-source keys and the queue entries mined. With ``drop_own`` the
+        own key leaves every row that has another positive (it stays in the denominator)."""
         rows = torch.arange(others.shape[0], device=others.device)
         mask = others.clone()
         mask[rows, own] = False

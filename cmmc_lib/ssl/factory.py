@@ -202,7 +202,7 @@ def mixing_function(spec: MethodSpec) -> Callable:
 def build_moco(cfg: Config, modality: str) -> MoCo:
     """A MoCo (query encoder, key encoder, queue) for ``modality`` at the config's sizes."""
     s = cfg.ssl
-    return MoCo(encoder_for(cfg, modality), s.queue_size, s.momentum, s.temperature, s.split_bn)
+    return MoCo(encoder_for(cfg, modality), s.queue_size, s.momentum, s.temperature, s.split_bn, s.contrast)
 
 
 def build_mixer(cfg: Config, spec: MethodSpec, source, trained: Backbone, frozen: bool = True) -> CrossModalMixer:

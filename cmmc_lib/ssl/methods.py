@@ -1,7 +1,8 @@
 """The methods of the paper's ablation as small modules with one ``loss(batch)``.
 
 Every method makes a query from view 0 of the trained modality (mixed or not), a key from
-view 1 with the momentum encoder, and the soft-label InfoNCE over ``[batch keys ; queue]``.
+view 1 with the momentum encoder, and the soft-label InfoNCE over the key, its mixing partner's
+key and the queue (:meth:`MoCo.contrast`).
 Which method a name means is :data:`cmmc_lib.registry.METHODS` (its ``kind`` picks the class
 below, its ``mix`` the mixing function):
 
@@ -28,7 +29,7 @@ import torch
 from torch import Tensor, nn
 
 from ..models.base import Backbone
-from .losses import contrast_stats, soft_info_nce, soft_targets
+from .losses import contrast_stats, mixed_targets, soft_info_nce
 from .moco import MoCo
 
 
@@ -86,17 +87,21 @@ class MoCoMethod(nn.Module):
         if self.training:
             self.moco.momentum_update()
         k = self.moco.keys(x_k)
-        logits, offset, k_all = self.moco.contrast(q, k, return_keys=True)
-        targets = soft_targets(q.shape[0], logits.shape[1], offset, lam, perm, device=logits.device)
-        loss = soft_info_nce(logits, targets)
+        c = self.moco.contrast(q, k, perm)
+        loss = soft_info_nce(c.logits, mixed_targets(c.logits.shape[1], c.own, lam, c.partner))
         if self.training:
-            self.moco.enqueue(k_all)
+            self.moco.enqueue(c.keys)
         stats = {"loss": float(loss.detach()), "lam": float(lam)}
-        stats.update(contrast_stats(logits.detach(), offset, self.moco.temperature))
+        stats.update(contrast_stats(c.logits.detach(), c.own, self.moco.temperature))
         return loss, stats
 
     def after_step(self) -> None:
         """Hook called by the loop after the optimiser step (nothing to do for MoCo)."""
+
+    @property
+    def learning(self) -> bool:
+        """Whether this step's loss should update the network (CoCLR: not until its queue is full)."""
+        return True
 
 
 class InputMixMethod(MoCoMethod):
@@ -248,6 +253,10 @@ class JointCrossModalMethod(nn.Module):
     def after_step(self) -> None:
         for method in self.methods.values():
             method.after_step()
+
+    @property
+    def learning(self) -> bool:
+        return all(method.learning for method in self.methods.values())
 
 
 def draw_layer(layers: tuple[int, ...], generator: torch.Generator | None) -> int:

@@ -3,12 +3,14 @@
     q = encoder_q(x_query)                       # (B, dim), L2-normalised, trained
     momentum_update()                            # theta_k <- m * theta_k + (1 - m) * theta_q
     k = keys(x_key)                              # (B, dim), no gradient
-    logits, offset = contrast(q, k)              # q @ [k_all ; queue].T / tau
-    loss = soft_info_nce(logits, soft_targets(B, logits.shape[1], offset))
-    enqueue(k_all)                               # the queue is a ring buffer of clean keys
+    c = contrast(q, k, perm)                     # q . [own key ; partner's key ; queue] / tau
+    loss = soft_info_nce(c.logits, mixed_targets(c.logits.shape[1], c.own, lam, c.partner))
+    enqueue(c.keys)                              # the queue is a ring buffer of clean keys
 
-The contrast set is ``[all batch keys ; queue]`` rather than MoCo's ``[own key | queue]`` so
-that a mixed query has a column for its partner's key too (docs/method.md section 2).
+The contrast layout (``ssl.contrast``) is MoCo's and CoCLR's: row i's own key in column 0, then,
+for a mixed query, its partner's key in column 1 (so the mixed target has a column to go to),
+then the queue; the other keys of the batch are no negatives (they join the queue after the
+step). ``batch`` is i-Mix's layout: every key of the batch is a column.
 """
 from __future__ import annotations
 
@@ -20,7 +22,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from ..models.heads import Encoder
-from .distributed import concat_all_gather, rank, shuffle_across_ranks, unshuffle_across_ranks
+from .distributed import concat_all_gather, rank, shuffle_across_ranks, unshuffle_across_ranks, world_size
+from .losses import LAYOUTS, Contrast
 from .queue import ring_write
 
 
@@ -102,7 +105,7 @@ def _fp32(device: torch.device):
 
 
 class MoCo(nn.Module):
-    """Momentum encoder + queue + the ``[batch keys ; queue]`` contrast.
+    """Momentum encoder + queue + the contrast of queries with their keys and the queue.
 
     Args:
         encoder: the query encoder (an :class:`~cmmc_lib.models.Encoder`, L2-normalised output);
@@ -110,24 +113,29 @@ class MoCo(nn.Module):
         queue_size: Q, number of past keys kept; any Q >= 0 (0: the batch keys only).
         momentum: m in ``theta_k <- m * theta_k + (1 - m) * theta_q``.
         temperature: tau; logits are cosine similarities / tau.
-        split_bn: G >= 1. **Single-device stand-in for shuffle-BN.** MoCo computes keys on a
-            batch shuffled across GPUs so that the BatchNorm statistics of a query and of its
-            positive key come from different samples (otherwise the network can "cheat" by
-            recognising its positive through batch statistics). On one device we do what
-            MoCo's CIFAR-10 demo does: the key encoder's BatchNorms become
-            :class:`SplitBatchNorm` with G groups, and the key batch is randomly shuffled
-            before the forward pass (and unshuffled after), so each key is normalised with a
-            random sub-batch of B / G other keys. ``split_bn=1`` is plain BatchNorm (no
-            shuffle on one device). Under DDP the key batch is always shuffled across ranks
-            first (real shuffle-BN), then inside each rank's groups when ``split_bn > 1``.
+        split_bn: G >= 1, the BatchNorm groups of the *global* batch, i.e. the GPUs a run emulates
+            (CoCLR: 2 GPUs x 32 clips). **Shuffle-BN.** MoCo computes keys on a batch shuffled
+            across GPUs so that the BatchNorm statistics of a query and of its positive key come
+            from different samples (otherwise the network can "cheat" by recognising its positive
+            through batch statistics). Each of W processes gets G // W groups (at least 1): there,
+            as in MoCo's CIFAR-10 demo, the BatchNorms of *both* encoders become
+            :class:`SplitBatchNorm` with those groups (each normalises B / G clips, as each GPU of
+            the emulated run would) and the key batch is shuffled before its forward pass (and
+            unshuffled after), so a key is normalised with other clips than its query. Under DDP the
+            key batch is shuffled across processes first (real shuffle-BN). ``split_bn=1`` in one
+            process is plain BatchNorm with no shuffle: no shuffle-BN at all.
+        layout: ``moco`` (``[own key ; partner's key ; queue]``) or ``batch`` (``[every batch key ;
+            queue]``): see :meth:`contrast`.
 
     Buffers: ``queue`` (Q, dim), L2-normalised random vectors at first; ``queue_ptr`` (1,),
     the row the next key is written to.
     """
 
     def __init__(self, encoder: Encoder, queue_size: int, momentum: float, temperature: float,
-                 split_bn: int = 1):
+                 split_bn: int = 1, layout: str = "moco"):
         super().__init__()
+        if layout not in LAYOUTS:
+            raise ValueError(f"the contrast layout must be one of {', '.join(LAYOUTS)}, got {layout!r}")
         if queue_size < 0:
             raise ValueError(f"queue_size must be >= 0, got {queue_size}")
         if not 0.0 <= momentum <= 1.0:
@@ -138,11 +146,12 @@ class MoCo(nn.Module):
             raise ValueError(f"split_bn must be >= 1, got {split_bn}")
         self.momentum = float(momentum)
         self.temperature = float(temperature)
-        self.split_bn = int(split_bn)
+        self.layout = layout
+        self.split_bn = max(1, int(split_bn) // world_size())     # this process's share of the groups
         self.encoder_q = encoder
-        self.encoder_k = copy.deepcopy(encoder)
-        if self.split_bn > 1:
-            convert_split_bn(self.encoder_k, self.split_bn)
+        if self.split_bn > 1:                  # both encoders, as each GPU of a real run normalises its share
+            convert_split_bn(self.encoder_q, self.split_bn)
+        self.encoder_k = copy.deepcopy(self.encoder_q)
         for p in self.encoder_k.parameters():
             p.requires_grad_(False)
         self.dim = int(encoder.dim)
@@ -176,27 +185,42 @@ class MoCo(nn.Module):
             k = self.encoder_k(x)
         return unshuffle_across_ranks(k, unshuffle)
 
-    def contrast(self, q: Tensor, k_local: Tensor, return_keys: bool = False) -> tuple:
-        """Logits of queries against ``[all batch keys ; queue]``.
+    def contrast(self, q: Tensor, k_local: Tensor, perm: Tensor | None = None) -> Contrast:
+        """The logits of queries against their keys and the queue, in the layout ``self.layout``.
 
         Args:
             q: (B, dim) L2-normalised queries (with gradient).
             k_local: (B, dim) this rank's keys; gathered over DDP ranks (no-op in one process).
-            return_keys: also return the gathered keys (B_all, dim), for :meth:`enqueue`.
+            perm: (B,) the mixing partner of each query (None: no mixing, no partner column).
 
         Returns:
-            ``(logits, offset)``, or ``(logits, offset, k_all)`` with ``return_keys``:
-            logits (B, B_all + Q) float32 = ``q @ [k_all ; queue].T / tau``; row i's own key is
-            column ``offset + i`` with ``offset = rank * B``.
+            a :class:`~cmmc_lib.ssl.losses.Contrast`: ``moco`` layout, logits (B, 1 [+ 1] + Q) =
+            ``q . [own key ; partner's key ; queue] / tau`` (own column 0, partner column 1; a row
+            that is its own partner has no partner column: -inf there, its target on column 0);
+            ``batch`` layout, (B, B_all + Q) = ``q . [k_all ; queue] / tau`` with row i's own key in
+            column ``rank * B + i``.
         """
         if q.dim() != 2 or q.shape != k_local.shape:
             raise ValueError(f"queries {tuple(q.shape)} and keys {tuple(k_local.shape)} must both be (B, dim)")
         k_all = concat_all_gather(k_local)
-        offset = rank() * q.shape[0]
+        rows = torch.arange(q.shape[0], device=q.device)
         with _fp32(q.device):
-            bank = torch.cat([k_all.float(), self.queue.float()], dim=0)   # new tensor: safe to enqueue later
-            logits = q.float() @ bank.T / self.temperature
-        return (logits, offset, k_all) if return_keys else (logits, offset)
+            qf, queue = q.float(), self.queue.float().clone()     # a copy: the queue changes after the step
+            if self.layout == "batch":
+                offset = rank() * q.shape[0]
+                logits = qf @ torch.cat([k_all.float(), queue]).T / self.temperature
+                partner = None if perm is None else offset + perm.to(rows.device)
+                return Contrast(logits, offset + rows, partner, k_all)
+            k = k_local.float()
+            columns = [(qf * k).sum(1, keepdim=True)]
+            partner = None
+            if perm is not None:
+                perm = perm.to(rows.device)
+                cross = (qf * k[perm]).sum(1, keepdim=True)
+                columns.append(cross.masked_fill((perm == rows)[:, None], float("-inf")))
+                partner = torch.where(perm == rows, torch.zeros_like(rows), torch.ones_like(rows))
+            logits = torch.cat(columns + [qf @ queue.T], dim=1) / self.temperature
+        return Contrast(logits, torch.zeros_like(rows), partner, k_all)
 
     @torch.no_grad()
     def enqueue(self, k_all: Tensor) -> None:
