@@ -44,12 +44,23 @@ class DataConfig:
     short_side: int = 40                # resize the short side to this before cropping (px)
     size: int = 32                      # square crop side (px): clips are (C, T, size, size)
     crop_scale: tuple[float, float] = (0.3, 1.0)   # random resized crop area range
+    crop_mode: str = "torchvision"      # torchvision (10 tries, centre fallback) | coclr (1 try, whole frame)
     views: int = 2                      # clips per video in training (query, key)
+    view_mode: str = "symmetric"        # symmetric (both views strong) | coclr (weak/strong, shared window)
+    same_window: float = 0.5            # coclr views: chance both views share one window (one weak, one strong)
+    strong_p: float = 0.3               # coclr views: chance a view of two windows is strong
     eval_windows: int = 4               # evenly spaced windows per test video (0: dense, half-
                                         # overlapping windows, CoCLR's retrieval protocol)
+    eval_crop: int = 0                  # the centred square (px of the frame at short_side) an evaluation
+                                        # view resizes to ``size`` (0: ``size`` itself, no resizing)
     flip_flow: bool = True              # negate the horizontal flow component on flips
-    color_jitter: float = 0.5           # probability of colour jitter (RGB only)
-    grayscale: float = 0.2              # probability of grey (RGB only)
+    color_jitter: float = 0.5           # probability of colour jitter (of a strong view)
+    grayscale: float = 0.2              # probability of grey (of a strong view)
+    grey_mode: str = "luma"             # luma | channel (CoCLR: one of R, G, B per frame)
+    blur: float = 0.0                   # probability of a Gaussian blur (of a strong view)
+    blur_sigma: tuple[float, float] = (0.1, 2.0)   # its sigma range, px of the crop
+    photometric_flow: bool = False      # jitter, grey and blur flow too, as CoCLR's flow images
+    normalize: str = "unit"             # unit: [-1, 1] (flow: px / 20) | imagenet (CoCLR)
     cache: bool = True                  # keep decoded videos in memory (small datasets only)
     num_workers: int = 0
     prefetch: int = 2                   # batches each loader worker prepares ahead
@@ -400,7 +411,11 @@ def _validate_names(cfg: Config) -> None:
                "ssl.contrast": (cfg.ssl.contrast, ("moco", "batch")),
                "optim.optimizer": (cfg.optim.optimizer, ("adam", "sgd")),
                "eval.probe_features": (cfg.eval.probe_features, ("bn", "raw")),
-               "data.ntu_source": (cfg.data.ntu_source, ("auto", "arrays", "skeletons", "pickle"))}
+               "data.ntu_source": (cfg.data.ntu_source, ("auto", "arrays", "skeletons", "pickle")),
+               "data.crop_mode": (cfg.data.crop_mode, ("torchvision", "coclr")),
+               "data.view_mode": (cfg.data.view_mode, ("symmetric", "coclr")),
+               "data.grey_mode": (cfg.data.grey_mode, ("luma", "channel")),
+               "data.normalize": (cfg.data.normalize, ("unit", "imagenet"))}
     for key, (value, allowed) in choices.items():
         if value not in allowed:
             raise ValueError(f"{key} must be one of {', '.join(allowed)}, got {value!r}")
@@ -414,7 +429,8 @@ def _validate_numbers(cfg: Config) -> None:
               "data.pose_noise": d.pose_noise, "data.pose_drop": d.pose_drop,
               "eval.probe_weight_decay": cfg.eval.probe_weight_decay,
               "ssl.alpha": s.alpha, "ssl.momentum": s.momentum, "ssl.temperature": s.temperature,
-              "data.color_jitter": d.color_jitter, "data.grayscale": d.grayscale}
+              "data.color_jitter": d.color_jitter, "data.grayscale": d.grayscale, "data.blur": d.blur,
+              "data.same_window": d.same_window, "data.strong_p": d.strong_p}
     for key, value in floats.items():
         if not math.isfinite(value):
             raise ValueError(f"{key} must be a finite number, got {value}")
@@ -441,6 +457,7 @@ def _validate_numbers(cfg: Config) -> None:
         if value <= 0:
             raise ValueError(f"{key} must be > 0, got {value}")
     unit = {"ssl.momentum": s.momentum, "data.color_jitter": d.color_jitter, "data.grayscale": d.grayscale,
+            "data.blur": d.blur, "data.same_window": d.same_window, "data.strong_p": d.strong_p,
             "ssl.self_mask": s.self_mask, "optim.sgd_momentum": o.sgd_momentum, "data.pose_drop": d.pose_drop}
     for key, value in unit.items():
         if not 0 <= value <= 1:
@@ -452,6 +469,12 @@ def _validate_numbers(cfg: Config) -> None:
     if d.size > d.short_side:
         raise ValueError(f"data.size={d.size} is larger than data.short_side={d.short_side}: "
                          f"the crop must fit in the resized frame")
+    if not (len(d.blur_sigma) == 2 and 0 < d.blur_sigma[0] <= d.blur_sigma[1]):
+        raise ValueError(f"data.blur_sigma must be (low, high) with 0 < low <= high (px), got {d.blur_sigma}")
+    if d.eval_crop < 0 or d.eval_crop > d.short_side:
+        raise ValueError(f"data.eval_crop={d.eval_crop} must lie in 0..data.short_side={d.short_side} (0: data.size)")
+    if d.view_mode == "coclr" and d.views != 2:
+        raise ValueError(f"data.view_mode=coclr draws a query and a key view: data.views must be 2, got {d.views}")
     if any(m < 1 for m in o.milestones) or list(o.milestones) != sorted(set(o.milestones)):
         raise ValueError(f"optim.milestones must be increasing epochs >= 1, got {o.milestones}")
     ev = cfg.eval

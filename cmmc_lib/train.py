@@ -40,7 +40,8 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from .config import Config, OptimConfig, apply_overrides, validate
+from .config import Config, DataConfig, OptimConfig, apply_overrides, validate
+from .data.augment import finish_clips
 from .data.datasets import build_dataset, worker_options
 from .devices import resolve_device
 from .evaluate.features import split_features
@@ -356,6 +357,8 @@ class TrainLoader:
 
     def __init__(self, train_ds, cfg: Config, env: Env):
         self.dataset, self.cfg, self.env = train_ds, cfg, env
+        if hasattr(train_ds, "defer_photometric"):      # its photometric half runs batched, on the device
+            train_ds.defer_photometric = True
         self.sampler = EpochBatches()
         d = cfg.data
         self.loader = DataLoader(train_ds, batch_sampler=self.sampler, pin_memory=env.device.type == "cuda",
@@ -375,17 +378,33 @@ class TrainLoader:
         self.loader._iterator = None
 
 
-def to_device(batch: dict, env: Env) -> dict:
-    """The batch's tensors on this process's device (asynchronously from pinned memory); clips
-    (B, V, C, T, H, W) laid out channels-last when ``env.channels_last``, so that every view
-    ``x[:, v]`` is a channels-last 3-D tensor."""
-    out = {}
-    for k, v in batch.items():
-        if torch.is_tensor(v):
-            v = v.to(env.device, non_blocking=True)
-            if env.channels_last and v.dim() == 6 and v.is_floating_point():
-                v = v.permute(0, 1, 3, 4, 5, 2).contiguous().permute(0, 1, 5, 2, 3, 4)
-        out[k] = v
+def to_device(batch: dict, env: Env, data: DataConfig | None = None) -> dict:
+    """The batch's tensors on this process's device (asynchronously from pinned memory), its
+    clips finished there (:func:`finish_batch`) and laid out channels-last when
+    ``env.channels_last``, so that every view ``x[:, v]`` is a channels-last 3-D tensor."""
+    out = {k: v.to(env.device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+    out = finish_batch(out, data or DataConfig())
+    for k, v in out.items():
+        if env.channels_last and torch.is_tensor(v) and v.dim() == 6 and v.is_floating_point():
+            out[k] = v.permute(0, 1, 3, 4, 5, 2).contiguous().permute(0, 1, 5, 2, 3, 4)
+    return out
+
+
+def finish_batch(batch: dict, data: DataConfig) -> dict:
+    """The photometric half of the training views, batched (:func:`cmmc_lib.data.augment.finish_clips`):
+    the uint8 crops (B, V, T, S, S, C) a deferring dataset hands over become float clips
+    (B, V, C, T, S, S), with their views' jitter, grey and blur (``aug``, ``aug_grey``)."""
+    if "aug" not in batch:
+        return batch
+    out = dict(batch)
+    rows, grey = out.pop("aug"), out.pop("aug_grey")
+    b, v = rows.shape[:2]
+    for m in ("rgb", "flow"):
+        if m in out and out[m].dtype == torch.uint8:
+            clips = finish_clips(out[m].flatten(0, 1), m, rows.flatten(0, 1), grey.flatten(0, 1),
+                                 grey_mode=data.grey_mode, normalize=data.normalize,
+                                 photometric_flow=data.photometric_flow)
+            out[m] = clips.unflatten(0, (b, v))
     return out
 
 
@@ -429,7 +448,7 @@ def train_step(model, method, optimizer, batch: dict, cfg: Config, pos: Position
     come from a generator seeded by (seed, step, rank)."""
     seed = step_seed(cfg.run.seed, pos.step, env.rank)
     torch.manual_seed(seed)
-    batch = to_device(batch, env)
+    batch = to_device(batch, env, cfg.data)
     learns = method.learning                # CoCLR: not until its queue is full (forward only, no update)
     with exact_kernels(env.device, cfg.run.amp):
         with autocast_for(env.device, cfg.run.amp), nullcontext() if learns else torch.no_grad():

@@ -60,7 +60,8 @@ from .synthetic import ensure_synthetic
 from .rawframes import FrameReadError, count_frames, read_flow_frames
 from .splits import (Split, VideoEntry, VideoIndex, load_split, ntu60_split, ntu_sample_names,
                      parse_ntu_name, source_of)
-from .transforms import ClipTransform
+from .augment import finish_clips
+from .transforms import Augment, ClipTransform, ViewParams, plan_views, ten_crop_params
 from .video import (VIDEO_EXTENSIONS, VideoReadError, decode_video, eval_windows, read_clip, resized_hw,
                     sample_train_windows, video_frame_size)
 
@@ -105,9 +106,12 @@ class MultiModalClips(SeededItems):
         self.layout = registry.SKELETON_LAYOUTS[layout_name] if layout_name else None
         if "heatmap" in self.modalities and self.layout is None:
             raise ValueError(f"dataset {data.dataset!r} has no skeleton layout: no pose heatmaps")
-        self.transform = ClipTransform(data.size, train, data.crop_scale, data.flip_flow, data.color_jitter,
-                                       data.grayscale, layout=self.layout, heatmap_sigma=data.heatmap_sigma,
-                                       heatmap_limbs=data.heatmap_limbs)
+        self.aug = Augment.of(data)
+        self.transform = ClipTransform(data.size, train, self.aug, data.flip_flow, layout=self.layout,
+                                       heatmap_sigma=data.heatmap_sigma, heatmap_limbs=data.heatmap_limbs,
+                                       eval_crop=data.eval_crop)
+        self.eval_crops = 1
+        self.defer_photometric = False      # the training loop finishes clips on its device, batched
         self.entries, self.paths = self._locate(list(entries))
         self.labels = [e.label for e in self.entries]
         self.videos = [e.video for e in self.entries]
@@ -196,7 +200,8 @@ class MultiModalClips(SeededItems):
         rng = self.item_rng(j)
         n = self._num_frames(j)
         if self.train:
-            windows = sample_train_windows(n, self.clip_len, self.stride, self.num_views, rng)
+            windows, strong = plan_views(rng, sample_train_windows(n, self.clip_len, self.stride, self.num_views, rng),
+                                         self.aug)
         else:
             windows = eval_windows(n, self.clip_len, self.stride, self.num_views)
         clips = {m: self._read(m, j, windows) for m in self.modalities}
@@ -204,18 +209,42 @@ class MultiModalClips(SeededItems):
         frame_hw = (ref.shape[2:4] if ref is not None       # (H, W) at short_side
                     else resized_hw(*self._pose_frame_hw(j), self.short_side))
         keypoints = "pose" in clips or "heatmap" in clips
-        views = []
+        views, params = [], []
         for v in range(len(windows)):
-            params = self.transform.sample(rng, frame_hw)
-            views.append(self.transform(
-                params, rgb=clips["rgb"][v] if "rgb" in clips else None,
-                flow=clips["flow"][v] if "flow" in clips else None,
-                pose=clips["pose"][v] if "pose" in clips else None,
-                pose_frame_hw=self._pose_frame_hw(j) if keypoints else None,
-                heatmap=clips["heatmap"][v] if "heatmap" in clips else None))
+            for p in (self._eval_views(frame_hw) if not self.train else
+                      [self.transform.sample(rng, frame_hw, strong[v], self.clip_len)]):
+                params.append(p)
+                views.append(self.transform(
+                    p, rgb=clips["rgb"][v] if "rgb" in clips else None,
+                    flow=clips["flow"][v] if "flow" in clips else None,
+                    pose=clips["pose"][v] if "pose" in clips else None,
+                    pose_frame_hw=self._pose_frame_hw(j) if keypoints else None,
+                    heatmap=clips["heatmap"][v] if "heatmap" in clips else None))
         item = {m: torch.stack([view[m] for view in views]) for m in self.modalities}
+        item.update(self._finish(item, params))
         item.update(label=e.label, index=j, video=e.video, group=e.group, source=self.sources[j])
         return item
+
+    def _eval_views(self, frame_hw: tuple[int, int]) -> list[ViewParams]:
+        """The deterministic views of one evaluation window: the centre crop, or CoCLR's ten crops."""
+        if self.eval_crops == 10:
+            return ten_crop_params(frame_hw, self.transform.eval_crop)
+        return [self.transform.sample(None, frame_hw)]
+
+    def _finish(self, item: dict, params: list[ViewParams]) -> dict:
+        """The photometric half: here, per item ((V, C, T, S, S) float clips), or, when the training
+        loop defers it, the uint8 crops stay and each view's parameters go along (``aug``: (V, P)
+        rows, ``aug_grey``: (V, T) the channel each frame's grey copies)."""
+        rows = torch.stack([p.photometric() for p in params])
+        grey = torch.tensor([p.grey_channels or (0,) * self.clip_len for p in params], dtype=torch.uint8)
+        d, out = self.data, {}
+        if self.defer_photometric:
+            return {"aug": rows, "aug_grey": grey}
+        for m in ("rgb", "flow"):
+            if m in item:
+                out[m] = finish_clips(item[m], m, rows, grey, grey_mode=d.grey_mode, normalize=d.normalize,
+                                      photometric_flow=d.photometric_flow)
+        return out
 
     def _num_frames(self, j: int) -> int:
         """Frames of video j: of the video (RGB asked), else of the flow, else of the pose."""

@@ -1,18 +1,19 @@
 """Clip transforms whose random parameters are drawn ONCE per view and shared by modalities.
 
-A view of a clip is cut the same way in RGB, flow and pose: :func:`sample_view_params` draws
-a random resized crop (area fraction in ``scale``, aspect in 3/4..4/3), a horizontal flip,
-and, for RGB only, colour jitter and grey; :func:`eval_view_params` is the deterministic
-centre crop. The crop box is stored as fractions of the frame so that a modality stored at
+A view of a clip is cut the same way in RGB, flow and pose. Per item, from the item's random
+numbers, :func:`plan_views` decides each view's window and strength (CoCLR: the two views share
+one window half the time, and one of them is weak), :func:`sample_view_params` draws its crop
+box, flip and photometric parameters (:class:`Augment` holds the settings, from the config's
+``data.*``), :func:`eval_view_params` / :func:`ten_crop_params` give the deterministic views of
+evaluation. The crop box is stored as fractions of the frame so that a modality stored at
 another resolution is cut at the same place.
 
-Inputs are uint8 ``(T, H, W, C)`` numpy arrays or tensors (frames already resized to the
-short side); outputs are float32 tensors ``(C, T, S, S)`` in [-1, 1]:
+The geometric half is done here, per item, on uint8 pixels: :func:`crop_clip` cuts the box out of
+every frame, resizes it to ``S x S`` (bilinear, antialiased when it shrinks) and flips it; on a
+flip the flow's x component is negated when ``flip_flow`` (a mirrored video moves the other way;
+on the uint8 storage ``q -> 255 - q`` is exactly ``f -> -f``). The photometric half (jitter, grey,
+blur) and the normalisation are :func:`cmmc_lib.data.augment.finish_clips`, on batches.
 
-* RGB: ``pixel / 127.5 - 1``.
-* Flow: the uint8 storage (bound 20 px) maps to ``flow_px / 20`` (the same ``/127.5 - 1``);
-  on a flip the x channel (0) is negated when ``flip_flow`` (a mirrored video moves the other
-  way). Values stay in source-resolution pixels / 20 (crops do not rescale them, as in CoCLR).
 * Pose: ``(T, J, 3)`` keypoints (x, y in pixels of the source frame, cv2 convention: pixel
   column i has its centre at x = i; confidence) -> ``(3, T, J)`` with x, y in the crop mapped
   to [-1, 1] (-1 = left/top edge of the crop) and the confidence, set to 0 for joints that fall
@@ -27,53 +28,115 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 
+from .augment import PARAMS, finish_clips
 from .pose import part_heatmaps
-from .video import resize_frame
 
 #: Colour jitter strengths (brightness, contrast, saturation, hue), as MoCo v2 / CoCLR.
 JITTER_STRENGTH = (0.4, 0.4, 0.4, 0.1)
-_GREY_WEIGHTS = (0.299, 0.587, 0.114)
+CROP_MODES = ("torchvision", "coclr")
+VIEW_MODES = ("symmetric", "coclr")
+
+
+@dataclass(frozen=True)
+class Augment:
+    """How training views are drawn (the config's ``data.*`` augmentation settings).
+
+    crop_mode:  ``torchvision`` (aspect log-uniform in ``ratio``, 10 tries, then the centre crop)
+                or ``coclr`` (aspect uniform in ``ratio``, width and height swapped half the time,
+                one try, then the whole frame, squashed: CoCLR's RandomSizedCrop).
+    view_mode:  ``symmetric`` (independent windows, every view strong) or ``coclr`` (half the
+                items put both views on one window with exactly one strong, the others draw two
+                windows, each view strong with ``strong_p``: CoCLR's TransformController).
+    jitter_p, grey_p, blur_p: probabilities of colour jitter (strengths ``jitter_strength``), of
+                grey (``grey_mode``: luma or one channel per frame), of a Gaussian blur with sigma
+                uniform in ``blur_sigma`` px of the crop.
+    """
+    crop_scale: tuple[float, float] = (0.3, 1.0)
+    ratio: tuple[float, float] = (3 / 4, 4 / 3)
+    crop_mode: str = "torchvision"
+    flip_p: float = 0.5
+    view_mode: str = "symmetric"
+    same_window: float = 0.5
+    strong_p: float = 0.3
+    jitter_p: float = 0.8
+    jitter_strength: tuple[float, float, float, float] = JITTER_STRENGTH
+    grey_p: float = 0.2
+    grey_mode: str = "luma"
+    blur_p: float = 0.0
+    blur_sigma: tuple[float, float] = (0.1, 2.0)
+
+    @classmethod
+    def of(cls, data) -> "Augment":
+        """The settings of a :class:`~cmmc_lib.config.DataConfig`."""
+        return cls(tuple(data.crop_scale), (3 / 4, 4 / 3), data.crop_mode, 0.5, data.view_mode, data.same_window,
+                   data.strong_p, data.color_jitter, JITTER_STRENGTH, data.grayscale, data.grey_mode, data.blur,
+                   tuple(data.blur_sigma))
 
 
 @dataclass(frozen=True)
 class ViewParams:
     """How one view is cut, shared by all of its modalities.
 
-    box:    (top, left, height, width) as fractions of the frame, in [0, 1].
-    flip:   horizontal flip.
-    jitter: (brightness, contrast, saturation, hue) factors for RGB, or None.
-    grey:   convert RGB to grey (after jitter).
+    box:     (top, left, height, width) as fractions of the frame, in [0, 1].
+    flip:    horizontal flip.
+    strong:  the photometric part applies (a weak view is the crop and the flip alone).
+    jitter:  (brightness, contrast, saturation, hue) factors, or None.
+    grey:    turn the view grey (after jitter); ``grey_channels``: the channel each frame copies
+             (CoCLR's grey), or None (luma).
+    blur:    the Gaussian blur's sigma in px of the crop (0: none).
     """
     box: tuple[float, float, float, float]
     flip: bool = False
+    strong: bool = True
     jitter: tuple[float, float, float, float] | None = None
     grey: bool = False
+    grey_channels: tuple[int, ...] | None = None
+    blur: float = 0.0
+
+    def photometric(self) -> torch.Tensor:
+        """The view's row of :data:`cmmc_lib.data.augment.PARAMS`."""
+        b, c, s, h = self.jitter or (1.0, 1.0, 1.0, 0.0)
+        row = dict(strong=self.strong, jitter=self.jitter is not None, brightness=b, contrast=c, saturation=s,
+                   hue=h, grey=self.grey, blur=self.blur)
+        return torch.tensor([float(row[name]) for name in PARAMS])
 
 
 # ----------------------------------------------------------------------------- parameters
 def random_resized_box(rng: np.random.Generator, frame_hw: tuple[int, int],
                        scale: tuple[float, float] = (0.3, 1.0),
-                       ratio: tuple[float, float] = (3 / 4, 4 / 3)) -> tuple[int, int, int, int]:
-    """(top, left, h, w) in pixels of a random crop: area fraction ~ U(scale), log aspect
-    (w / h) ~ U(log ratio); 10 tries, then the centre crop with the aspect clamped to ratio
-    (torchvision's RandomResizedCrop rule)."""
+                       ratio: tuple[float, float] = (3 / 4, 4 / 3), mode: str = "torchvision") -> tuple[int, int, int, int]:
+    """(top, left, h, w) in pixels of a random crop of area fraction ~ U(scale).
+
+    ``torchvision``: log aspect (w / h) ~ U(log ratio); 10 tries, then the centre crop with the
+    aspect clamped to ratio (torchvision's RandomResizedCrop). ``coclr``: aspect ~ U(ratio), w and
+    h swapped with p 0.5, one try, then the whole frame (CoCLR's RandomSizedCrop, which then
+    squashes the frame to the square output)."""
     height, width = frame_hw
     if not 0 < scale[0] <= scale[1] <= 1:
         raise ValueError(f"crop scale must satisfy 0 < lo <= hi <= 1, got {scale}")
+    if mode not in CROP_MODES:
+        raise ValueError(f"crop mode must be one of {', '.join(CROP_MODES)}, got {mode!r}")
     area = height * width
-    log_ratio = (math.log(ratio[0]), math.log(ratio[1]))
-    for _ in range(10):
+    for _ in range(10 if mode == "torchvision" else 1):
         target = area * rng.uniform(scale[0], scale[1])
-        aspect = math.exp(rng.uniform(*log_ratio))
+        if mode == "torchvision":
+            aspect = math.exp(rng.uniform(math.log(ratio[0]), math.log(ratio[1])))
+        else:
+            aspect = rng.uniform(ratio[0], ratio[1])
         w = int(round(math.sqrt(target * aspect)))
         h = int(round(math.sqrt(target / aspect)))
+        if mode == "coclr" and rng.random() < 0.5:
+            w, h = h, w
         if 0 < w <= width and 0 < h <= height:
             top = int(rng.integers(0, height - h + 1))
             left = int(rng.integers(0, width - w + 1))
             return top, left, h, w
+    if mode == "coclr":
+        return 0, 0, height, width
     in_ratio = width / height
     if in_ratio < ratio[0]:
         w, h = width, int(round(width / ratio[0]))
@@ -84,29 +147,45 @@ def random_resized_box(rng: np.random.Generator, frame_hw: tuple[int, int],
     return (height - h) // 2, (width - w) // 2, h, w
 
 
-def sample_view_params(rng: np.random.Generator, frame_hw: tuple[int, int],
-                       scale: tuple[float, float] = (0.3, 1.0),
-                       ratio: tuple[float, float] = (3 / 4, 4 / 3), flip_p: float = 0.5,
-                       jitter_p: float = 0.8, grey_p: float = 0.2,
-                       jitter_strength: tuple[float, float, float, float] = JITTER_STRENGTH
-                       ) -> ViewParams:
-    """Random parameters of one training view of a frame of ``frame_hw`` = (H, W) pixels.
+def plan_views(rng: np.random.Generator, windows: np.ndarray, aug: Augment) -> tuple[np.ndarray, list[bool]]:
+    """Each view's window and strength: ``(windows (V, T), strong per view)``. ``symmetric``: the
+    windows as drawn, every view strong; ``coclr`` (two views): with ``same_window`` one of the two
+    windows (50/50) for both views, exactly one of them strong (50/50); else both windows, each view
+    strong with ``strong_p``."""
+    if aug.view_mode not in VIEW_MODES:
+        raise ValueError(f"view mode must be one of {', '.join(VIEW_MODES)}, got {aug.view_mode!r}")
+    if aug.view_mode == "symmetric":
+        return windows, [True] * len(windows)
+    if len(windows) != 2:
+        raise ValueError(f"view_mode=coclr makes two views (a query and a key), got {len(windows)}")
+    if rng.random() < aug.same_window:
+        keep = int(rng.integers(2))
+        first_strong = bool(rng.random() < 0.5)
+        return np.stack([windows[keep], windows[keep]]), [first_strong, not first_strong]
+    return windows, [bool(rng.random() < aug.strong_p) for _ in range(2)]
 
-    Draws, in this order: crop box, flip, jitter (with probability ``jitter_p``), grey (with
-    probability ``grey_p``). Same ``rng`` state -> same view.
-    """
-    top, left, h, w = random_resized_box(rng, frame_hw, scale, ratio)
-    flip = bool(rng.random() < flip_p)
+
+def sample_view_params(rng: np.random.Generator, frame_hw: tuple[int, int], aug: Augment = Augment(),
+                       strong: bool = True, frames: int = 1) -> ViewParams:
+    """Random parameters of one training view of ``frames`` frames of ``frame_hw`` = (H, W) px.
+
+    Draws, in this order and whatever the view's strength (so a weak view leaves the random
+    numbers of later views as they are): crop box, flip, jitter (with ``jitter_p``), grey (with
+    ``grey_p``), grey channels (``grey_mode="channel"``: one per frame), blur (with ``blur_p``, its
+    sigma). Same ``rng`` state -> same view."""
+    top, left, h, w = random_resized_box(rng, frame_hw, aug.crop_scale, aug.ratio, aug.crop_mode)
+    flip = bool(rng.random() < aug.flip_p)
     jitter = None
-    if rng.random() < jitter_p:
-        b, c, s, hue = jitter_strength
-        jitter = (float(rng.uniform(max(0.0, 1 - b), 1 + b)),
-                  float(rng.uniform(max(0.0, 1 - c), 1 + c)),
-                  float(rng.uniform(max(0.0, 1 - s), 1 + s)),
-                  float(rng.uniform(-hue, hue)))
-    grey = bool(rng.random() < grey_p)
+    if rng.random() < aug.jitter_p:
+        b, c, s, hue = aug.jitter_strength
+        jitter = (float(rng.uniform(max(0.0, 1 - b), 1 + b)), float(rng.uniform(max(0.0, 1 - c), 1 + c)),
+                  float(rng.uniform(max(0.0, 1 - s), 1 + s)), float(rng.uniform(-hue, hue)))
+    grey = bool(rng.random() < aug.grey_p)
+    channels = tuple(int(c) for c in rng.integers(0, 3, frames)) if aug.grey_mode == "channel" else None
+    blur = float(rng.uniform(*aug.blur_sigma)) if rng.random() < aug.blur_p else 0.0
     H, W = frame_hw
-    return ViewParams((top / H, left / W, h / H, w / W), flip, jitter, grey)
+    return ViewParams((top / H, left / W, h / H, w / W), flip, strong, jitter if strong else None,
+                      grey and strong, channels, blur if strong else 0.0)
 
 
 def eval_view_params(frame_hw: tuple[int, int], size: int) -> ViewParams:
@@ -115,105 +194,58 @@ def eval_view_params(frame_hw: tuple[int, int], size: int) -> ViewParams:
     H, W = frame_hw
     side = min(size, H, W)
     top, left = (H - side) // 2, (W - side) // 2
-    return ViewParams((top / H, left / W, side / H, side / W))
+    return ViewParams((top / H, left / W, side / H, side / W), strong=False)
 
 
-# ----------------------------------------------------------------------------- applying
-def _as_thwc(frames) -> np.ndarray:
-    """uint8 (T, H, W, C) numpy array (a tensor is viewed, not copied)."""
-    if isinstance(frames, torch.Tensor):
-        frames = frames.detach().cpu().numpy()
-    frames = np.asarray(frames)
-    if frames.dtype != np.uint8 or frames.ndim != 4:
-        raise ValueError(f"expected uint8 frames (T, H, W, C), got {frames.dtype} "
-                         f"{tuple(frames.shape)}")
-    return frames
+def ten_crop_params(frame_hw: tuple[int, int], size: int) -> list[ViewParams]:
+    """CoCLR's ten crops: the centre and the four corners of ``size`` x ``size`` px (at most the
+    frame's short side), then the same five flipped."""
+    H, W = frame_hw
+    side = min(size, H, W)
+    corners = [((H - side) // 2, (W - side) // 2), (0, 0), (0, W - side), (H - side, 0), (H - side, W - side)]
+    boxes = [(t / H, l / W, side / H, side / W) for t, l in corners]
+    return [ViewParams(b, flip, strong=False) for flip in (False, True) for b in boxes]
 
 
+# ----------------------------------------------------------------------------- the geometric half
 def pixel_box(params: ViewParams, frame_hw: tuple[int, int]) -> tuple[int, int, int, int]:
     """The view's box (top, left, h, w) in pixels of a frame of ``frame_hw``."""
     H, W = frame_hw
     t, l, h, w = params.box
     top, left = int(round(t * H)), int(round(l * W))
-    return top, left, max(1, min(int(round(h * H)), H - top)), max(1, min(int(round(w * W)),
-                                                                        W - left))
+    return top, left, max(1, min(int(round(h * H)), H - top)), max(1, min(int(round(w * W)), W - left))
 
 
-def crop_resize_flip(frames, params: ViewParams, size: int) -> torch.Tensor:
-    """uint8 (T, H, W, C) -> float32 (T, C, size, size) in [-1, 1]: crop the box, resize it
-    (cv2.INTER_AREA, on uint8: fast, and the same arithmetic for every modality), flip."""
-    x = _as_thwc(frames)
+def crop_clip(frames, params: ViewParams, size: int, flow: bool = False, flip_flow: bool = True) -> torch.Tensor:
+    """uint8 (T, H, W, C) -> uint8 (T, size, size, C): the view's box of every frame, resized
+    (OpenCV: area averaging where the box shrinks, bilinear where it grows) and flipped; a flipped
+    flow clip (``flow``) has its x channel negated when ``flip_flow``."""
+    x = frames.numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if x.dtype != np.uint8 or x.ndim != 4:
+        raise ValueError(f"expected uint8 frames (T, H, W, C), got {x.dtype} {tuple(x.shape)}")
     top, left, h, w = pixel_box(params, x.shape[1:3])
     x = x[:, top:top + h, left:left + w]
     if (h, w) != (size, size):
-        x = np.stack([resize_frame(f, (size, size)) for f in x])
+        how = cv2.INTER_AREA if h * w > size * size else cv2.INTER_LINEAR
+        x = np.stack([cv2.resize(f, (size, size), interpolation=how).reshape(size, size, -1) for f in x])
     if params.flip:
         x = x[:, :, ::-1]
-    return torch.from_numpy(np.ascontiguousarray(x)).permute(0, 3, 1, 2).float() \
-        .div_(127.5).sub_(1.0)
-
-
-def _grey(x01: torch.Tensor) -> torch.Tensor:
-    """(T, 3, H, W) in [0, 1] -> (T, 1, H, W) luma."""
-    r, g, b = _GREY_WEIGHTS
-    return r * x01[:, 0:1] + g * x01[:, 1:2] + b * x01[:, 2:3]
-
-
-_RGB_TO_YIQ = torch.tensor([[0.299, 0.587, 0.114],
-                            [0.596, -0.274, -0.322],
-                            [0.211, -0.523, 0.312]], dtype=torch.float64)
-
-
-def _hue_matrix(turns: float) -> torch.Tensor:
-    """3x3 RGB matrix rotating hue by ``turns`` (1 = a full turn) in YIQ space: a linear
-    stand-in for the HSV hue shift that keeps luma and maps grey to grey."""
-    a = 2 * math.pi * turns
-    rot = torch.tensor([[1.0, 0.0, 0.0],
-                        [0.0, math.cos(a), -math.sin(a)],
-                        [0.0, math.sin(a), math.cos(a)]], dtype=torch.float64)
-    return torch.linalg.inv(_RGB_TO_YIQ) @ rot @ _RGB_TO_YIQ
-
-
-def _saturation_matrix(factor: float) -> torch.Tensor:
-    """3x3 RGB matrix blending each colour with its luma: ``factor * x + (1 - factor) * grey``."""
-    w = torch.tensor(_GREY_WEIGHTS, dtype=torch.float64)
-    return factor * torch.eye(3, dtype=torch.float64) + (1 - factor) * w.expand(3, 3)
-
-
-def color_jitter(x01: torch.Tensor, jitter: tuple[float, float, float, float]) -> torch.Tensor:
-    """Brightness, contrast (about the clip's mean grey), saturation and hue on
-    (T, 3, H, W) in [0, 1]; the same factors for every frame, so the clip stays temporally
-    consistent. All four are linear, so they are applied as one 3x3 matrix and an offset,
-    then clamped to [0, 1]."""
-    b, c, s, hue = jitter
-    matrix = (_hue_matrix(hue) @ _saturation_matrix(s) * (b * c)).to(x01.dtype)
-    offset = (1 - c) * b * _grey(x01).mean()          # grey stays grey under both matrices
-    return (torch.einsum("ij,tjhw->tihw", matrix, x01) + offset).clamp_(0, 1)
+        if flow and flip_flow:
+            x = np.concatenate([255 - x[..., :1], x[..., 1:]], axis=-1)
+    return torch.from_numpy(np.ascontiguousarray(x))
 
 
 def transform_rgb(frames, params: ViewParams, size: int) -> torch.Tensor:
-    """uint8 (T, H, W, 3) -> float32 (3, T, size, size) in [-1, 1]: crop, flip, colour."""
-    x = crop_resize_flip(frames, params, size)
-    if params.jitter is not None or params.grey:
-        x01 = (x + 1) / 2
-        if params.jitter is not None:
-            x01 = color_jitter(x01, params.jitter)
-        if params.grey:
-            x01 = _grey(x01).expand(-1, 3, -1, -1)
-        x = x01 * 2 - 1
-    return x.clamp_(-1, 1).permute(1, 0, 2, 3).contiguous()
+    """One RGB view as the network sees it at the default settings: uint8 (T, H, W, 3) -> float32
+    (3, T, size, size) in [-1, 1] (:func:`crop_clip`, then :func:`~cmmc_lib.data.augment.finish_clips`)."""
+    grey = torch.tensor([params.grey_channels], dtype=torch.uint8) if params.grey_channels else None
+    return finish_clips(crop_clip(frames, params, size)[None], "rgb", params.photometric()[None], grey,
+                        grey_mode="channel" if params.grey_channels else "luma")[0]
 
 
-def transform_flow(frames, params: ViewParams, size: int, flip_flow: bool = True
-                   ) -> torch.Tensor:
-    """uint8 (T, H, W, 2) quantised flow -> float32 (2, T, size, size) = flow px / 20 in
-    [-1, 1]; on a flip channel 0 (x) is negated when ``flip_flow``."""
-    if _as_thwc(frames).shape[-1] != 2:
-        raise ValueError(f"flow must have 2 channels (x, y), got {_as_thwc(frames).shape[-1]}")
-    x = crop_resize_flip(frames, params, size)
-    if params.flip and flip_flow:
-        x[:, 0].neg_()
-    return x.permute(1, 0, 2, 3).contiguous()
+def transform_flow(frames, params: ViewParams, size: int, flip_flow: bool = True) -> torch.Tensor:
+    """One flow view: uint8 (T, H, W, 2) quantised flow -> float32 (2, T, size, size) = px / 20."""
+    return finish_clips(crop_clip(frames, params, size, flow=True, flip_flow=flip_flow)[None], "flow")[0]
 
 
 def _crop_keypoints(keypoints, params: ViewParams, frame_hw: tuple[int, int]):
@@ -258,31 +290,25 @@ def transform_heatmap(keypoints, params: ViewParams, frame_hw: tuple[int, int], 
 
 
 class ClipTransform:
-    """Samples view parameters and applies them to every modality of a view.
+    """Samples view parameters and applies their geometric half to every modality of a view.
 
     >>> t = ClipTransform(size=32, train=True)
     >>> p = t.sample(np.random.default_rng(0), (40, 53))
-    >>> out = t(p, rgb=rgb_u8, flow=flow_u8)          # {"rgb": (3,T,32,32), "flow": (2,T,32,32)}
+    >>> out = t(p, rgb=rgb_u8, flow=flow_u8)    # {"rgb": uint8 (T,32,32,3), "flow": uint8 (T,32,32,2)}
     """
 
-    def __init__(self, size: int, train: bool, crop_scale: tuple[float, float] = (0.3, 1.0),
-                 flip_flow: bool = True, color_jitter: float = 0.8, grayscale: float = 0.2,
-                 flip_p: float = 0.5, ratio: tuple[float, float] = (3 / 4, 4 / 3),
-                 jitter_strength: tuple[float, float, float, float] = JITTER_STRENGTH,
-                 layout=None, heatmap_sigma: float = 1.0, heatmap_limbs: bool = False):
-        self.size, self.train = size, train
+    def __init__(self, size: int, train: bool, aug: Augment = Augment(), flip_flow: bool = True,
+                 layout=None, heatmap_sigma: float = 1.0, heatmap_limbs: bool = False, eval_crop: int = 0):
+        self.size, self.train, self.aug, self.flip_flow = size, train, aug, flip_flow
         self.layout, self.heatmap_sigma, self.heatmap_limbs = layout, heatmap_sigma, heatmap_limbs
-        self.crop_scale, self.ratio = tuple(crop_scale), tuple(ratio)
-        self.flip_flow, self.flip_p = flip_flow, flip_p
-        self.color_jitter, self.grayscale = color_jitter, grayscale
-        self.jitter_strength = jitter_strength
+        self.eval_crop = eval_crop or size
 
-    def sample(self, rng: np.random.Generator | None, frame_hw: tuple[int, int]) -> ViewParams:
+    def sample(self, rng: np.random.Generator | None, frame_hw: tuple[int, int], strong: bool = True,
+               frames: int = 1) -> ViewParams:
         """Random view params (train) or the centre crop (eval; ``rng`` unused)."""
         if not self.train:
-            return eval_view_params(frame_hw, self.size)
-        return sample_view_params(rng, frame_hw, self.crop_scale, self.ratio, self.flip_p,
-                                  self.color_jitter, self.grayscale, self.jitter_strength)
+            return eval_view_params(frame_hw, self.eval_crop)
+        return sample_view_params(rng, frame_hw, self.aug, strong, frames)
 
     def __call__(self, params: ViewParams, rgb=None, flow=None, pose=None,
                  pose_frame_hw: tuple[int, int] | None = None, heatmap=None) -> dict[str, torch.Tensor]:
@@ -294,9 +320,11 @@ class ClipTransform:
             out["heatmap"] = transform_heatmap(heatmap, params, pose_frame_hw, self.size, self.layout,
                                                self.heatmap_sigma, self.heatmap_limbs)
         if rgb is not None:
-            out["rgb"] = transform_rgb(rgb, params, self.size)
+            out["rgb"] = crop_clip(rgb, params, self.size)
         if flow is not None:
-            out["flow"] = transform_flow(flow, params, self.size, self.flip_flow)
+            if np.shape(flow)[-1] != 2:
+                raise ValueError(f"flow must have 2 channels (x, y), got {np.shape(flow)[-1]}")
+            out["flow"] = crop_clip(flow, params, self.size, flow=True, flip_flow=self.flip_flow)
         if pose is not None:
             if pose_frame_hw is None:
                 raise ValueError("pose needs pose_frame_hw, the (H, W) its pixels refer to")
