@@ -48,7 +48,8 @@ DATASETS = ("pretrain", "transfer")
 STREAMS = ("rgb", "flow", "two-stream")
 #: metric -> the protocol that measures it and the key in its result
 METRICS = {"linear": ("linear", "top1"), "finetune": ("finetune", "top1"), "R@1": ("retrieval", "R@1"),
-           "R@5": ("retrieval", "R@5")}
+           "R@5": ("retrieval", "R@5"),
+           "linear-best": ("linear", "top1_best_test_epoch")}   # CoCLR's protocol: the best test epoch
 #: CMMC trained without alternate training (both networks at once): the curves' fifth pipeline.
 JOINT = Variant("cmmc-joint", "cmmc", alternate=False, label="w/o alternate training")
 

@@ -178,7 +178,8 @@ def protocol_features(run_dir: str | Path, subset: str, device: str = "cpu"):
     backbone, cfg = load_backbone(run)
     cache = FeatureCache(run.checkpoint_path("last"), run.features_dir)
     return split_features(backbone, cfg.data, cfg.ssl.modality, subset,
-                          eval_windows=1 if subset == "train" else None, device=device, cache=cache)
+                          eval_windows=1 if subset == "train" else None, device=device, cache=cache,
+                          window_l2=cfg.eval.window_l2)
 
 
 def last_epoch(run_dir: str | Path) -> dict[str, Any]:

@@ -2,6 +2,8 @@
 optical flow (``run.device``, ``--device``)."""
 from __future__ import annotations
 
+import os
+
 import torch
 
 
@@ -19,3 +21,9 @@ def resolve_device(name: str | torch.device | None = "auto", local_rank: int = 0
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {str(name)!r} asked for, but CUDA is not available on this machine")
     return dev
+
+
+def launch_rank() -> int:
+    """This process's rank as ``torchrun`` sets it (``RANK``; 0 when not launched by it), readable
+    before the process group exists: folder locks are taken by rank 0 alone."""
+    return int(os.environ.get("RANK", "0"))

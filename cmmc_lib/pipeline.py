@@ -20,11 +20,13 @@ from __future__ import annotations
 
 import copy
 import logging
+from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .config import Config, ScheduleConfig, validate
+from .devices import launch_rank
 from .registry import METHODS
 from .runs import FolderLock, RunFolder
 from .train import Interrupted, train_or_load
@@ -131,7 +133,7 @@ def run_pipeline(cfg: Config, root: str | Path, stage1_root: str | Path | None =
     (``finished`` False, ``stopped_at`` its name). Running the same pipeline again continues it.
     """
     stages = plan_pipeline(cfg, root, stage1_root)
-    with FolderLock(root, "pipeline folder"):
+    with FolderLock(root, "pipeline folder") if launch_rank() == 0 else nullcontext():
         return _run_stages(cfg, root, stages)
 
 

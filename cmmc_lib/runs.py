@@ -264,10 +264,13 @@ class RunFolder:
         return None
 
     def is_finished(self) -> bool:
-        """True when the folder holds the final checkpoint of a completed run (train-or-load)."""
+        """True when the folder holds the final checkpoint of a completed run (train-or-load).
+        A checkpoint that would run code to load is an error, not an unfinished run."""
         try:
             ckpt = self.load_checkpoint("last", needs=("config", "epoch"))
             return ckpt["epoch"] >= ckpt["config"]["optim"]["epochs"]
+        except UnsafeFileError:
+            raise
         except (FileNotFoundError, ValueError, KeyError, TypeError):
             return False
 

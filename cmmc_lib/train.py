@@ -326,7 +326,8 @@ class KNNMonitor:
         for subset in ("train", "test"):
             self.datasets[subset], feats[subset] = split_features(
                 backbone, self.cfg.data, self.cfg.ssl.modality, subset, eval_windows=1,
-                batch_size=self.cfg.optim.batch_size, device=self.device, dataset=self.datasets[subset])
+                batch_size=self.cfg.optim.batch_size, device=self.device, dataset=self.datasets[subset],
+                window_l2=self.cfg.eval.window_l2)
         q, g = feats["test"], feats["train"]
         return float(retrieval_hit_rate(q.feats, q.labels, g.feats, g.labels, ks=(1,))[1])
 

@@ -13,7 +13,8 @@ from cmmc_lib.config import preset
 from cmmc_lib.course import run_notebook_inline
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER_REDUCED = ["optim.batch_size=2", "data.clip_len=8", "data.size=64", "data.short_side=64", "ssl.queue_size=16"]
+PAPER_REDUCED = ["optim.batch_size=2", "data.clip_len=8", "data.size=64", "data.short_side=64", "data.eval_crop=0",
+                 "ssl.queue_size=16"]
 
 
 def cmmc(*args):

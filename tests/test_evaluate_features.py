@@ -19,11 +19,15 @@ from cmmc_lib.files import UnsafeFileError, load_state, save_state
 def test_feature_is_the_mean_over_windows_in_dataset_order():
     ds = constant_window_dataset([[1.0, 3.0], [2.0], [0.0, 4.0, 8.0]], labels=[2, 0, 1])
     backbone = ChannelMeanBackbone()
-    f = extract_features(backbone, ds, "rgb", batch_size=2, progress=False)
+    f = extract_features(backbone, ds, "rgb", batch_size=2, progress=False, window_l2=False)
     assert isinstance(f, Features) and f.feats.dtype == torch.float32 and f.labels.dtype == torch.int64
     torch.testing.assert_close(f.feats, torch.tensor([[2.0] * 3, [2.0] * 3, [4.0] * 3]))
     assert f.labels.tolist() == [2, 0, 1] and f.videos == ["v000", "v001", "v002"]
     assert backbone.calls == 2 and backbone.clips == 6                # 2 batches, every window once
+    # CoCLR's: each window L2-normalised before the mean (a zero window stays zero)
+    unit = extract_features(ChannelMeanBackbone(), ds, "rgb", batch_size=2, progress=False)
+    third = 3 ** -0.5
+    torch.testing.assert_close(unit.feats, torch.tensor([[third] * 3, [third] * 3, [2 * third / 3] * 3]))
 
 
 def test_batch_size_does_not_change_features():
@@ -64,7 +68,7 @@ def test_stale_or_corrupt_cache_is_recomputed_with_a_warning(tmp_path, caplog):
     bigger = constant_window_dataset([[1.0], [2.0], [3.0]])
     with caplog.at_level(logging.WARNING):
         f = extract_features(backbone, bigger, "rgb", cache_dir=tmp_path, cache_key="k", progress=False)
-    assert len(f) == 3 and f.feats[2, 0] == 3.0 and "does not match the dataset" in caplog.text
+    assert len(f) == 3 and f.feats[2, 0] == pytest.approx(3 ** -0.5) and "does not match the dataset" in caplog.text
     cache = tmp_path / "k.pt"
     whole = cache.read_bytes()
     good = load_state(cache)

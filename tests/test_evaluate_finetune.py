@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from _eval_fixtures import ChannelMeanBackbone, TinyConvBackbone, bright_dark_dataset
-from cmmc_lib.evaluate import finetune, ten_crop_clip
+from cmmc_lib.evaluate import finetune
 from cmmc_lib.evaluate.finetune import ClipClassifier, finetune_optimizer, predict_probabilities
 
 
@@ -47,25 +47,9 @@ def test_backbone_learns_at_a_tenth_of_the_head_rate_and_dropout_is_0_9():
         ClipClassifier(torch.nn.Conv3d(3, 3, 1), 2)
 
 
-def test_ten_crop_takes_centre_and_corners_and_mirrors_them():
-    h, w, s = 6, 8, 4
-    ys, xs = torch.meshgrid(torch.arange(h), torch.arange(w), indexing="ij")
-    clip = torch.stack([xs, ys]).float()[:, None].expand(2, 3, h, w).clone()   # (C=2, T=3, H, W): x and y coords
-    crops = ten_crop_clip(clip, s)
-    assert crops.shape == (10, 2, 3, s, s)
-    top_left_xy = [(int(c[0, 0, 0, 0]), int(c[1, 0, 0, 0])) for c in crops[:5]]
-    assert top_left_xy == [(2, 1), (0, 0), (4, 0), (0, 2), (4, 2)]          # centre, TL, TR, BL, BR
-    torch.testing.assert_close(crops[5:], crops[:5].flip(-1))
-    flow = ten_crop_clip(clip, s, negate_x_on_flip=True)
-    torch.testing.assert_close(flow[5:, 0], -crops[:5, 0].flip(-1))        # horizontal flow changes sign
-    torch.testing.assert_close(flow[5:, 1], crops[:5, 1].flip(-1))
-    with pytest.raises(ValueError, match="larger than the clip"):
-        ten_crop_clip(clip, 7)
-
-
-def test_ten_crop_test_averages_over_windows_and_crops():
-    # a "model" that returns logits from the mean intensity: the 10-crop probability is the mean of
-    # the per-crop softmaxes, and all crops of a constant clip agree
+def test_the_test_probability_averages_every_clip_of_an_item():
+    # a "model" that returns logits from the mean intensity: the probability of a video is the mean
+    # of the softmaxes of its clips (windows, or ten crops of each), and constant clips all agree
     class Logit(torch.nn.Module):
         feat_dim = 1
 
@@ -74,17 +58,20 @@ def test_ten_crop_test_averages_over_windows_and_crops():
             return torch.stack([-m, m], 1)
 
     test = bright_dark_dataset(4, windows=2, seed=3, size=10, noise=0.0)
-    p10, labels, _, _ = predict_probabilities(Logit(), test, "rgb", ten_crop=True, crop_size=6)
-    p1, *_ = predict_probabilities(Logit(), test, "rgb")
-    torch.testing.assert_close(p10, p1)
-    assert labels.tolist() == [0, 1, 0, 1] and (p10.argmax(1) == labels).all()
+    many = bright_dark_dataset(4, windows=20, seed=3, size=10, noise=0.0)     # 2 windows x 10 crops
+    p20, labels, videos, skipped = predict_probabilities(Logit(), many, "rgb")
+    p2, *_ = predict_probabilities(Logit(), test, "rgb")
+    torch.testing.assert_close(p20, p2)
+    assert labels.tolist() == [0, 1, 0, 1] and (p20.argmax(1) == labels).all() and skipped == [] and len(videos) == 4
 
 
-def test_ten_crop_finetune_uses_training_clip_size_by_default():
-    train = bright_dark_dataset(8, 1, seed=0, size=6)
-    test = bright_dark_dataset(4, 2, seed=1, size=10)
-    r = finetune(TinyConvBackbone(3, 4), train, test, "rgb", 2, epochs=1, batch_size=4, ten_crop=True)
-    assert r["test_probs"].shape == (4, 2)
-    torch.testing.assert_close(r["test_probs"].sum(1), torch.ones(4))
-    with pytest.raises(ValueError, match="larger than the clip"):
-        finetune(TinyConvBackbone(3, 4), train, test, "rgb", 2, epochs=1, ten_crop=True, crop_size=12)
+def test_fine_tuning_trains_on_coclr_s_transform_and_tests_on_ten_crops(tiny_root):
+    from cmmc_lib.config import preset
+    from cmmc_lib.evaluate.runner import Stream, finetune_data
+    cfg = preset("tiny", [f"data.root={tiny_root}", "eval.ten_crop=true", "data.eval_crop=28"])
+    train, test = finetune_data(Stream("run", cfg, None, "ckpt"))
+    assert train.aug.jitter_p == 0.3 and train.aug.grey_p == 0 and train.aug.blur_p == 0
+    assert train.aug.view_mode == "symmetric" and train.num_views == 1
+    item = test[0]
+    assert test.eval_crops == 10 and item["rgb"].shape[0] == cfg.data.eval_windows * 10
+    assert finetune_data(Stream("run", cfg, None, "ckpt"), ten_crop=False)[1][0]["rgb"].shape[0] == 4

@@ -93,3 +93,19 @@ def test_fused_probabilities_correct_a_confident_mistake_of_one_stream():
     assert topk_accuracy(p_rgb, labels) == 0.5 and topk_accuracy(fused, labels) == 1.0
     with pytest.raises(ValueError, match="equal in shape"):
         fuse_probabilities(p_rgb, torch.ones(3, 2))
+
+
+def test_the_last_epoch_and_coclr_s_best_test_epoch_are_both_reported():
+    g = torch.Generator().manual_seed(0)
+    centres = torch.randn(3, 8, generator=g) * 2
+    y_train, y_test = torch.arange(60) % 3, torch.arange(30) % 3
+    x_train = centres[y_train] + torch.randn(60, 8, generator=g) * 1.5
+    x_test = centres[y_test] + torch.randn(30, 8, generator=g) * 1.5
+    kw = dict(lr=0.5, batch_size=16, milestones=(60, 80))
+    r = linear_probe(x_train, y_train, x_test, y_test, 3, epochs=12, test_every=5, **kw)
+    assert r["best_epoch"] in (5, 10, 12) and r["best_top1"] >= r["top1"]        # the last is scored too
+    assert r["best_probs"].shape == (30, 3)
+    # scoring the test set consumes no random numbers: the probe at epoch e is the e-epoch probe
+    at = {e: linear_probe(x_train, y_train, x_test, y_test, 3, epochs=e, **kw)["top1"] for e in (5, 10, 12)}
+    assert at[12] == r["top1"] and r["best_top1"] == max(at.values())
+    assert r["best_epoch"] == max(e for e in at if at[e] == r["best_top1"])        # ties: the later epoch

@@ -122,10 +122,14 @@ def test_channels_last_on_cpu_trains_the_same_run_to_rounding(tiny_root, tmp_pat
     method = prepare_method(build_method(cfg), cfg, Env(0, 1, torch.device("cpu"), channels_last=True))
     conv = next(m for m in method.modules() if isinstance(m, torch.nn.Conv3d))
     assert conv.weight.is_contiguous(memory_format=torch.channels_last_3d)
-    pretrain(tiny_cfg(tiny_root, "run.max_steps=3", "ssl.method=cmmc"), tmp_path / "ncdhw")
-    pretrain(tiny_cfg(tiny_root, "run.max_steps=3", "ssl.method=cmmc", "run.channels_last=on"), tmp_path / "cl")
+    # The first step compares the computation itself (same weights, same batch). Later steps are not
+    # a layout test: Adam divides by sqrt(v), so a weight whose gradient is rounding noise moves by
+    # about +-lr either way, and the runs part by more than rounding (measured: 5e-4 after one step).
+    pretrain(tiny_cfg(tiny_root, "run.max_steps=1", "ssl.method=cmmc"), tmp_path / "ncdhw")
+    pretrain(tiny_cfg(tiny_root, "run.max_steps=1", "ssl.method=cmmc", "run.channels_last=on"), tmp_path / "cl")
     a, b = step_losses(tmp_path / "ncdhw"), step_losses(tmp_path / "cl")
-    assert [s for s, _ in a] == [s for s, _ in b] and [l for _, l in a] == pytest.approx([l for _, l in b], rel=1e-4)
+    assert [s for s, _ in a] == [s for s, _ in b] == [1]
+    assert a[0][1] == pytest.approx(b[0][1], rel=1e-6)
     with pytest.raises(ValueError, match="run.channels_last must be one of auto, on, off"):
         pretrain(tiny_cfg(tiny_root, "run.channels_last=yes"), tmp_path / "bad")
 

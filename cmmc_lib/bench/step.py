@@ -13,9 +13,11 @@ import time
 import warnings
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 
 from ..config import Config
+from ..data.transforms import Augment, plan_views, sample_view_params
 from ..devices import resolve_device
 from ..registry import METHODS, MODALITIES, available, skeleton_layout
 from ..ssl.factory import build_method, random_source
@@ -76,11 +78,30 @@ def input_shape(cfg: Config, modality: str) -> tuple[int, ...]:
 
 
 def synthetic_batch(cfg: Config, modalities: Sequence[str], device: torch.device, seed: int = 0) -> dict:
-    """Random inputs of the config's shape, (B, 2, *input_shape) per modality, on ``device``, and
-    ``source`` (B,): every clip from its own video (what CoCLR's positives are keyed on)."""
+    """Random inputs of the config's shape, two views per sample, on ``device``, and ``source``
+    (B,): every clip from its own video (what CoCLR's positives are keyed on).
+
+    Video clips come as the training loop receives them from a deferring dataset: uint8 crops
+    (B, 2, T, S, S, C) with each view's photometric parameters drawn with the config's
+    augmentation (``aug``, ``aug_grey``), so that a timed step includes the batched jitter, grey,
+    blur and normalisation; skeleton streams as float (B, 2, C, T, V, M)."""
     g = torch.Generator().manual_seed(seed)
     b = cfg.optim.batch_size
-    batch = {m: torch.randn(b, 2, *input_shape(cfg, m), generator=g).to(device) for m in modalities}
+    batch = {}
+    for m in modalities:
+        shape = input_shape(cfg, m)
+        if MODALITIES[m].network == "video" and m in ("rgb", "flow"):
+            c, t, s, _ = shape
+            batch[m] = torch.randint(0, 256, (b, 2, t, s, s, c), generator=g, dtype=torch.uint8).to(device)
+        else:
+            batch[m] = torch.randn(b, 2, *shape, generator=g).to(device)
+    if any(batch[m].dtype == torch.uint8 for m in batch):
+        rng, aug = np.random.default_rng(seed), Augment.of(cfg.data)
+        views = [[sample_view_params(rng, (cfg.data.short_side, cfg.data.short_side), aug, strong, cfg.data.clip_len)
+                  for strong in plan_views(rng, np.zeros((2, cfg.data.clip_len), int), aug)[1]] for _ in range(b)]
+        batch["aug"] = torch.stack([torch.stack([v.photometric() for v in pair]) for pair in views]).to(device)
+        batch["aug_grey"] = torch.tensor([[v.grey_channels or (0,) * cfg.data.clip_len for v in pair] for pair in views],
+                                         dtype=torch.uint8, device=device)
     batch["source"] = torch.arange(b, device=device)
     return batch
 

@@ -17,7 +17,7 @@ from .chance import (Measured, accuracy_chance, binomial_se, measure_accuracy, m
                      recall_at_k_chance)
 from .common import classification_summary, confusion_matrix, topk_accuracy
 from .features import FeatureCache, Features, extract_features, feature_cache_key, split_features
-from .finetune import finetune, ten_crop_clip
+from .finetune import finetune
 from .fusion import fuse_probabilities, two_stream_retrieval, two_stream_similarity
 from .linear import linear_probe
 from .retrieval import (bench_retrieval, hit_rate_from_similarity, nearest_neighbours, prepare_features,
@@ -25,7 +25,7 @@ from .retrieval import (bench_retrieval, hit_rate_from_similarity, nearest_neigh
 from .runner import evaluate_run, format_result
 
 __all__ = ["FeatureCache", "Features", "extract_features", "feature_cache_key", "split_features",
-           "finetune", "ten_crop_clip", "fuse_probabilities", "two_stream_retrieval",
+           "finetune", "fuse_probabilities", "two_stream_retrieval",
            "two_stream_similarity", "classification_summary", "confusion_matrix", "linear_probe",
            "topk_accuracy", "bench_retrieval", "hit_rate_from_similarity", "nearest_neighbours",
            "prepare_features", "retrieval_hit_rate", "similarity_matrix", "evaluate_run",

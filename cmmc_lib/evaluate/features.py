@@ -2,7 +2,7 @@
 
 A dataset item holds ``item[modality]`` of shape (W, C, T, H, W): W clip windows of one video.
 The feature of a video is the backbone's pooled output (not the projection head) averaged over
-its windows: (W, D) -> (D,).
+its windows, each L2-normalised first (``window_l2``, CoCLR's; ``eval.window_l2``): (W, D) -> (D,).
 
 :func:`split_features` is the one way the package gets the features of a trained backbone on
 a split: it builds the split's evaluation dataset from a ``DataConfig`` (deterministic
@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -42,7 +43,7 @@ from .common import collate_list, item_clips
 log = logging.getLogger(__name__)
 
 # Bump when the way features are computed changes, so that old cache files are not reused.
-FEATURE_VERSION = 1
+FEATURE_VERSION = 2                  # 2: windows L2-normalised before their mean (window_l2)
 
 
 @dataclass
@@ -124,7 +125,7 @@ def feature_cache_key(checkpoint_path: str | Path, data_cfg_dict: dict[str, Any]
 @torch.no_grad()
 def compute_features(backbone: nn.Module, dataset, modality: str, batch_size: int = 8,
                      device: str | torch.device = "cpu", num_workers: int = 0,
-                     progress: bool = True) -> Features:
+                     progress: bool = True, window_l2: bool = True) -> Features:
     """Run ``backbone`` (eval mode, no grad) over every window of every item; mean over windows.
 
     ``batch_size`` counts videos; one forward pass sees all their windows at once. Items the
@@ -152,7 +153,8 @@ def compute_features(backbone: nn.Module, dataset, modality: str, batch_size: in
             if out.ndim != 2 or out.shape[0] != sum(counts):
                 raise ValueError(f"backbone returned shape {tuple(out.shape)} for {sum(counts)} clips; "
                                  "expected pooled features (clips, D)")
-            feats += [f.mean(dim=0) for f in out.float().cpu().split(counts)]
+            out = F.normalize(out.float(), dim=1) if window_l2 else out.float()
+            feats += [f.mean(dim=0) for f in out.cpu().split(counts)]
             for item in items:
                 labels.append(int(item["label"]))
                 videos.append(str(item.get("video", item.get("index", len(videos)))))
@@ -169,7 +171,7 @@ def compute_features(backbone: nn.Module, dataset, modality: str, batch_size: in
 def extract_features(backbone: nn.Module, dataset, modality: str, batch_size: int = 8,
                      device: str | torch.device = "cpu", cache_dir: str | Path | None = None,
                      cache_key: str | None = None, progress: bool = True,
-                     num_workers: int = 0) -> Features:
+                     num_workers: int = 0, window_l2: bool = True) -> Features:
     """Features of ``dataset`` (see :func:`compute_features`), loaded from
     ``<cache_dir>/<cache_key>.pt`` when that file exists and matches the dataset, else computed
     and saved there. Without ``cache_dir`` nothing is cached. The backbone is moved to ``device``.
@@ -178,7 +180,7 @@ def extract_features(backbone: nn.Module, dataset, modality: str, batch_size: in
     pickled Python objects: it is never executed, and never silently overwritten.
     """
     if cache_dir is None:
-        return compute_features(backbone, dataset, modality, batch_size, device, num_workers, progress)
+        return compute_features(backbone, dataset, modality, batch_size, device, num_workers, progress, window_l2)
     if not cache_key:
         raise ValueError("cache_dir needs a cache_key (see feature_cache_key)")
     path = Path(cache_dir) / f"{cache_key}.pt"
@@ -186,7 +188,7 @@ def extract_features(backbone: nn.Module, dataset, modality: str, batch_size: in
     if cached is not None:
         log.info("loaded cached features %s", path)
         return cached
-    features = compute_features(backbone, dataset, modality, batch_size, device, num_workers, progress)
+    features = compute_features(backbone, dataset, modality, batch_size, device, num_workers, progress, window_l2)
     save_state(features.to_dict(), path)
     return features
 
@@ -194,7 +196,8 @@ def extract_features(backbone: nn.Module, dataset, modality: str, batch_size: in
 def split_features(backbone: nn.Module, data_cfg, modality: str, subset: str, *,
                    eval_windows: int | None = None, batch_size: int = 8,
                    device: str | torch.device = "cpu", cache: FeatureCache | None = None,
-                   progress: bool = False, num_workers: int = 0, dataset=None) -> tuple[Any, Features]:
+                   progress: bool = False, num_workers: int = 0, dataset=None,
+                   window_l2: bool = True) -> tuple[Any, Features]:
     """The features of ``backbone`` on one split: ``(dataset, Features)``.
 
     ``data_cfg``: the :class:`~cmmc_lib.config.DataConfig` of the data; ``subset``: ``"train"``
@@ -220,10 +223,11 @@ def split_features(backbone: nn.Module, data_cfg, modality: str, subset: str, *,
     cache_dir = cache_key = None
     if cache is not None:
         cache_dir = cache.folder
-        cache_key = feature_cache_key(cache.checkpoint, data_key(data_cfg, overrides), subset, modality)
+        cache_key = feature_cache_key(cache.checkpoint, {**data_key(data_cfg, overrides), "window_l2": window_l2},
+                                      subset, modality)
     return dataset, extract_features(backbone, dataset, modality, batch_size=batch_size, device=device,
                                      cache_dir=cache_dir, cache_key=cache_key, progress=progress,
-                                     num_workers=num_workers)
+                                     num_workers=num_workers, window_l2=window_l2)
 
 
 def _check_reused(dataset, modality: str, windows: int) -> None:

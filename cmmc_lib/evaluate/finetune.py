@@ -2,13 +2,10 @@
 
 backbone -> Dropout(0.9) -> Linear; Adam with the backbone at a tenth of the head's learning
 rate, weight decay 1e-3 (CoCLR's ``eval/main_classifier.py`` defaults: Adam, lr 1e-3).
-Training takes every view of a training item as one sample. Testing averages softmax
-probabilities over a video's windows and, with ``ten_crop``, over 10 crops of each window:
-the centre and four corner crops of side ``crop_size`` and their horizontal mirrors. The test
-dataset must then be built with clips larger than ``crop_size`` (the runner builds it with
-``size = short_side``: the whole centre square), so that the crops differ. CoCLR crops 224 px
-and rescales to 128; we crop at the training resolution and do not rescale. Mirroring flow
-negates its horizontal (x, channel 0) component, as the training flips do.
+Training takes every view of a training item as one sample; the runner builds the training set
+with CoCLR's fine-tune transform (a random crop, colour jitter with probability 0.3, no grey, no
+blur). Testing averages softmax probabilities over every clip a test item holds: its windows and,
+with ten-crop testing (the dataset's ``eval_crops = 10``), CoCLR's ten crops of each window.
 """
 from __future__ import annotations
 
@@ -57,24 +54,6 @@ def finetune_optimizer(model: ClipClassifier, lr: float, head_lr_ratio: float = 
     return torch.optim.Adam(groups, lr=lr, weight_decay=weight_decay)
 
 
-def ten_crop_clip(clip: Tensor, size: int, negate_x_on_flip: bool = False) -> Tensor:
-    """(C, T, H, W) -> (10, C, T, size, size): centre, top-left, top-right, bottom-left,
-    bottom-right crops, then the same five mirrored left-right (channel 0 negated when
-    ``negate_x_on_flip``: horizontal flow changes sign in a mirror)."""
-    if clip.ndim != 4:
-        raise ValueError(f"ten_crop_clip expects one clip (C, T, H, W), got shape {tuple(clip.shape)}")
-    h, w = clip.shape[-2:]
-    if size > min(h, w):
-        raise ValueError(f"crop size {size} is larger than the clip ({h}x{w})")
-    top, left = (h - size) // 2, (w - size) // 2
-    corners = [(top, left), (0, 0), (0, w - size), (h - size, 0), (h - size, w - size)]
-    crops = torch.stack([clip[..., y:y + size, x:x + size] for y, x in corners])   # (5, C, T, s, s)
-    mirrored = crops.flip(-1)
-    if negate_x_on_flip:
-        mirrored[:, 0] = -mirrored[:, 0]
-    return torch.cat([crops, mirrored])
-
-
 class Predictions(NamedTuple):
     """What :func:`predict_probabilities` returns."""
     probs: Tensor
@@ -92,11 +71,10 @@ def _train_batch(items: list[dict], modality: str) -> tuple[Tensor, Tensor]:
 
 @torch.no_grad()
 def predict_probabilities(model: nn.Module, dataset, modality: str, batch_size: int = 4,
-                          device: str | torch.device = "cpu", ten_crop: bool = False,
-                          crop_size: int | None = None, negate_x_on_flip: bool = False,
-                          num_workers: int = 0, progress: bool = False) -> Predictions:
-    """Class probabilities (N, K) per video, the mean of softmax over its windows (and crops),
-    with the labels (N,), the N videos, and the videos left out because they could not be read."""
+                          device: str | torch.device = "cpu", num_workers: int = 0,
+                          progress: bool = False) -> Predictions:
+    """Class probabilities (N, K) per video, the mean of softmax over its clips (windows, and
+    crops), with the labels (N,), the N videos, and the videos left out because they could not be read."""
     model.eval()
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_list,
                         **worker_options(num_workers))
@@ -107,8 +85,6 @@ def predict_probabilities(model: nn.Module, dataset, modality: str, batch_size: 
         if not items:
             continue
         clips = [item_clips(item, modality) for item in items]
-        if ten_crop:
-            clips = [torch.cat([ten_crop_clip(w, crop_size, negate_x_on_flip) for w in c]) for c in clips]
         counts = [c.shape[0] for c in clips]
         p = model(torch.cat(clips).to(device)).float().softmax(dim=1).cpu()
         probs += [chunk.mean(dim=0) for chunk in p.split(counts)]
@@ -121,7 +97,7 @@ def predict_probabilities(model: nn.Module, dataset, modality: str, batch_size: 
 
 def finetune(backbone: nn.Module, train_ds, test_ds, modality: str, num_classes: int,
              epochs: int = 10, lr: float = 1e-3, head_lr_ratio: float = 10.0, dropout: float = 0.9,
-             ten_crop: bool = False, crop_size: int | None = None, batch_size: int = 8,
+             batch_size: int = 8,
              weight_decay: float = 1e-3, milestones: Sequence[int] = (),
              device: str | torch.device = "cpu", seed: int = 0, num_workers: int = 0,
              progress: bool = False) -> dict:
@@ -129,8 +105,7 @@ def finetune(backbone: nn.Module, train_ds, test_ds, modality: str, num_classes:
     items ``item[modality]`` (V, C, T, H, W), then test on ``test_ds`` items (W, C, T, H', W').
 
     ``lr`` is the head's learning rate; the backbone's is ``lr / head_lr_ratio``; both are
-    multiplied by 0.1 at each of ``milestones`` (epochs). ``crop_size`` (ten-crop side)
-    defaults to the training clips' side. Deterministic given ``seed`` on CPU.
+    multiplied by 0.1 at each of ``milestones`` (epochs). Deterministic given ``seed`` on CPU.
 
     Returns ``top1``, ``top5``, ``confusion`` (K, K), ``test_probs`` (N, K), ``train_loss`` and
     ``train_top1`` (per epoch, on the augmented training views with dropout on), ``model``
@@ -142,8 +117,6 @@ def finetune(backbone: nn.Module, train_ds, test_ds, modality: str, num_classes:
     if epochs < 1 or batch_size < 1:
         raise ValueError(f"epochs and batch_size must be >= 1, got {epochs} and {batch_size}")
     device = torch.device(device)
-    if ten_crop and crop_size is None:
-        crop_size = int(item_clips(train_ds[0], modality).shape[-1])
 
     rng_devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=rng_devices):
@@ -179,9 +152,7 @@ def finetune(backbone: nn.Module, train_ds, test_ds, modality: str, num_classes:
             accuracies.append(correct / max(seen, 1))
 
     probs, labels, videos, skipped = predict_probabilities(
-        model, test_ds, modality, batch_size=batch_size, device=device, ten_crop=ten_crop,
-        crop_size=crop_size, negate_x_on_flip=(modality == "flow"), num_workers=num_workers,
-        progress=progress)
+        model, test_ds, modality, batch_size=batch_size, device=device, num_workers=num_workers, progress=progress)
     check_class_labels(labels, num_classes, "test labels")
     return {**classification_summary(probs, labels, num_classes), "test_probs": probs, "test_labels": labels,
             "test_videos": videos, "skipped": skipped, "num_test": len(labels),

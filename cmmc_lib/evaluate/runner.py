@@ -92,7 +92,8 @@ def _stream_split(stream: Stream, subset: str, device: torch.device, batch_size:
     cache = FeatureCache(stream.checkpoint, RunFolder(stream.run_dir).features_dir)
     return split_features(stream.backbone, stream.cfg.data, stream.modality, subset,
                           eval_windows=1 if subset == "train" else None, batch_size=batch_size,
-                          device=device, cache=cache, progress=progress, num_workers=num_workers)
+                          device=device, cache=cache, progress=progress, num_workers=num_workers,
+                          window_l2=stream.cfg.eval.window_l2)
 
 
 def _same_videos(a: Features, b: Features, what: str) -> tuple[Features, Features]:
@@ -169,7 +170,7 @@ def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, pro
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     # docs/method.md: lr x0.1 at epochs 60 and 80 of 100 (SkeletonCLR: at 80); other lengths keep the fractions
     milestones = tuple(opts.get("milestones") or probe_milestones(ev, epochs))
-    per_stream, probs, logits, test_sets = [], [], [], []
+    per_stream, probs, best_probs, logits, test_sets = [], [], [], [], []
     splits = [(*_stream_split(s, "train", device, feature_batch, num_workers, progress),
                _stream_split(s, "test", device, feature_batch, num_workers, progress)[1]) for s in streams]
     if len(splits) == 2:
@@ -188,8 +189,10 @@ def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, pro
         per_stream.append({"run": str(s.run_dir), "modality": s.modality, **_json_summary(res),
                            "train_top1": res["train_top1"], "final_train_loss": res["train_loss"][-1],
                            "num_train": len(train), "num_test": len(test), "classes": classes,
-                           "probe": e.probe_features})
+                           "probe": e.probe_features, "top1_best_test_epoch": res["best_top1"],
+                           "best_test_epoch": res["best_epoch"]})
         probs.append(res["test_probs"])
+        best_probs.append(res["best_probs"])
         logits.append(res["test_logits"])
         test_sets.append(test)
     fused, fusion = None, None
@@ -198,6 +201,8 @@ def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, pro
         fusion = "logits" if all(_is_skeleton(s) for s in streams) else "probabilities"
         scores = (logits[0] + logits[1]) / 2 if fusion == "logits" else fuse_probabilities(*probs)
         fused = _json_summary(classification_summary(scores, test_sets[0].labels, num_classes))
+        fused["top1_best_test_epoch"] = classification_summary(fuse_probabilities(*best_probs), test_sets[0].labels,
+                                                               num_classes)["top1"]
     first = per_stream[0]
     return {"num_train": first["num_train"], "num_test": first["num_test"], "classes": first["classes"],
             "epochs": epochs, "milestones": list(milestones), "streams": per_stream, "fused": fused,
@@ -205,14 +210,8 @@ def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, pro
 
 
 def _finetune(streams, epochs, batch_size, device, num_workers, progress, opts) -> dict:
-
-    ten_crop = bool(opts.get("ten_crop", False))
-    splits = []
-    for s in streams:                  # build every stream's data first: a mismatch fails fast
-        data = s.cfg.data
-        train_ds = build_dataset(data, "train", True, (s.modality,), seed=s.cfg.run.seed, views=1)
-        test_over = {"size": data.short_side} if ten_crop else {}     # whole centre square: 10 crops
-        splits.append((train_ds, build_dataset(data, "test", False, (s.modality,), **test_over)))
+    splits = [finetune_data(s, opts.get("ten_crop")) for s in streams]   # all first: a mismatch fails fast
+    ten_crop = splits[0][1].eval_crops == 10
     if len(splits) == 2 and list(splits[0][1].videos) != list(splits[1][1].videos):
         raise ValueError("the two runs' test sets list different videos: two-stream fusion needs "
                          "the same dataset and split")
@@ -222,7 +221,6 @@ def _finetune(streams, epochs, batch_size, device, num_workers, progress, opts) 
         res = finetune(s.backbone, train_ds, test_ds, s.modality, len(train_ds.classes),
                        epochs=epochs or ev.finetune_epochs, lr=opts.get("lr", ev.finetune_lr),
                        head_lr_ratio=opts.get("head_lr_ratio", 10.0), dropout=opts.get("dropout", ev.finetune_dropout),
-                       ten_crop=ten_crop, crop_size=s.cfg.data.size,
                        batch_size=batch_size or s.cfg.optim.batch_size,
                        weight_decay=opts.get("weight_decay", 1e-3),
                        milestones=opts.get("milestones", ev.finetune_milestones if epochs is None else ()),
@@ -247,6 +245,20 @@ def _finetune(streams, epochs, batch_size, device, num_workers, progress, opts) 
     return {"num_train": len(train_ds), "num_test": len(tested["test_videos"]), "classes": list(test_ds.classes),
             "ten_crop": ten_crop, "streams": per_stream, "fused": fused,
             "skipped": {"test": skipped, "train": sorted(set(train_ds.skipped_items()))}}
+
+
+def finetune_data(stream: Stream, ten_crop: bool | None = None):
+    """(train, test) datasets of fine-tuning: the training set with CoCLR's fine-tune transform (one
+    view per video, a random crop of the pre-training's area range, colour jitter with probability
+    ``eval.finetune_jitter``, no grey, no blur, every view strong), the test set of the evaluation
+    windows, each in CoCLR's ten crops when ``ten_crop`` (default ``eval.ten_crop``)."""
+    data, ev = stream.cfg.data, stream.cfg.eval
+    train = build_dataset(data, "train", True, (stream.modality,), seed=stream.cfg.run.seed, views=1,
+                          view_mode="symmetric", crop_mode="torchvision", color_jitter=ev.finetune_jitter,
+                          grayscale=0.0, blur=0.0)
+    test = build_dataset(data, "test", False, (stream.modality,))
+    test.eval_crops = 10 if (ev.ten_crop if ten_crop is None else ten_crop) else 1
+    return train, test
 
 
 # ----------------------------------------------------------------------------- entry point
@@ -320,6 +332,12 @@ def format_result(result: dict) -> str:
     lines += [f"{name:<{width}}  " + "  ".join(f"{m} {row[m]:.3f}" for m in metrics) for name, row in rows]
     if result.get("ks_skipped"):
         lines.append(f"skipped k={result['ks_skipped']}: larger than the gallery ({result['num_gallery']})")
+    if result["protocol"] == "linear":                # CoCLR's protocol: the best of the epochs scored on the test set
+        best = [f"{s['modality']} {s['top1_best_test_epoch']:.3f} (epoch {s['best_test_epoch']})"
+                for s in result["streams"]]
+        if result.get("fused"):
+            best.append(f"two-stream {result['fused']['top1_best_test_epoch']:.3f}")
+        lines.append("top1 at the best test epoch (CoCLR's protocol, chosen on the test set): " + ", ".join(best))
     lines.append(f"{result['num_test']} test videos evaluated" + (f", {result['num_train']} train videos"
                                                                    if "num_train" in result else ""))
     for subset, videos in (result.get("skipped") or {}).items():
