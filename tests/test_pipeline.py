@@ -210,3 +210,16 @@ def test_an_unfinished_run_is_refused_as_a_source_or_a_start(tiny_root, tmp_path
         pretrain(tiny(tiny_root, "ssl.method=cmmc", f"ssl.source_run={tmp_path / 'half-flow'}"), tmp_path / "c")
     with pytest.raises(ValueError, match="ssl.init_run=.*has not finished"):
         pretrain(tiny(tiny_root, "ssl.modality=flow", f"ssl.init_run={tmp_path / 'half-flow'}"), tmp_path / "d")
+
+
+def test_the_ablation_trains_stage1_with_the_schedules_stage1_method(tmp_path):
+    # STC-mix: input mixing first, then CMMC; every variant of a seed shares that stage 1
+    from cmmc_lib.ablation import plan_ablation
+    base = preset("tiny", ["schedule.stage1_method=mixup"])
+    plans = plan_ablation(base, [0], tmp_path / "abl", variants=("moco", "cmmc"), curves=False)
+    for p in plans:
+        stages = p.stages()
+        assert [(s.name, s.cfg.ssl.method) for s in stages[:2]] == [("stage1-rgb", "mixup"), ("stage1-flow", "mixup")]
+        assert {s.cfg.ssl.method for s in stages[2:]} == {p.variant.method}
+        assert stages[0].run_dir == tmp_path / "abl" / "seed0" / "stage1-rgb"
+    assert preset("paper").schedule.stage1_method == "moco"     # the paper preset's choice (docs/fidelity.md)

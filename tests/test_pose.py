@@ -3,6 +3,7 @@ arrays and trusted pickles), ST-GCN on the synthetic graph, the skeleton face of
 skeleton CMMC (persons never mixed across samples), SkeletonCLR training and evaluation."""
 from __future__ import annotations
 
+import pathlib
 import pickle
 
 import numpy as np
@@ -280,3 +281,25 @@ def test_pose_table_gives_spread_over_seeds_and_the_binomial_se_for_one_seed():
     assert "| motion | MoCo / SkeletonCLR | 50.0 ± <0.1 | std over 2 seeds |" in md    # identical seeds: not "± 0.0"
     for text in (one, md):
         assert "± 0.0" not in text and "nan" not in text
+
+
+@pytest.mark.parametrize("route, protocol, header", [("skeleton", "linear", "linear top-1 (%)"),
+                                                     ("rgb+pose", "finetune", "fine-tune top-1 (%)")])
+def test_the_rgb_rows_are_fine_tuned_and_the_skeleton_rows_probed_linearly(route, protocol, header, tmp_path,
+                                                                           monkeypatch):
+    # the poster's NTU-60 RGB rows sit among supervised numbers: fine-tuning, CoCLR's protocol
+    from cmmc_lib import pose_study as study
+    asked = []
+
+    def fake_eval(run_a, proto, other_run, **kw):
+        asked.append((pathlib.Path(run_a).name, proto))
+        return {"streams": [{"modality": m, "top1": 0.5} for m in study.ROUTES[route]],
+                "fused": {"top1": 0.6}, "num_test": 10, "num_train": 20, "classes": list(range(6)),
+                "fusion": "probabilities", "seconds": 0.0}
+    monkeypatch.setattr(study, "run_pipeline", lambda cfg, root, stage1_root: {"finished": True})
+    monkeypatch.setattr(study, "evaluate_run", fake_eval)
+    result = study.pose_study("tiny", route, seeds=[0], out=tmp_path / "s", variants=("moco",))
+    assert sorted(asked) == sorted([("cycle1-" + study.ROUTES[route][0], protocol),
+                                    ("stage1-" + study.ROUTES[route][0], protocol)])
+    assert {r["protocol"] for r in result["records"]} == {protocol}
+    assert header in (tmp_path / "s" / "table.md").read_text()
