@@ -3,7 +3,7 @@
 PYTHON ?= python3
 VENV ?= .venv
 PY := $(VENV)/bin/python
-PROFILE ?= cpu
+PROFILE ?= tiny
 OUT ?= outputs/course
 PYTEST_ARGS ?=
 

@@ -417,7 +417,7 @@ def fmt_data_cache(r: dict) -> str:
 def cmd_course(a) -> dict:
     from .course import run_course
     return run_course(profile=a.profile, out=Path(a.out), only=a.only, timeout=a.timeout,
-                      notebooks_dir=Path(a.notebooks) if a.notebooks else None)
+                      notebooks_dir=Path(a.notebooks) if a.notebooks else None, progress=not a.quiet)
 
 
 def fmt_course(r: dict) -> str:
@@ -650,6 +650,7 @@ def _add_course(sub) -> None:
     sp.add_argument("--timeout", type=int, default=None,
                     help="seconds per cell; default: the profile's (600 tiny, 3000 cpu)")
     sp.add_argument("--notebooks", default=None, help="folder of the lessons (default: the repo's notebooks/)")
+    sp.add_argument("--quiet", action="store_true", help="no per-lesson lines or cell progress bars")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -31,6 +31,7 @@ import io
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -233,7 +234,8 @@ def select_lessons(books: list[Path], only: Sequence[str] | None) -> list[Path]:
 
 
 def run_course(profile: str = "tiny", out: Path = Path("outputs/course"), only: list[str] | None = None,
-               timeout: int | None = None, notebooks_dir: Path | None = None) -> dict[str, Any]:
+               timeout: int | None = None, notebooks_dir: Path | None = None,
+               progress: bool = True) -> dict[str, Any]:
     """Execute the lessons in order with papermill (kernel ``python3``).
 
     Executed copies go to ``out/<name>.ipynb``, figures to ``out/figures``, runs to
@@ -241,7 +243,8 @@ def run_course(profile: str = "tiny", out: Path = Path("outputs/course"), only: 
     cell may run (default :data:`CELL_TIMEOUT` of the profile); a cell that runs longer fails
     its lesson. ``only``: lesson name prefixes (see :func:`select_lessons`). A failing lesson is
     reported and the others still run; ``failed_run`` is then True. Lessons that declare
-    ``INTERACTIVE`` get ``INTERACTIVE = False`` (no widget panels headless).
+    ``INTERACTIVE`` get ``INTERACTIVE = False`` (no widget panels headless). ``progress``: a line on
+    stderr when each lesson starts and ends, and papermill's bar over its cells while it runs.
     """
     _profile(profile)
     timeout = CELL_TIMEOUT[profile] if timeout is None else int(timeout)
@@ -260,14 +263,16 @@ def run_course(profile: str = "tiny", out: Path = Path("outputs/course"), only: 
     out.mkdir(parents=True, exist_ok=True)
     params = {"PROFILE": profile, "RUNS_DIR": str(out / "runs"), "FIG_DIR": str(out / "figures")}
     results, t_all = [], time.perf_counter()
-    for nb in books:
+    for i, nb in enumerate(books, 1):
         t0, target = time.perf_counter(), out / nb.name
         status, error = "ok", None
+        if progress:
+            print(f"[{i}/{len(books)}] {nb.stem} ({profile}) ...", file=sys.stderr, flush=True)
         try:
             declared = pm.inspect_notebook(str(nb))
             nb_params = {**params, **({"INTERACTIVE": False} if "INTERACTIVE" in declared else {})}
             pm.execute_notebook(str(nb), str(target), parameters=nb_params, kernel_name="python3",
-                                cwd=str(folder), progress_bar=False, execution_timeout=timeout)
+                                cwd=str(folder), progress_bar=progress, execution_timeout=timeout)
         except Exception as exc:                     # papermill raises PapermillExecutionError
             status = "failed"
             error = (f"cell {getattr(exc, 'exec_count', '?')}: {exc.ename}: {exc.evalue}"
@@ -275,6 +280,9 @@ def run_course(profile: str = "tiny", out: Path = Path("outputs/course"), only: 
             log.error("%s failed: %s", nb.name, error)
         results.append({"notebook": nb.name, "status": status, "seconds": time.perf_counter() - t0,
                         "output": str(target), "error": error})
+        if progress:
+            print(f"[{i}/{len(books)}] {nb.stem}: {status} in {results[-1]['seconds']:.0f} s "
+                  f"({time.perf_counter() - t_all:.0f} s so far)", file=sys.stderr, flush=True)
     summary = {"profile": profile, "out": str(out), "cell_timeout": timeout, "notebooks": results,
                "ok": sum(r["status"] == "ok" for r in results), "seconds": time.perf_counter() - t_all}
     summary["failed_run"] = summary["ok"] != len(results)

@@ -62,6 +62,22 @@ def test_a_hung_cell_fails_its_lesson_at_the_timeout_and_widgets_stay_off_headle
     assert summary["failed_run"] and elapsed < 120                 # not the 600 s of the cell
 
 
+def test_the_course_says_when_each_lesson_starts_and_ends_and_shows_its_cells_progress(tmp_path, monkeypatch,
+                                                                                      capsys):
+    import papermill as pm
+
+    _notebook(tmp_path / "01_a.ipynb", 'PROFILE = "tiny"', "x = 1")
+    _notebook(tmp_path / "02_b.ipynb", 'PROFILE = "tiny"', "x = 2")
+    seen = []
+    monkeypatch.setattr(pm, "execute_notebook", lambda *a, **k: seen.append(k["progress_bar"]))
+    course.run_course("tiny", tmp_path / "out", notebooks_dir=tmp_path)
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "[1/2] 01_a (tiny) ..." and err[1].startswith("[1/2] 01_a: ok in ")
+    assert err[2] == "[2/2] 02_b (tiny) ..." and "s so far)" in err[3] and seen == [True, True]
+    course.run_course("tiny", tmp_path / "out", notebooks_dir=tmp_path, progress=False)
+    assert capsys.readouterr().err == "" and seen[2:] == [False, False]
+
+
 def test_only_needs_real_prefixes():
     books = [Path("01_a.ipynb"), Path("02_b.ipynb"), Path("07_c.ipynb")]
     assert course.select_lessons(books, None) == books
