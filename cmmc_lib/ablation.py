@@ -187,21 +187,21 @@ def _run_ablation(base, seeds, out: Path, table, transfer, curves, device, progr
     protocols = tuple(dict.fromkeys(METRICS[m][0] for m in spec.metrics))
     evals = [(p, proto, ds) for p in plans if p.variant.name in spec.variants for proto in protocols
              for ds in DATASETS]
-    bar = tqdm(total=len(plans) + len(evals), desc=table, disable=not progress, dynamic_ncols=True)
     unfinished = set()
-    for p in plans:
-        bar.set_postfix_str(f"seed {p.seed} {p.variant.name}")
-        if not run_pipeline(p.cfg, p.root, p.stage1_root)["finished"]:      # cut short (run.max_steps)
-            unfinished.add((p.seed, p.variant.name))
-        bar.update(1)
-    for p, protocol, dataset in evals:
-        bar.set_postfix_str(f"seed {p.seed} {p.variant.name} {protocol} {dataset}")
-        if (p.seed, p.variant.name) in unfinished:
-            log.warning("seed %d %s: a stage did not finish its schedule: not evaluated", p.seed, p.variant.name)
-        elif (p.seed, p.variant.name, protocol, dataset) not in done:
-            append_jsonl(results_path, evaluate_variant(p, protocol, dataset, transfer, device))
-        bar.update(1)
-    bar.close()
+    # closed before an interrupt propagates: the bar is not redrawn under the 'interrupted' line
+    with tqdm(total=len(plans) + len(evals), desc=table, disable=not progress, dynamic_ncols=True) as bar:
+        for p in plans:
+            bar.set_postfix_str(f"seed {p.seed} {p.variant.name}")
+            if not run_pipeline(p.cfg, p.root, p.stage1_root)["finished"]:      # cut short (run.max_steps)
+                unfinished.add((p.seed, p.variant.name))
+            bar.update(1)
+        for p, protocol, dataset in evals:
+            bar.set_postfix_str(f"seed {p.seed} {p.variant.name} {protocol} {dataset}")
+            if (p.seed, p.variant.name) in unfinished:
+                log.warning("seed %d %s: a stage did not finish its schedule: not evaluated", p.seed, p.variant.name)
+            elif (p.seed, p.variant.name, protocol, dataset) not in done:
+                append_jsonl(results_path, evaluate_variant(p, protocol, dataset, transfer, device))
+            bar.update(1)
     records = [r for r in read_jsonl(results_path) if r["seed"] in seeds and r["method"] in spec.variants]
     rows = aggregate(records, spec)
     files = write_tables(rows, records, spec, out, base, transfer)

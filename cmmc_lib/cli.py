@@ -676,7 +676,7 @@ def main(argv: list[str] | None = None) -> int:
             args.overrides = list(args.overrides) + extra
         else:
             parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, stream=sys.stderr,
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, handlers=[BarSafeHandler()],
                         format="%(levelname)s %(name)s: %(message)s")
     if getattr(args, "trust_pickle", False):       # for this invocation and the processes it starts
         from .data.skeleton import TRUST_PICKLE_ENV
@@ -708,6 +708,17 @@ def main(argv: list[str] | None = None) -> int:
 
 def _first_line(exc: BaseException) -> str:
     return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+
+
+class BarSafeHandler(logging.Handler):
+    """Log records on stderr through :func:`say`: a warning during training starts a line of its
+    own instead of being glued to the progress bar's."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            say(self.format(record))
+        except Exception:                           # logging must never raise
+            self.handleError(record)
 
 
 def say(line: str) -> None:

@@ -276,8 +276,9 @@ def _paper() -> Config:
         optim=OptimConfig(batch_size=64, epochs=300, lr=1e-3, weight_decay=1e-5, milestones=(250, 280)),
         schedule=ScheduleConfig(stage1_method="moco", cycles=2, cycle_epochs=100, cycle_milestones=(80,)),
         eval=EvalConfig(probe_epochs=100, probe_lr=1.0, probe_weight_decay=1e-3, probe_batch_size=1024,
-                        probe_milestones=(60, 80), finetune_epochs=500, finetune_milestones=(400, 450), finetune_lr=1e-3, finetune_dropout=0.9,
-                        finetune_jitter=0.3, ten_crop=True, window_l2=True),
+                        probe_milestones=(60, 80), finetune_epochs=500, finetune_milestones=(400, 450),
+                        finetune_lr=1e-3, finetune_dropout=0.9, finetune_jitter=0.3, ten_crop=True,
+                        window_l2=True),
         run=RunConfig(ckpt_every=500, knn_every=10, log_every=50),
     )
 

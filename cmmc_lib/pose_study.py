@@ -96,7 +96,8 @@ def pose_study(preset_name: str, route: str, seeds: Sequence[int], out: str | Pa
     """Train (or reuse) and evaluate every variant of the route for every seed; write the table.
 
     ``stage1``: also evaluate the stage-1 networks (MoCo for half the epochs: free, they are trained
-    anyway). ``epochs``: of the route's protocol (default: the preset's). Returns ``records`` (one per seed and variant), ``rows`` (aggregated), ``files``, ``seconds``.
+    anyway). ``epochs``: of the route's protocol (default: the preset's). Returns ``records`` (one per
+    seed and variant), ``rows`` (aggregated), ``files``, ``seconds``.
     """
     with FolderLock(out, "study folder"):
         return _pose_study(preset_name, route, seeds, Path(out), overrides, variants, device, stage1, epochs)

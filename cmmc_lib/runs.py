@@ -83,6 +83,14 @@ class MetricsLog:
         keep = [r for r in self._raw_rows() if _row_before(r, step, epoch, self.path)]
         self._rewrite(header, keep)
 
+    def last_step(self) -> int | None:
+        """The last step with an intact row (None: no file, or logging off). The loop writes a
+        step's row before any checkpoint after it, so a checkpoint beyond this step lost rows."""
+        if not (self.enabled and self.path.is_file()):
+            return None
+        steps = [int(r["step"]) for r in self._raw_rows() if r.get("kind") == "step" and r.get("step")]
+        return max(steps, default=0)
+
     def read(self) -> list[dict[str, Any]]:
         """Rows with numbers parsed (empty cells -> None); columns we do not know stay strings."""
         return [_parse_row(r, n, self.path) for n, r in enumerate(self._raw_rows(), start=2)]
@@ -241,10 +249,13 @@ class RunFolder:
 
         A torn or empty checkpoint (a write cut short) is passed over with a warning for the next
         older one; a file that would run code (:class:`~cmmc_lib.files.UnsafeFileError`) is never
-        passed over: it stops the resume. ValueError when checkpoints exist but none is intact."""
+        passed over: it stops the resume. A checkpoint past the last intact row of ``metrics.csv``
+        (a torn row) is passed over for an older one, so the steps in between are trained and logged
+        again; when there is none, the newest is used and the lost rows are named in a warning.
+        ValueError when checkpoints exist but none is intact."""
         needs = ("config", "method", "optimizer", "step", "epoch", "batch")
         candidates = [self.checkpoint_path("last")] * self.has_checkpoint("last") + self.step_checkpoints()[::-1]
-        broken = []
+        broken, logged, newest = [], self.metrics.last_step(), None
         for path in candidates:
             try:
                 state = self.load_checkpoint(path.name, map_location, needs)
@@ -254,10 +265,18 @@ class RunFolder:
                 log.warning("%s: passing over an unreadable checkpoint: %s", self.path, exc)
                 broken.append(path.name)
                 continue
+            if logged is not None and state["step"] > logged:
+                newest = newest or (path.name, state)
+                continue
             if path.name != LAST:
                 log.warning("%s: resuming from %s (%s)", self.path, path.name,
+                            f"metrics.csv ends at step {logged}" if newest else
                             f"{', '.join(broken)} unreadable" if broken else f"no {LAST}")
             return state
+        if newest:
+            log.warning("%s: resuming from %s at step %d; the rows of steps %d-%d in metrics.csv were lost",
+                        self.path, newest[0], newest[1]["step"], logged + 1, newest[1]["step"])
+            return newest[1]
         if broken:
             raise ValueError(f"{self.path} holds no intact checkpoint ({', '.join(broken)} are unreadable): delete "
                              f"its checkpoints/ folder to start the run over")

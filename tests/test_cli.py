@@ -295,3 +295,24 @@ def test_pretrain_with_unreadable_training_videos_finishes_says_so_and_exits_1(t
                 "run.max_steps=3", "run.knn_every=0")
     assert proc.returncode == 1, proc.stderr[-2000:]
     assert "1 unreadable training video(s) left out" in proc.stdout and bad.stem in proc.stdout
+
+
+def test_a_log_warning_during_a_progress_bar_starts_a_line_of_its_own(capfd):
+    import logging
+
+    from tqdm.auto import tqdm
+
+    from cmmc_lib.cli import BarSafeHandler
+    logger = logging.getLogger("cmmc_lib.test_bar")
+    handler = BarSafeHandler()
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logger.addHandler(handler)
+    try:
+        bar = tqdm(total=10, file=sys.stderr, desc="epoch 1/3", leave=False)
+        bar.update(3)
+        logger.warning("skipping unreadable video v_Squat_g04_c03")
+        bar.close()
+    finally:
+        logger.removeHandler(handler)
+    err = capfd.readouterr().err
+    assert re.search(r"(^|[\r\n])WARNING cmmc_lib.test_bar: skipping unreadable video v_Squat_g04_c03\n", err), err

@@ -73,6 +73,13 @@ def test_the_video_lessons_train_only_the_streams_they_name(nb):
     assert 'modalities = ("rgb", "flow")' in code and "MODALITIES" not in code
 
 
+@pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
+def test_no_cell_echoes_the_path_of_the_figure_it_saved(nb):
+    for cell in _book(nb)["cells"]:
+        lines = [l for l in _src(cell).splitlines() if l.strip()] if cell["cell_type"] == "code" else []
+        assert not (lines and re.match(r"^\S.*\bsavefig\(.*\)$", lines[-1])), f"{cell.get('id')}: end with ';'"
+
+
 def test_there_are_lessons_in_order():
     names = [nb.name for nb in NOTEBOOKS]
     assert names and names == sorted(names)

@@ -432,6 +432,18 @@ def test_a_torn_last_pt_resumes_from_the_newest_intact_step_checkpoint(tiny_root
         (tmp_path / "cut" / "checkpoints" / "step_0000009.pt").unlink()
 
 
+def test_a_torn_metrics_row_resumes_from_the_checkpoint_before_it_and_no_row_is_lost(tiny_root, tmp_path):
+    cfg = ("optim.epochs=1", "run.ckpt_every=2", "run.keep_ckpts=10")
+    full = pretrain(tiny_cfg(tiny_root, *cfg), tmp_path / "full")
+    pretrain(tiny_cfg(tiny_root, *cfg, "run.max_steps=4"), tmp_path / "cut")
+    metrics = tmp_path / "cut" / "metrics.csv"
+    metrics.write_bytes(metrics.read_bytes()[:-10])            # the write of step 4's row cut short
+    resumed = pretrain(resume_config(tmp_path / "cut"), tmp_path / "cut", resume=True)
+    assert resumed["resumed_from"] == 2                         # step 4 is trained and logged again
+    assert step_losses(tmp_path / "cut") == step_losses(tmp_path / "full")
+    assert resumed["final_loss"] == full["final_loss"]
+
+
 def test_a_failed_start_leaves_no_folder_and_no_half_written_files_survive(tiny_root, tmp_path):
     with pytest.raises(FileNotFoundError):
         pretrain(tiny_cfg(tiny_root, f"data.root={tmp_path / 'nowhere'}", "data.dataset=ucf101"), tmp_path / "r")
