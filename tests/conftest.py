@@ -28,3 +28,13 @@ def tiny_root() -> Path:
     root = REPO / "data" / "synthetic" / "tiny"
     write_synthetic_dataset(root, size="tiny", seed=0, progress=False)
     return root
+
+
+@pytest.fixture
+def one_thread():
+    """torch on one thread for the test (timings and kernels that compare against a single-threaded
+    reference), restored afterwards."""
+    old = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(old)

@@ -7,18 +7,12 @@ import subprocess
 import sys
 
 import pytest
-import torch
 
 from cmmc_lib.flow.gpu_check import main
 from tests._gen_fixtures import REPO_ROOT, textured_frames, write_video
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_gpu_check_prepares_and_runs_at_a_tiny_size_on_the_cpu(tmp_path):

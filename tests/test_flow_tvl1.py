@@ -15,12 +15,7 @@ from cmmc_lib.flow.tvl1_ops import pyramid_sizes
 from tests._gen_fixtures import grey_texture, require_realdata, textured_frames
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def test_the_in_place_and_the_functional_iteration_agree_and_frozen_pairs_stay_put():

@@ -14,12 +14,7 @@ from cmmc_lib.flow.tvl1_ops import (centered_gradient, divergence, forward_gradi
 from tests._gen_fixtures import grey_texture
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    old = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(old)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _unfold_median(u, k):

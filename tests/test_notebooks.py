@@ -80,6 +80,20 @@ def test_no_cell_echoes_the_path_of_the_figure_it_saved(nb):
         assert not (lines and re.match(r"^\S.*\bsavefig\(.*\)$", lines[-1])), f"{cell.get('id')}: end with ';'"
 
 
+STEP_BY_HAND = {"02": ("def moco_loss(", "method.loss(batch)"),
+                "05": ("def cmmc_loss(", "method.loss(batch, generator=")}
+
+
+@pytest.mark.parametrize("number", sorted(STEP_BY_HAND))
+def test_the_methods_step_is_written_out_and_asserted_equal_to_the_librarys(number):
+    # the key idea in the student's hands: the step as code, checked when the lesson runs
+    nb = next(n for n in NOTEBOOKS if n.name.startswith(number))
+    code = "\n".join(_src(c) for c in _book(nb)["cells"] if c["cell_type"] == "code")
+    mine, library = STEP_BY_HAND[number]
+    assert mine in code and library in code
+    assert re.search(r"assert torch\.allclose\(mine, library", code)
+
+
 def test_there_are_lessons_in_order():
     names = [nb.name for nb in NOTEBOOKS]
     assert names and names == sorted(names)

@@ -14,10 +14,14 @@ never from each other.
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 
 import torch
 from torch import Tensor
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from ..data.datasets import worker_options
 
 
 # ----------------------------------------------------------------------------- input checks
@@ -97,3 +101,19 @@ def item_clips(item: dict, modality: str) -> Tensor:
     if x.ndim != 5:
         raise ValueError(f"item[{modality!r}] must be (W, C, T, H, W), got shape {tuple(x.shape)}")
     return x
+
+
+def video_batches(dataset, modality: str, batch_size: int, num_workers: int, skipped: list[str],
+                  desc: str, progress: bool) -> Iterator[tuple[list[dict], Tensor, list[int]]]:
+    """The readable videos of ``dataset`` in order, ``batch_size`` at a time, as ``(items, clips,
+    counts)``: the items, all their windows stacked ((sum of counts), C, T, H, W) and each video's
+    number of windows. Videos the dataset could not read (skipped markers) are appended to
+    ``skipped`` instead."""
+    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_list,
+                        **worker_options(num_workers))
+    for batch in tqdm(loader, desc=desc, disable=not progress, leave=False):
+        skipped += [str(item["video"]) for item in batch if item.get("skipped")]
+        items = [item for item in batch if not item.get("skipped")]
+        if items:
+            clips = [item_clips(item, modality) for item in items]
+            yield items, torch.cat(clips), [c.shape[0] for c in clips]

@@ -32,13 +32,11 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
-from torch.utils.data import DataLoader
-from tqdm.auto import tqdm
 
 from ..config import data_root
 from ..data.datasets import build_dataset, worker_options
 from ..files import UnsafeFileError, load_state, save_state
-from .common import collate_list, item_clips
+from .common import video_batches
 
 log = logging.getLogger(__name__)
 
@@ -138,18 +136,11 @@ def compute_features(backbone: nn.Module, dataset, modality: str, batch_size: in
     device = torch.device(device)
     was_training = backbone.training
     backbone.eval().to(device)
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_list,
-                        **worker_options(num_workers))
     feats, labels, videos, skipped = [], [], [], []
     try:
-        for batch in tqdm(loader, desc=f"features {modality}", disable=not progress, leave=False):
-            skipped += [str(item["video"]) for item in batch if item.get("skipped")]
-            items = [item for item in batch if not item.get("skipped")]
-            if not items:
-                continue
-            clips = [item_clips(item, modality) for item in items]
-            counts = [c.shape[0] for c in clips]
-            out = backbone(torch.cat(clips).to(device, non_blocking=True))
+        for items, clips, counts in video_batches(dataset, modality, batch_size, num_workers, skipped,
+                                                  f"features {modality}", progress):
+            out = backbone(clips.to(device, non_blocking=True))
             if out.ndim != 2 or out.shape[0] != sum(counts):
                 raise ValueError(f"backbone returned shape {tuple(out.shape)} for {sum(counts)} clips; "
                                  "expected pooled features (clips, D)")

@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.utils.data import DataLoader
-from tqdm.auto import tqdm, trange
+from tqdm.auto import trange
 
 from ..data.datasets import worker_options
-from .common import check_class_labels, classification_summary, collate_list, item_clips, step_lr
+from .common import check_class_labels, classification_summary, collate_list, item_clips, step_lr, video_batches
 
 log = logging.getLogger(__name__)
 
@@ -76,17 +76,10 @@ def predict_probabilities(model: nn.Module, dataset, modality: str, batch_size: 
     """Class probabilities (N, K) per video, the mean of softmax over its clips (windows, and
     crops), with the labels (N,), the N videos, and the videos left out because they could not be read."""
     model.eval()
-    loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, collate_fn=collate_list,
-                        **worker_options(num_workers))
     probs, labels, videos, skipped = [], [], [], []
-    for batch in tqdm(loader, desc="fine-tune test", disable=not progress, leave=False):
-        skipped += [str(item["video"]) for item in batch if item.get("skipped")]
-        items = [item for item in batch if not item.get("skipped")]
-        if not items:
-            continue
-        clips = [item_clips(item, modality) for item in items]
-        counts = [c.shape[0] for c in clips]
-        p = model(torch.cat(clips).to(device)).float().softmax(dim=1).cpu()
+    for items, clips, counts in video_batches(dataset, modality, batch_size, num_workers, skipped,
+                                              "fine-tune test", progress):
+        p = model(clips.to(device)).float().softmax(dim=1).cpu()
         probs += [chunk.mean(dim=0) for chunk in p.split(counts)]
         labels += [int(item["label"]) for item in items]
         videos += [str(item.get("video", item.get("index"))) for item in items]
