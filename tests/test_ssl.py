@@ -339,3 +339,15 @@ def test_shuffle_bn_across_two_ranks_uses_other_ranks_statistics_and_restores_th
     with torch.no_grad():                                                   # without batch statistics the
         encoder_k.eval()                                                    # shuffle changes nothing
         assert torch.allclose(encoder_k(x_all[order])[torch.argsort(order)], encoder_k(x_all), atol=1e-5)
+
+
+def test_moco_targets_are_the_targets_of_the_librarys_contrast_layout():
+    from cmmc_lib.ssl import moco_targets
+    from cmmc_lib.ssl.losses import mixed_targets
+    moco = tiny_moco(queue_size=6).eval()
+    q = torch.nn.functional.normalize(torch.randn(4, moco.dim), dim=1)
+    perm = torch.tensor([1, 0, 2, 3])                           # rows 2 and 3 are their own partners
+    c = moco.contrast(q, q.clone(), perm)
+    expected = mixed_targets(c.logits.shape[1], c.own, 0.7, c.partner)
+    torch.testing.assert_close(moco_targets(perm, 0.7, queue=6), expected)
+    assert torch.isinf(c.logits[2:, 1]).all() and moco_targets(perm, 0.7, 6)[2:, 0].eq(1).all()

@@ -188,7 +188,7 @@ def test_number_figures_show_chance_and_spread():
 
 
 def test_cmmc_figures_name_shapes_targets_and_library_calls():
-    from cmmc_lib.ssl import soft_targets
+    from cmmc_lib.ssl import moco_targets, soft_targets
 
     fig = viz.cmmc_pipeline(2, 3, (16, 8, 16, 16), (32, 4, 8, 8), 4, lam=0.8)
     texts = " ".join(t.get_text() for t in fig.axes[0].texts)
@@ -197,10 +197,14 @@ def test_cmmc_figures_name_shapes_targets_and_library_calls():
         assert part in texts, part
     perm = torch.tensor([1, 0, 2])
     targets = soft_targets(3, 5, 0, 0.7, perm)
-    ax = viz.soft_targets_heatmap(targets, queue_cols=2, lam=0.7, perm=perm).axes[0]
+    ax = viz.soft_targets_heatmap(targets, queue_cols=2, lam=0.7, perm=perm, layout="batch").axes[0]
     assert np.allclose(ax.get_images()[0].get_array(), targets.numpy())
     written = sorted(t.get_text() for t in ax.texts if t.get_text()[:1].isdigit())
     assert written == ["0.30", "0.30", "0.70", "0.70", "1.00"]          # row 2 is its own partner: one-hot
+    targets = moco_targets(perm, 0.7, queue=2)                           # the library's layout
+    ax = viz.soft_targets_heatmap(targets, queue_cols=2, lam=0.7, perm=perm).axes[0]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["own", "partner", "q0", "q1"]
+    assert np.allclose(ax.get_images()[0].get_array(), [[0.7, 0.3, 0, 0], [0.7, 0.3, 0, 0], [1, 0, 0, 0]])
 
 
 def test_tesseract_panel_wraps_the_plain_function():

@@ -69,6 +69,16 @@ def mixed_targets(num_cols: int, own: Tensor, lam: float | Tensor = 1.0, partner
     return targets
 
 
+def moco_targets(perm: Tensor, lam: float | Tensor = 1.0, queue: int = 0) -> Tensor:
+    """The soft labels of MoCo's layout with a partner column, ``[own key ; partner's key ;
+    queue]`` (``ssl.contrast=moco``, :meth:`~cmmc_lib.ssl.moco.MoCo.contrast`): (B, 2 + queue),
+    ``lam`` on column 0 and ``1 - lam`` on column 1, nothing on the queue; a row that is its own
+    partner (``perm[i] == i``) has no partner column and is one-hot on column 0."""
+    rows = torch.arange(perm.shape[0], device=perm.device)
+    partner = torch.where(perm == rows, torch.zeros_like(rows), torch.ones_like(rows))
+    return mixed_targets(2 + queue, torch.zeros_like(rows), lam, partner)
+
+
 def soft_targets(batch: int, num_cols: int, offset: int, lam: float | Tensor = 1.0,
                  perm: Tensor | None = None, device: torch.device | str | None = None) -> Tensor:
     """The soft labels of i-Mix's layout ``[every batch key ; queue]`` (``ssl.contrast=batch``):

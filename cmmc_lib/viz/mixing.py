@@ -163,10 +163,15 @@ def lam_distributions(samples: dict, title: str = "distribution of lam", alphas:
 
 
 def soft_targets_heatmap(targets, queue_cols: int = 0, lam: float | None = None, perm=None,
-                         title: str = "soft targets of the InfoNCE"):
-    """The (B, B + Q) soft-target matrix (:func:`cmmc_lib.ssl.soft_targets`) as a heatmap: row i
-    puts ``lam`` on its own key (column i) and ``1 - lam`` on its partner's key (column perm[i]);
-    the queue's columns (negatives only) are zero. Values are written in the cells."""
+                         title: str = "soft targets of the InfoNCE", layout: str = "moco",
+                         queue_label: str = "queue (negatives)"):
+    """A soft-target matrix as a heatmap, values written in the cells. ``layout="moco"`` (the
+    library's, :func:`cmmc_lib.ssl.moco_targets`): (B, 2 + Q) columns ``[own key ; partner's key ;
+    queue]``, row i puts ``lam`` on column 0 and ``1 - lam`` on column 1. ``layout="batch"``
+    (i-Mix's, :func:`cmmc_lib.ssl.soft_targets`): (B, B + Q), own key column i, partner's perm[i].
+    ``queue_label`` names the queue's columns (CoCLR's hold mined positives too)."""
+    if layout not in ("moco", "batch"):
+        raise ValueError(f"layout must be 'moco' or 'batch', got {layout!r}")
     t = torch.as_tensor(targets).detach().float().cpu().numpy()
     b, n = t.shape
     fig, ax = plt.subplots(figsize=(0.42 * n + 2.2, 0.42 * b + 1.6))
@@ -177,16 +182,19 @@ def soft_targets_heatmap(targets, queue_cols: int = 0, lam: float | None = None,
                 ax.text(j, i, f"{t[i, j]:.2f}", ha="center", va="center", fontsize=7,
                         color="white" if t[i, j] > 0.5 else "black")
     keys = n - queue_cols
+    names = ["own", "partner"] if layout == "moco" else [f"k{j}" for j in range(keys)]
     ax.set_xticks(range(n))
-    ax.set_xticklabels([f"k{j}" for j in range(keys)] + [f"q{j}" for j in range(queue_cols)], fontsize=7)
+    ax.set_xticklabels(names + [f"q{j}" for j in range(queue_cols)], fontsize=7)
     ax.set_yticks(range(b))
     rows = [f"z1 of {i}" + (f" (partner {int(perm[i])})" if perm is not None else "") for i in range(b)]
     ax.set_yticklabels(rows, fontsize=7)
     if queue_cols:
         ax.axvline(keys - 0.5, color="black", lw=1)
-        ax.text(keys + queue_cols / 2 - 0.5, -0.65, "queue (negatives)", ha="center", va="bottom", fontsize=8)
-        ax.text(keys / 2 - 0.5, -0.65, "keys of this batch", ha="center", va="bottom", fontsize=8)
-    ax.set_xlabel("column of the logits [batch keys ; queue]")
+        ax.text(keys + queue_cols / 2 - 0.5, -0.65, queue_label, ha="center", va="bottom", fontsize=8)
+        ax.text(keys / 2 - 0.5, -0.65, "keys" if layout == "moco" else "keys of this batch", ha="center",
+                va="bottom", fontsize=8)
+    ax.set_xlabel("column of the logits " + ("[own key ; partner's key ; queue]" if layout == "moco"
+                                             else "[batch keys ; queue]"))
     sub = f" (lam = {lam:.2f})" if lam is not None else ""
     ax.set_title(title + sub, fontsize=10, pad=24)
     fig.colorbar(image, ax=ax, fraction=0.04).set_label("target weight", fontsize=8)
@@ -230,7 +238,7 @@ def cmmc_pipeline(k: int, l: int, shape_k: Sequence[int], shape_l: Sequence[int]
     node(0.84, top, "z1 = query of i\n(L2-normalised)", "#ffffff")
     node(0.3, bot, "momentum encoder f1_k\n(slow copy of f1)", "#fce8b2", "moco.keys(x1')")
     node(0.5, bot, "z2 = key of i\n(queued afterwards)", "#ffffff")
-    node(0.8, 0.4, "logits = z1 . [batch keys ; queue] / tau\n"
+    node(0.8, 0.4, "logits = z1 . [own key ; partner key ; queue] / tau\n"
                    "loss = lam * CE(key of i)\n + (1 - lam) * CE(key of perm(i))", "#fad2cf",
          "moco.contrast -> ssl.soft_targets -> ssl.soft_info_nce")
     arrow(0.09, top, 0.14, top)
