@@ -42,6 +42,14 @@ def test_bad_overrides_fail_with_one_clear_line(override, message):
         preset("tiny", [override])
 
 
+@pytest.mark.parametrize("method", ["coclr", "coclr-cmmc", "moco", "mixup"])
+def test_training_both_networks_at_once_is_refused_for_methods_that_cannot(method):
+    # CoCLR mines with a frozen network: w/o alternate training it has none (never silently ignored)
+    with pytest.raises(ValueError, match=f"schedule.alternate=false .* not '{method}'"):
+        preset("tiny", [f"ssl.method={method}", "schedule.alternate=false"])
+    assert preset("tiny", ["ssl.method=cmmc", "schedule.alternate=false"]).schedule.alternate is False
+
+
 def test_round_trip_through_json():
     cfg = preset("cpu", ["ssl.method=cmmc", "milestones=3", "ssl.source_run=runs/flow", "layer_k=1,2"])
     import json
