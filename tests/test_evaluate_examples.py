@@ -121,3 +121,9 @@ def test_mined_positives_rank_other_sources_by_the_miners_embedding():
     assert best[4] == 1                                      # not video 0: its own source
     assert r.rate == pytest.approx(3 / 5)                    # 0->1, 2->3, 3->2 share the class
     assert 0 < r.chance < 1
+
+
+def test_a_subset_cell_shows_its_binomial_se_and_never_nan():
+    from cmmc_lib.evaluate.examples import subset_cell
+    assert subset_cell(0.25, 80) == "0.250 ± 0.048 (n=80)"
+    assert subset_cell(float("nan"), 0) == "none at this profile"

@@ -189,8 +189,8 @@ def test_skeleton_maps_and_persons_last_stgcn_maps():
 @pytest.mark.parametrize("call, message", [
     (lambda: cross_modal_cutmix(torch.randn(2, 3, 4, 4, 4), torch.randn(3, 3, 4, 4, 4)), "batch sizes differ"),
     (lambda: cross_modal_cutmix(torch.randn(2, 3, 4), torch.randn(2, 3, 4)), "must be"),
-    (lambda: cross_modal_cutmix(torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 4, 4, 4), alpha=0), "alpha must be > 0"),
-    (lambda: cross_modal_mixup(torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 4, 4, 4), alpha=-1), "alpha must be > 0"),
+    (lambda: cross_modal_cutmix(torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 4, 4, 4), alpha=0), "alpha must be a finite number > 0"),
+    (lambda: cross_modal_mixup(torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 4, 4, 4), alpha=-1), "alpha must be a finite number > 0"),
     (lambda: cross_modal_cutmix(torch.randn(2, 3, 4, 4, 4), torch.randn(2, 3, 4, 4, 4), dims="cxz"), "unknown: xz"),
     (lambda: cross_modal_cutmix(torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4), dims="cthw"), "unknown: hw"),
     (lambda: cutmix(torch.randn(2, 3, 4, 4, 4), perm=torch.tensor([0, 0])), "permutation"),

@@ -185,6 +185,14 @@ def recall_by_subset(query_feats, query_labels, gallery_feats, gallery_labels, m
     return out
 
 
+def subset_cell(rate: float, n: int) -> str:
+    """One subset's R@k for a table: ``rate ± binomial SE (n=...)``, or a sentence when the split
+    has no such queries (the tiny profile has no scene groups), never ``nan``."""
+    if n == 0:
+        return "none at this profile"
+    return f"{rate:.3f} ± {(rate * (1 - rate) / n) ** 0.5:.3f} (n={n})"
+
+
 @dataclass
 class MinedPositives:
     """What CoCLR's miner picks for some queries: ``queries`` (dataset indices), ``mined``
