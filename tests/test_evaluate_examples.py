@@ -127,3 +127,9 @@ def test_a_subset_cell_shows_its_binomial_se_and_never_nan():
     from cmmc_lib.evaluate.examples import subset_cell
     assert subset_cell(0.25, 80) == "0.250 ± 0.048 (n=80)"
     assert subset_cell(float("nan"), 0) == "none at this profile"
+
+
+def test_a_fusion_weight_at_an_end_is_named_as_one_stream_alone():
+    from cmmc_lib.evaluate.examples import fusion_label
+    assert fusion_label(0.0) == "flow alone (weight 0 on RGB)" and fusion_label(1.0) == "RGB alone (weight 0 on flow)"
+    assert fusion_label(0.3) == "two-stream, weight 0.3 on RGB"

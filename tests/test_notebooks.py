@@ -213,6 +213,21 @@ def test_executed_lessons_print_numbers_with_chance_and_spread(executed):
 
 
 @pytest.mark.slow
+def test_every_figure_a_lesson_saves_exists_and_is_not_blank(executed):
+    import matplotlib.image
+
+    out, _ = executed
+    for nb in NOTEBOOKS:
+        code = "\n".join(_src(c) for c in _book(nb)["cells"] if c["cell_type"] == "code")
+        names = re.findall(r'savefig\(fig, "(\w+)"\)', code)
+        assert names, f"{nb.name} saves no figure"
+        for name in names:
+            path = out / "figures" / f"{name}.png"
+            assert path.is_file(), f"{nb.name}: {path.name} was not written"
+            pixels = matplotlib.image.imread(path)[..., :3]
+            assert pixels.std() > 0.01, f"{nb.name}: {path.name} is blank"
+
+
 def test_executed_lessons_pass_nbval(executed):
     out, _ = executed
     proc = subprocess.run([sys.executable, "-m", "pytest", "--nbval-lax", "--nbval-current-env", "-p",

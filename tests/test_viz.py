@@ -110,6 +110,18 @@ def test_feature_slices_outline_the_pasted_region():
     assert [len(ax.patches) > 0 for ax in axes[2]] == inside
 
 
+def test_feature_slices_show_a_channel_that_carries_signal_and_no_box_for_a_blend():
+    h1 = torch.zeros(4, 6, 5, 5)
+    h2 = torch.zeros(4, 6, 5, 5)
+    h2[2] = torch.randn(6, 5, 5)                                   # one channel of a ReLU map carries signal
+    box = (slice(0, 4), slice(1, 4), slice(0, 3), slice(0, 3))
+    fig = viz.feature_slices(h1, h2, h2, box)
+    assert fig._suptitle.get_text().startswith("channel 2 ")
+    blend = viz.feature_slices(h1, h2, 0.5 * h1 + 0.5 * h2, None)
+    assert not any(ax.patches for ax in blend.axes) and "red box" not in blend._suptitle.get_text()
+    assert blend._suptitle.get_text().startswith("channel 2 ")
+
+
 def test_feature_slices_share_one_colour_scale():
     h1, h2 = torch.zeros(4, 6, 5, 5), torch.full((4, 6, 5, 5), 10.0)
     out = mixing.cross_modal_cutmix(h1[None], h2[None], perm=torch.tensor([0]), generator=torch.Generator().manual_seed(0))
@@ -275,12 +287,17 @@ def test_ablation_bars_and_epoch_curves_show_means_spread_and_chance_in_registry
     assert "std over 2 seeds / binomial SE, one seed" in ax.get_ylabel()
     fig.clf()
     curves = {"moco": {0: [(1, 0.2), (2, 0.4)], 1: [(1, 0.4), (2, 0.6)]}, "cmmc-joint": {0: [(1, 0.3), (2, 0.5)]}}
-    fig = viz.epoch_curves(curves, CURVES, chance=0.1)
-    moco, joint = fig.axes[0].get_lines()[:2]
-    assert list(moco.get_ydata()) == pytest.approx([0.3, 0.5]) and "w/o mix (2 seeds)" == moco.get_label()
-    assert to_rgba(moco.get_color()) == to_rgba(METHODS["moco"].colour)
-    assert joint.get_label() == "w/o alternate training (1 seed)" and joint.get_linestyle() == "--"
+    fig = viz.epoch_curves(curves, CURVES, chance=0.1, stage2_start=1.5)
+    ax = fig.axes[0]
+    seed0, seed1, moco, joint = ax.get_lines()[:4]                  # each seed, then the mean
+    assert list(seed0.get_ydata()) == [0.2, 0.4] and list(seed1.get_ydata()) == [0.4, 0.6]
+    assert list(moco.get_ydata()) == pytest.approx([0.3, 0.5]) and "w/o mix (mean of 2 seeds)" == moco.get_label()
+    assert to_rgba(moco.get_color()) == to_rgba(METHODS["moco"].colour) and moco.get_marker() != joint.get_marker()
+    assert joint.get_label() == "w/o alternate training (mean of 1 seed)" and joint.get_linestyle() == "--"
     assert to_rgba(joint.get_color()) == to_rgba(METHODS["cmmc"].colour)
+    assert any(list(line.get_xdata()) == [1.5, 1.5] for line in ax.get_lines())       # the stage-2 marker
+    assert all(float(t).is_integer() for t in ax.get_xticks())                       # whole epochs
+    assert ax.get_legend().get_bbox_to_anchor().x0 > ax.get_position().x1 * fig.bbox.width - 1  # off the data
     fig.clf()
 
 

@@ -185,6 +185,16 @@ def recall_by_subset(query_feats, query_labels, gallery_feats, gallery_labels, m
     return out
 
 
+def fusion_label(weight: float, first: str = "RGB", second: str = "flow") -> str:
+    """What :func:`weighted_similarity` at ``weight`` (on the first stream) ranks by, in words: at
+    0 or 1 one stream alone, not a two-stream result."""
+    if weight <= 0.0:
+        return f"{second} alone (weight 0 on {first})"
+    if weight >= 1.0:
+        return f"{first} alone (weight 0 on {second})"
+    return f"two-stream, weight {weight:.1f} on {first}"
+
+
 def subset_cell(rate: float, n: int) -> str:
     """One subset's R@k for a table: ``rate ± binomial SE (n=...)``, or a sentence when the split
     has no such queries (the tiny profile has no scene groups), never ``nan``."""

@@ -78,18 +78,21 @@ def tesseract_panel(shapes: dict, seed: int = 0):
                                seed=widgets.IntSlider(value=seed, min=0, max=50))
 
 
-def feature_slices(h1: torch.Tensor, h2: torch.Tensor, mixed: torch.Tensor, box: Sequence[slice],
+def feature_slices(h1: torch.Tensor, h2: torch.Tensor, mixed: torch.Tensor, box: Sequence[slice] | None,
                    channel: int | None = None, max_frames: int = 10,
                    names: Sequence[str] = ("g1k: RGB, video i", "g2l: flow, video perm(i)", "g_mix")):
     """Per-frame heatmaps of one channel of (C, T, H, W) maps: modality 1, modality 2, mixed.
 
-    ``channel`` defaults to the middle of the box's channel range so the paste is visible; at
+    ``box``: the pasted tesseract (its region is outlined in red where a frame crosses it), or None
+    for a blend (mixup: every position holds both maps). ``channel`` defaults to the channel, among
+    the box's (all, for a blend), where modality 2 varies most inside the box: a channel that
+    carries signal, so what is pasted is visible (many channels of a ReLU map are all zeros). At
     most ``max_frames`` evenly spaced time steps are drawn. All three rows share **one** colour
-    scale (one colour bar), so a value looks the same wherever it sits: inside the red box the
-    mixed row repeats modality 2's values, outside it modality 1's.
+    scale (one colour bar), so a value looks the same wherever it sits.
     """
+    region = tuple(box) if box is not None else tuple(slice(0, n) for n in h1.shape)
     if channel is None:
-        channel = (box[0].start + box[0].stop - 1) // 2 if box[0].stop > box[0].start else 0
+        channel = _signal_channel(h2.detach().float().cpu(), region)
     maps = [m.detach().float().cpu()[channel] for m in (h1, h2, mixed)]
     t_all = maps[0].shape[0]
     steps = np.unique(np.linspace(0, t_all - 1, min(max_frames, t_all)).round().astype(int))
@@ -106,17 +109,26 @@ def feature_slices(h1: torch.Tensor, h2: torch.Tensor, mixed: torch.Tensor, box:
             ax.set_xticks([]), ax.set_yticks([])
             if r == 0:
                 ax.set_title(f"t={k}", fontsize=8)
-            in_box = box[1].start <= k < box[1].stop and box[0].start <= channel < box[0].stop
-            if in_box:
+            if box is not None and box[1].start <= k < box[1].stop and box[0].start <= channel < box[0].stop:
                 ax.add_patch(Rectangle((box[3].start - 0.5, box[2].start - 0.5), box[3].stop - box[3].start,
                                        box[2].stop - box[2].start, fill=False, edgecolor="red", linewidth=1.2))
         axes[r, 0].set_ylabel(name, fontsize=8)
-    fig.suptitle(f"channel {channel}, one colour scale: inside the red box the mixed map holds modality 2's "
-                 "features", fontsize=10)
+    what = ("inside the red box the mixed map holds modality 2's features" if box is not None
+            else "every position of the mixed map blends both")
+    fig.suptitle(f"channel {channel} (modality 2's most varied), one colour scale: {what}", fontsize=10)
     fig.tight_layout(rect=(0, 0, 0.93, 1))
     cax = fig.add_axes((0.94, 0.15, 0.015, 0.7))
     fig.colorbar(image, cax=cax).set_label("activation", fontsize=8)
     return fig
+
+
+def _signal_channel(h: torch.Tensor, region: Sequence[slice]) -> int:
+    """The channel of (C, T, H, W) ``h`` in ``region``'s channel range whose values inside the
+    region have the largest standard deviation (the first one when all are flat)."""
+    channels = range(region[0].start, max(region[0].stop, region[0].start + 1))
+    inside = h[(slice(region[0].start, channels[-1] + 1), *region[1:])]
+    spread = inside.flatten(1).std(dim=1, unbiased=False) if inside[0].numel() > 1 else torch.zeros(len(channels))
+    return channels[int(torch.argmax(spread))]
 
 
 def _beta_pdf(x: np.ndarray, alpha: float) -> np.ndarray:
@@ -158,6 +170,8 @@ def lam_distributions(samples: dict, title: str = "distribution of lam", alphas:
     ax.set_xlim(0, 1)
     ax.set_xlabel("lam (kept fraction, after clipping); dashed: means")
     ax.set_title(title, fontsize=10)
+    if ax.get_legend() is not None:                 # beside the axes, never over the histograms
+        sns.move_legend(ax, "upper left", bbox_to_anchor=(1.01, 1.0), fontsize=7, title_fontsize=7, frameon=False)
     fig.tight_layout()
     return fig
 

@@ -126,7 +126,7 @@ def skeleton_tesseract(shape: Sequence[int], box: Sequence[slice], lam: float, t
         axes[0, p].set_title(f"person {p + 1}: channels cut (of {c})", fontsize=9)
         axes[0, p].set_xlabel("joint V", fontsize=8)
         axes[0, p].set_ylabel("time T", fontsize=8)
-    fig.colorbar(im, ax=axes[0, -1], fraction=0.05)
+    fig.colorbar(im, ax=axes[0, -1], fraction=0.05).set_label("fraction of the channels cut", fontsize=8)
     cs, ts, vs = box[0], box[1], box[2]
     fig.suptitle(title or f"box C[{cs.start}:{cs.stop}) T[{ts.start}:{ts.stop}) V[{vs.start}:{vs.stop}), "
                           f"all persons; kept lam = {lam:.3f}", fontsize=9)

@@ -7,6 +7,7 @@ from typing import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 from matplotlib.colors import to_rgba
+from matplotlib.ticker import MaxNLocator
 
 from .colours import method_colour
 
@@ -85,14 +86,16 @@ def schedule_figure(stages: Sequence, title: str = "the training schedule"):
 
 
 def epoch_curves(curves: dict, variants: dict | None = None, chance: float | None = None,
-                 title: str = "kNN R@1 of the RGB network through its schedule"):
+                 title: str = "kNN R@1 of the RGB network through its schedule", stage2_start: float | None = None):
     """The accuracy-vs-epochs figure: ``curves`` maps a variant to ``{seed: [(epoch, value), ...]}``
-    (:func:`cmmc_lib.ablation.epoch_curves`); each variant's mean over seeds as a line in its
-    method's colour (dashed without alternate training), the spread (min to max over seeds) as a
-    band. ``variants`` maps a variant's name to its :class:`~cmmc_lib.tables.Variant` (e.g.
-    :data:`cmmc_lib.ablation.CURVES`) or to a label."""
-    fig, ax = plt.subplots(figsize=(6.5, 3.8))
-    for name, by_seed in curves.items():
+    (:func:`cmmc_lib.ablation.epoch_curves`); each variant's mean over seeds as a line with its own
+    marker in its method's colour (dashed without alternate training), every seed as a thin line
+    beside it, whole epochs on the x axis, ``stage2_start`` (the epoch stage 2 begins after) marked,
+    the legend outside the axes. ``variants`` maps a variant's name to its
+    :class:`~cmmc_lib.tables.Variant` (e.g. :data:`cmmc_lib.ablation.CURVES`) or to a label."""
+    fig, ax = plt.subplots(figsize=(8.0, 3.8))
+    markers = "osD^vP"
+    for i, (name, by_seed) in enumerate(curves.items()):
         series = [dict(points) for points in by_seed.values() if points]
         if not series:
             continue
@@ -101,15 +104,21 @@ def epoch_curves(curves: dict, variants: dict | None = None, chance: float | Non
         variant = (variants or {}).get(name, name)
         label = getattr(variant, "label", variant)
         colour = method_colour(getattr(variant, "method", name))
-        line, = ax.plot(epochs, values.mean(0), color=colour, ls="-" if getattr(variant, "alternate", True) else "--",
-                        label=f"{label} ({len(series)} seed{'s' * (len(series) > 1)})")
+        style = "-" if getattr(variant, "alternate", True) else "--"
         if len(series) > 1:
-            ax.fill_between(epochs, values.min(0), values.max(0), color=colour, alpha=0.15)
+            for row in values:
+                ax.plot(epochs, row, color=colour, ls=style, lw=0.6, alpha=0.35)
+        ax.plot(epochs, values.mean(0), color=colour, ls=style, marker=markers[i % len(markers)], ms=4,
+                label=f"{label} (mean of {len(series)} seed{'s' * (len(series) > 1)})")
     if chance is not None:
-        ax.axhline(chance, color="gray", ls="--", lw=1, label="chance")
+        ax.axhline(chance, color="gray", ls=":", lw=1, label="chance")
+    if stage2_start is not None:
+        ax.axvline(stage2_start, color="black", lw=0.8)
+        ax.text(stage2_start, 1.01, " stage 2", transform=ax.get_xaxis_transform(), fontsize=8, va="bottom")
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("epoch (stage 1, then stage 2)")
     ax.set_ylabel("kNN R@1 (test split)")
-    ax.set_title(title)
-    ax.legend(fontsize=7)
+    ax.set_title(title, pad=14)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0), frameon=False)
     fig.tight_layout()
     return fig
