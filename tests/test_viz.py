@@ -355,8 +355,10 @@ def test_bench_figures_draw_throughput_breakdown_loader_and_cost():
     assert any(t.get_text() == "x1.25" for t in ax.texts)                             # CMMC's step over MoCo's
     loaders = {"frames": {"modalities": ["rgb"], "results": [{"workers": 0, "clips_per_s": 50.0},
                                                              {"workers": 2, "clips_per_s": 90.0}]}}
-    ax = viz.loader_throughput(loaders, {"cmmc": 80.0}).axes[0]
+    ax = viz.loader_throughput(loaders, {"moco": 82.0, "cmmc": 80.0}).axes[0]
     assert list(ax.lines[0].get_ydata()) == [50.0, 90.0] and any(np.allclose(l.get_ydata(), 80.0) for l in ax.lines)
+    assert not ax.texts and [t.get_text() for t in ax.get_legend().get_texts()][1:] == [
+        "the moco step consumes 82 clips/s", "the cmmc step consumes 80 clips/s"]      # in the legend, apart
     cost = {"stages": [{"stage": "stage 1", "method": "moco", "gpu_hours": 30.0},
                        {"stage": "stage 2", "method": "cmmc", "gpu_hours": 20.0}],
             "gpu_hours": 50.0, "wall_hours_on": {"1": 50.0, "8": 6.0}, "scaling": 0.9}
