@@ -127,3 +127,12 @@ def test_neighbour_chance_matches_a_uniformly_random_neighbour():
                                                   for j in others) / (n - 1) / n
     assert chance.neighbour_chance(labels, groups) == pytest.approx(expected)
     assert set(chance.neighbour_chance(labels, groups)) == set(neighbour_agreement(torch.randn(6, 4), labels, groups))
+
+
+def test_a_comparison_in_words_follows_from_the_difference_and_its_standard_error():
+    from cmmc_lib.evaluate.chance import measure_rate
+    a, b = measure_rate(0.831, 160, 0.1), measure_rate(0.656, 160, 0.1)
+    assert a.compared_with(b, "the untrained network") == "above the untrained network by 0.175 ± 0.048"
+    assert b.compared_with(a, "MoCo").startswith("below MoCo by 0.175")
+    near = measure_rate(0.431, 160, 0.1).compared_with(measure_rate(0.419, 160, 0.1), "the untrained network")
+    assert near == "within the noise of the untrained network (+0.012 ± 0.055)"

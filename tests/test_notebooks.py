@@ -8,8 +8,10 @@ Conventions every lesson follows (01, 02 and 07 set them; 03-09 must follow):
   ``Run time: tiny ~X s, cpu ~Y min`` line;
 * exactly one ``parameters`` cell, of literals only; a lesson with a widget panel declares
   ``INTERACTIVE`` there (``cmmc course`` sets it False: no panels headless);
-* a ``## Conclusion`` that quotes its numbers with their spread (±) and, in a lesson that scores
-  representations (kNN, retrieval, probes), their chance levels;
+* a ``## Conclusion`` whose numbers come with their spread (±) and, in a lesson that scores
+  representations (kNN, retrieval, probes), their chance levels; computed by the code cell that
+  follows it (lesson 02 so far: the run's own numbers, worded by their intervals), or typed in
+  the older lessons (issue 21 converts them);
 * a ``## Exercises`` cell with at least two exercises, each solution hidden in
   ``<details><summary>Solution</summary>...</details>`` (in the lesson: a student opens it when
   ready; a separate solutions file drifts from the lesson it answers);
@@ -137,10 +139,18 @@ def test_lesson_ends_with_conclusion_exercises_and_what_next(nb):
     md = _markdown(book)
     conclusion = [m for m in md if m.lstrip().startswith("## Conclusion")]
     assert len(conclusion) == 1, "one '## Conclusion' cell"
-    assert re.search(r"\d\.\d+ ± \d", conclusion[0]), "the conclusion quotes its numbers with their spread (x.xx ± y)"
+    cells = book["cells"]
+    at = next(i for i, c in enumerate(cells) if _src(c).lstrip().startswith("## Conclusion"))
+    computed = cells[at + 1]["cell_type"] == "code" and _src(cells[at + 1])
+    if computed:      # the conclusion's numbers are computed by the cell that follows it, never typed
+        assert "print(" in computed and re.search(r"compared_with\(|\.verdict\(|±", computed)
+        assert not re.search(r"\d\.\d{3} ± \d", conclusion[0]), "a computed conclusion types no result"
+    else:
+        assert re.search(r"\d\.\d+ ± \d", conclusion[0]), "the conclusion quotes its numbers with their spread"
     code = "\n".join(_src(c) for c in book["cells"] if c["cell_type"] == "code")
     if SCORES.search(code):
-        assert "chance" in conclusion[0], "a lesson that scores representations quotes chance levels in its conclusion"
+        assert "chance" in conclusion[0] + (computed or ""), \
+            "a lesson that scores representations gives chance levels in its conclusion"
     exercises = [m for m in md if m.lstrip().startswith("## Exercises")]
     assert len(exercises) == 1, "one '## Exercises' cell"
     assert exercises[0].count(SOLUTION) >= 2, "two or more exercises, each with a hidden solution"

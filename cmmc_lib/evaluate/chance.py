@@ -211,6 +211,16 @@ class Measured:
     def __str__(self) -> str:
         return f"{self.value:.3f} ± {self.se:.3f} (chance {self.chance:.3f}, n={self.n})"
 
+    def compared_with(self, other: "Measured", name: str, z: float = 2.0) -> str:
+        """This rate against ``other`` (another network on the same test items) in words that
+        follow from the difference and its standard error sqrt(se^2 + se_other^2): "above / below
+        <name> by d ± se", or "within the noise of <name> (d ± se)" when |d| < ``z`` se."""
+        d = self.value - other.value
+        se = (self.se ** 2 + other.se ** 2) ** 0.5
+        if abs(d) < z * se or se == 0 and d == 0:
+            return f"within the noise of {name} ({d:+.3f} ± {se:.3f})"
+        return f"{'above' if d > 0 else 'below'} {name} by {abs(d):.3f} ± {se:.3f}"
+
     def to_dict(self) -> dict:
         return {"value": self.value, "se": self.se, "chance": self.chance, "n": self.n,
                 "p_value": self.p_value}
