@@ -128,7 +128,9 @@ class Summary:
         return summarize(d["values"], d.get("num_test"), d.get("seeds"))
 
     def __str__(self) -> str:
-        return f"{self.mean:.3f} ± {self.spread:.3f} ({self.label})"
+        """``mean ± spread (what the spread is)`` with 3 decimals; a spread below the last digit
+        (identical seeds) reads ``< 0.001``, never ``0.000``."""
+        return f"{self.mean:.3f} ± {fmt_spread(self.spread, 1.0, 3).replace('<', '< ')} ({self.label})"
 
 
 def summarize(values: Iterable[float], num_test: int | None = None, seeds: Sequence[int] | None = None) -> Summary:

@@ -10,7 +10,7 @@ Conventions every lesson follows (01, 02 and 07 set them; 03-09 must follow):
   ``INTERACTIVE`` there (``cmmc course`` sets it False: no panels headless);
 * a ``## Conclusion`` whose numbers come with their spread (±) and, in a lesson that scores
   representations (kNN, retrieval, probes), their chance levels; computed by the code cell that
-  follows it (lesson 02 so far: the run's own numbers, worded by their intervals), or typed in
+  follows it (lessons 02 and 07 so far: the run's own numbers, worded by their intervals), or typed in
   the older lessons (issue 21 converts them);
 * a ``## Exercises`` cell with at least two exercises, each solution hidden in
   ``<details><summary>Solution</summary>...</details>`` (in the lesson: a student opens it when

@@ -169,3 +169,9 @@ def test_the_tables_core_draws_no_figures_and_trains_nothing():
     imported = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names} | \
                {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
     assert not any(m.startswith(("matplotlib", "torch", "cmmc_lib.train", "viz", "pipeline")) for m in imported)
+
+
+def test_a_summary_never_prints_a_spread_of_zero():
+    assert str(summarize([0.167, 0.167, 0.167], 18)) == "0.167 ± < 0.001 (std over 3 seeds)"
+    assert str(summarize([0.2, 0.4], 100)) == "0.300 ± 0.141 (std over 2 seeds)"
+    assert str(summarize([0.5], 100)) == "0.500 ± 0.050 (binomial SE, one seed)"
