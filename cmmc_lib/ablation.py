@@ -33,12 +33,13 @@ from tqdm.auto import tqdm
 
 from .config import Config, preset
 from .data.datasets import build_dataset
-from .evaluate.chance import accuracy_chance, recall_at_k_chance
+from .evaluate.chance import accuracy_chance, below_chance_note, recall_at_k_chance
 from .evaluate.runner import evaluate_run
 from .files import append_jsonl, read_jsonl
 from .pipeline import Stage, final_networks, is_complete, plan_pipeline, run_pipeline
 from .runs import FolderLock, RunFolder
-from .tables import (Difference, Summary, Variant, collect, dataset_note, fmt_cell, row_label, spread_note)
+from .tables import (Difference, Summary, Variant, collect, dataset_note, fmt_cell, row_label, spread_note,
+                     verdict)
 from .tables import markdown_table as render_markdown
 from .tables import paired_difference as paired
 
@@ -234,6 +235,35 @@ def paired_difference(rows: list[dict[str, Any]], method: str, baseline: str, ce
     pick = {r["method"]: r.get(cell) for r in rows if r["stream"] == stream}
     a, b = pick.get(method), pick.get(baseline)
     return None if a is None or b is None else paired(Summary.from_dict(a), Summary.from_dict(b))
+
+
+def conclusion_lines(rows: list[dict[str, Any]], chance: dict[str, float], cells: Sequence[str],
+                     baseline: str = "moco", streams: Sequence[str] = ("rgb", "flow", "two-stream")) -> list[str]:
+    """A lesson's conclusion, computed: for each stream and ``<metric>/<dataset>`` cell, each
+    variant's mean ± spread with chance, and every other variant against ``baseline`` paired by
+    seed in the words of its 95 % interval (:func:`cmmc_lib.tables.verdict`: "above", "below",
+    "within the noise of"), and why a mean below chance is there. Cells not measured are left out."""
+    names = {r["method"]: r["name"] for r in rows}
+    lines = []
+    for stream in streams:
+        for cell in cells:
+            row = {r["method"]: r.get(cell) for r in rows if r["stream"] == stream}
+            if row.get(baseline) is None:
+                continue
+            c = chance.get(cell)
+            lines.append(f"{stream}, {cell.replace('/', ' ')} (chance {c:.3f}):" if c is not None
+                         else f"{stream}, {cell.replace('/', ' ')}:")
+            for method, summary in row.items():
+                if summary is None:
+                    continue
+                text = f"  {names[method]}: {fmt_cell(summary, 1, 3)} ({row_label([summary])})"
+                if method != baseline:
+                    diff = paired_difference(rows, method, baseline, cell, stream)
+                    text += "; " + verdict(diff, names[baseline], scale=1.0, unit="", digits=3)
+                s = Summary.from_dict(summary)
+                note = below_chance_note(s.mean, s.num_test, c) if c is not None and s.num_test else ""
+                lines.append(text + (f" ({note})" if note else ""))
+    return lines
 
 
 def describe_rows(rows: list[dict[str, Any]], metrics: Sequence[str], chance: dict[str, float],

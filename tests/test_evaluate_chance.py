@@ -136,3 +136,12 @@ def test_a_comparison_in_words_follows_from_the_difference_and_its_standard_erro
     assert b.compared_with(a, "MoCo").startswith("below MoCo by 0.175")
     near = measure_rate(0.431, 160, 0.1).compared_with(measure_rate(0.419, 160, 0.1), "the untrained network")
     assert near == "within the noise of the untrained network (+0.012 ± 0.055)"
+
+
+def test_a_score_below_chance_is_explained_by_its_lower_tail():
+    from cmmc_lib.evaluate.chance import below_chance_note
+    assert below_chance_note(0.2, 18, 1 / 6) == ""
+    note = below_chance_note(0.0, 18, 1 / 6)
+    assert note.startswith("below chance: 0 of 18 right; at chance a score this low happens with p = 0.038")
+    assert note.endswith("noise of a small test set")
+    assert below_chance_note(0.0, 160, 0.1).endswith("systematically wrong")

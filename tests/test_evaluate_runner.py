@@ -103,6 +103,14 @@ def test_finetune_one_stream_with_ten_crop(rgb_and_flow_runs):
     assert torch.tensor(stream["confusion"]).sum() == r["num_test"] == 6
 
 
+def test_two_stream_fine_tuning_says_how_it_fused(rgb_and_flow_runs):
+    rgb, flow = rgb_and_flow_runs
+    r = evaluate_run(rgb, "finetune", other_run=flow, device="cpu", epochs=1, batch_size=6, ten_crop=False,
+                     progress=False, append=False)
+    assert r["fusion"] == "probabilities" and 0 <= r["fused"]["top1"] <= 1
+    assert [s["modality"] for s in r["streams"]] == ["rgb", "flow"]
+
+
 def test_finetune_follows_its_own_schedule_not_the_pretraining_epochs(tmp_path, data_root):
     run = make_run(tmp_path / "r", data_root, "rgb", extra=["optim.epochs=7", "eval.finetune_epochs=3",
                                                            "eval.finetune_milestones=2", "eval.finetune_lr=0.01"])

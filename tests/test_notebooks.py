@@ -10,7 +10,7 @@ Conventions every lesson follows (01, 02 and 07 set them; 03-09 must follow):
   ``INTERACTIVE`` there (``cmmc course`` sets it False: no panels headless);
 * a ``## Conclusion`` whose numbers come with their spread (±) and, in a lesson that scores
   representations (kNN, retrieval, probes), their chance levels; computed by the code cell that
-  follows it (lessons 02 and 07 so far: the run's own numbers, worded by their intervals), or typed in
+  follows it (lessons 02, 03, 04, 05, 07, 08 and 09: the run's own numbers, worded by their intervals), or typed in
   the older lessons (issue 21 converts them);
 * a ``## Exercises`` cell with at least two exercises, each solution hidden in
   ``<details><summary>Solution</summary>...</details>`` (in the lesson: a student opens it when
@@ -143,7 +143,9 @@ def test_lesson_ends_with_conclusion_exercises_and_what_next(nb):
     at = next(i for i, c in enumerate(cells) if _src(c).lstrip().startswith("## Conclusion"))
     computed = cells[at + 1]["cell_type"] == "code" and _src(cells[at + 1])
     if computed:      # the conclusion's numbers are computed by the cell that follows it, never typed
-        assert "print(" in computed and re.search(r"compared_with\(|\.verdict\(|±", computed)
+        # the run's numbers with their spread, or exact counts (lesson 06's FLOPs)
+        assert "print(" in computed and re.search(r"compared_with\(|\.verdict\(|±|conclusion_lines\(|_over_moco",
+                                                  computed)
         assert not re.search(r"\d\.\d{3} ± \d", conclusion[0]), "a computed conclusion types no result"
     else:
         assert re.search(r"\d\.\d+ ± \d", conclusion[0]), "the conclusion quotes its numbers with their spread"

@@ -161,6 +161,24 @@ def test_paired_differences_of_the_ablation_rows_pair_seeds():
     assert paired_difference(aggregate(records, spec), "mixup", "moco", "linear/transfer") is None
 
 
+def test_a_conclusion_is_computed_from_the_rows_in_the_words_of_each_interval():
+    from cmmc_lib.ablation import TABLES, aggregate, conclusion_lines
+    spec = TABLES["ablation"]
+    records = [{"seed": s, "method": m, "protocol": "linear", "dataset": "transfer", "num_test": 100,
+                **{f"{st}/linear": v for st in spec.streams}}
+               for s, m, v in ((0, "moco", 0.40), (1, "moco", 0.50), (2, "moco", 0.45),
+                               (2, "cmmc", 0.55), (0, "cmmc", 0.52), (1, "cmmc", 0.60),
+                               (0, "mixup", 0.41), (1, "mixup", 0.49), (2, "mixup", 0.47))]
+    lines = conclusion_lines(aggregate(records, spec), {"linear/transfer": 0.1}, ["linear/transfer"], streams=["rgb"])
+    assert lines[0] == "rgb, linear transfer (chance 0.100):"
+    assert lines[1] == "  MoCo (baseline): 0.450 ± 0.050 (std over 3 seeds)"
+    assert lines[2].startswith("  + mixup: 0.457 ± 0.042 (std over 3 seeds); within the noise of MoCo (baseline): +0.007 (95 % CI")
+    assert lines[3].startswith("  + CM cutmix: 0.557 ± 0.040 (std over 3 seeds); above MoCo (baseline) by 0.107 (95 % CI 0.")
+    assert len(lines) == 4                                            # cm-mixup was not measured: left out
+    low = conclusion_lines(aggregate(records, spec), {"linear/transfer": 0.5}, ["linear/transfer"], streams=["rgb"])
+    assert "(below chance: 45 of 100 right; at chance a score this low happens with p = " in low[1]
+
+
 def test_an_ablation_plans_each_variant_and_cmmc_without_alternate_training():
     from cmmc_lib.ablation import CURVES, JOINT, plan_ablation
     plans = plan_ablation(preset("tiny"), [0, 1], "/nowhere", variants=["moco", "cmmc"])

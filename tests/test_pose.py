@@ -303,3 +303,22 @@ def test_the_rgb_rows_are_fine_tuned_and_the_skeleton_rows_probed_linearly(route
                                     ("stage1-" + study.ROUTES[route][0], protocol)])
     assert {r["protocol"] for r in result["records"]} == {protocol}
     assert header in (tmp_path / "s" / "table.md").read_text()
+
+
+def test_the_pose_conclusion_is_computed_in_the_words_of_each_interval():
+    from cmmc_lib.pose_lesson import conclusion_lines
+    from cmmc_lib.pose_study import aggregate
+
+    def rec(seed, variant, joint):
+        return {"seed": seed, "variant": variant, "joint": joint, "motion": 0.5, "two-stream": 0.6,
+                "num_test": 160, "num_train": 320, "num_classes": 10, "fusion": "logits"}
+    records = [rec(s, v, x) for s, v, x in ((0, "stage1", 0.60), (1, "stage1", 0.62), (0, "moco", 0.90),
+                                            (1, "moco", 0.92), (0, "cmmc", 0.91), (1, "cmmc", 0.92))]
+    lines = conclusion_lines({"route": "skeleton", "records": records, "rows": aggregate(records, "skeleton")})
+    assert lines[0] == "linear top-1 on 160 test samples, chance 0.100:"
+    assert lines[1].startswith("  joint: MoCo / SkeletonCLR 0.910 ± 0.014, above stage 1 only (MoCo, half the "
+                               "epochs) by 0.300 (95 % CI")
+    assert lines[2].startswith("  joint: CMMC 0.915 ± 0.007, within the noise of MoCo / SkeletonCLR: +0.005")
+    low = [rec(0, "moco", 0.0), rec(0, "cmmc", 0.0)]
+    lines = conclusion_lines({"route": "rgb+pose", "records": low, "rows": aggregate(low, "skeleton")})
+    assert lines[0].startswith("finetune top-1") and "below chance: 0 of 160 right" in lines[1]

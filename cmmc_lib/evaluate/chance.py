@@ -151,6 +151,18 @@ def binomial_se(p: float, n: int) -> float:
     return math.sqrt(p * (1.0 - p) / int(n))
 
 
+def below_chance_note(value: float, n: int, chance: float) -> str:
+    """Empty when ``value`` is not below ``chance``; else how likely a representation at chance is
+    to score this low on ``n`` items (the lower binomial tail): a small test set makes low scores
+    common ("0.000 on 18 items happens at chance with p = 0.037")."""
+    hits = int(round(value * n))
+    if value >= chance:
+        return ""
+    tail = math.fsum(math.comb(n, j) * chance ** j * (1 - chance) ** (n - j) for j in range(hits + 1))
+    return (f"below chance: {hits} of {n} right; at chance a score this low happens with p = {tail:.2g}"
+            + (", so this is noise of a small test set" if tail >= 0.01 else ", so it is systematically wrong"))
+
+
 def poisson_binomial_tail(probs: Sequence[float], hits: int) -> float:
     """P(X >= hits) for X = sum of independent Bernoulli(p_i): exact, by dynamic programming
     over the items (O(n^2)). With equal p_i it is the binomial tail."""

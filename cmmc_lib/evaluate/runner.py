@@ -244,6 +244,7 @@ def _finetune(streams, epochs, batch_size, device, num_workers, progress, opts) 
     skipped = sorted(set().union(*(r["skipped"] for r in probs)))
     return {"num_train": len(train_ds), "num_test": len(tested["test_videos"]), "classes": list(test_ds.classes),
             "ten_crop": ten_crop, "streams": per_stream, "fused": fused,
+            "fusion": "probabilities" if fused is not None else None,
             "skipped": {"test": skipped, "train": sorted(set(train_ds.skipped_items()))}}
 
 
