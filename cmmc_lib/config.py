@@ -67,6 +67,8 @@ class DataConfig:
     persistent_workers: bool = True     # keep loader workers (and what they learnt) across epochs
     frame_cache: str = "auto"           # pre-decoded frames (`cmmc data cache`): auto (the root's
                                         # frames_s<short_side>/ when built) | off | a folder
+    in_memory: bool = False             # frame cache: load each video's arrays into RAM once and keep them
+                                        # (small data; the memory-mapped reads reopen files otherwise)
     # skeletons (joint / motion / bone streams) and pose heatmaps (the RGB + Pose route)
     skeleton_frames: int = 50           # frames a skeleton sample is resampled to (SkeletonCLR: 50)
     shear: float = 0.5                  # SkeletonCLR's shear amplitude (0: off)
@@ -293,7 +295,7 @@ def _gates() -> Config:
     return Config(
         preset="gates",
         data=DataConfig(synthetic_size="gates", clip_len=8, stride=2, short_side=40, size=32,
-                        crop_scale=(0.6, 1.0), eval_windows=4),
+                        crop_scale=(0.6, 1.0), eval_windows=4, in_memory=True),
         model=ModelConfig(backbone="small3d", width=16, proj_hidden=256, proj_dim=128),
         ssl=SSLConfig(queue_size=64, momentum=0.99, temperature=0.07),
         optim=OptimConfig(batch_size=16, epochs=33, lr=1e-3, weight_decay=1e-5, milestones=(27,)),
