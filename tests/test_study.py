@@ -102,6 +102,9 @@ def test_a_second_run_reuses_every_trained_network(smoke):
     assert again["g1"]["result"]["train"]["reused"] and again["g3"]["result"]["train"]["reused"]
     assert again["g1"]["result"]["test"] == smoke["rows"]["g1"]["result"]["test"]
     assert again["g3"]["result"]["gap"] == smoke["rows"]["g3"]["result"]["gap"]
+    with pytest.raises(ValueError, match="other settings"):                 # never reused for another config
+        run_gates("gates", [0], OVERRIDES + ["optim.lr=0.01"], out=smoke["tmp"] / "results",
+                  runs=smoke["tmp"] / "runs", transfer_seed=7, parts=["g1"], progress=False)
 
 
 def _shift_training_labels(mp):

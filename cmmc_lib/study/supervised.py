@@ -6,8 +6,9 @@ each epoch, ``optim.batch_size`` videos, the geometric augmentation per item and
 one batched on the device, :func:`cmmc_lib.train.to_device`), one view per video; the optimiser,
 learning rate and its step schedule are the pre-training's (``optim``, :func:`cmmc_lib.train.lr_at`).
 The classifier is :class:`~cmmc_lib.evaluate.finetune.ClipClassifier` without dropout: a linear
-layer on the pooled features. The weights go to ``<run_dir>/supervised.pt``; a folder that holds
-them is reused, not trained again.
+layer on the pooled features. The weights (and the config) go to ``<run_dir>/supervised.pt``; a
+folder that holds them is reused, not trained again, unless they were trained with other settings
+(then it is refused, as :func:`cmmc_lib.train.train_or_load` refuses a run of other settings).
 """
 from __future__ import annotations
 
@@ -26,7 +27,8 @@ from ..devices import resolve_device
 from ..evaluate.finetune import ClipClassifier, predict_probabilities
 from ..files import load_state, save_state
 from ..ssl.factory import backbone_for
-from ..train import Env, Position, TrainLoader, lr_at, make_optimizer, step_seed, to_device
+from ..train import (LOCATION_KEYS, RUNTIME_KEYS, Env, Position, TrainLoader, config_changes, lr_at,
+                     make_optimizer, step_seed, to_device)
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +52,7 @@ def train_supervised(cfg: Config, run_dir: str | Path, progress: bool = False) -
     train_ds = build_dataset(cfg.data, "train", True, (modality,), seed=cfg.run.seed, views=1)
     model = build_classifier(cfg, len(train_ds.classes))
     if path.is_file():
-        state = load_state(path)
-        model.load_state_dict(state["model"])
-        return model.eval(), {**state["summary"], "reused": True}
+        return _reuse(path, cfg, model)
     env = Env(0, 1, resolve_device(cfg.run.device))
     model = model.to(env.device)
     optimizer = make_optimizer(model, cfg, env)
@@ -81,8 +81,24 @@ def train_supervised(cfg: Config, run_dir: str | Path, progress: bool = False) -
         bar.close()
     summary = {"steps": pos.step, "seconds": round(time.perf_counter() - started, 1), "final_loss": loss,
                "train_top1": hits / max(seen, 1)}
-    save_state({"model": model.state_dict(), "summary": summary}, path)
+    save_state({"model": model.state_dict(), "summary": summary, "config": cfg.to_dict()}, path)
     return model.eval(), {**summary, "reused": False}
+
+
+def _reuse(path: Path, cfg: Config, model: ClipClassifier) -> tuple[ClipClassifier, dict]:
+    """The trained weights in ``path`` loaded into ``model``; ValueError when they were trained
+    with other settings than ``cfg`` (run-time settings and locations aside)."""
+    state = load_state(path)
+    saved = state.get("config")
+    if saved is None:
+        log.warning("%s holds no config (written before the check): reused as it is", path)
+    changed = [c for c in config_changes(Config.from_dict(saved), cfg)
+               if c.split(":")[0] not in RUNTIME_KEYS | LOCATION_KEYS] if saved else []
+    if changed:
+        raise ValueError(f"{path} holds a model trained with other settings ({'; '.join(changed[:3])}): "
+                         "delete it or choose another folder")
+    model.load_state_dict(state["model"])
+    return model.eval(), {**state["summary"], "reused": True}
 
 
 def _step(model: ClipClassifier, optimizer, batch: dict, modality: str) -> tuple[float, int]:
