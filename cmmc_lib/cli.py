@@ -427,6 +427,50 @@ def fmt_course(r: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_study_gates(a) -> dict:
+    from .study import run_gates
+    seeds = _csv(a.seeds, "--seeds", int)
+    parts = _csv(a.gates, "--gates")
+    transfer = None if a.transfer_seed < 0 else a.transfer_seed
+    command = " ".join(["cmmc study gates", f"--preset {a.preset}", f"--seeds {a.seeds}", f"--gates {a.gates}",
+                        f"--transfer-seed {a.transfer_seed}", f"--out {a.out}", f"--runs {a.runs}", *a.overrides])
+    return run_gates(a.preset, seeds, list(a.overrides), out=a.out, runs=a.runs, transfer_seed=transfer,
+                     parts=parts, progress=not a.json, command=command)
+
+
+def _cell(cell: dict | None) -> str:
+    return "-" if cell is None else f"{cell['value']:.3f} +- {cell['se']:.3f}"
+
+
+def fmt_study_gates(r: dict) -> str:
+    """One line per gate, seed and set: motion-only / scene / all (value +- SE), chance, goal, verdict."""
+    lines = [f"{'gate':8} {'seed':>4} {'set':9} {'motion-only':>15} {'scene':>15} {'all':>15} {'chance':>6} "
+             f"{'goal':>7} verdict"]
+    for row in r["rows"]:
+        res = row["result"]
+        if row["gate"] == "premise":
+            for name, b in res["blocks"].items():
+                lines.append(f"premise  {row['seed']:>4} {name:9} cos own {b['own']:.3f}, same class "
+                             f"{b['same_class']:.3f}, random {b['random']:.3f}, own R@1 {b['own_r1']:.3f}")
+            continue
+        for where in ("test", "transfer"):
+            if where not in res:
+                continue
+            cells = res["gap"].get(where, {}) if row["gate"] == "g3" else res[where]
+            name = "g3 gap" if row["gate"] == "g3" else row["gate"]
+            chance = res[where]["all"]["chance"]
+            value, passed = (row["value"], row["pass"]) if where == "test" else (row["transfer_value"],
+                                                                                  row["transfer_pass"])
+            verdict = "-" if passed is None else ("PASS" if passed else "FAIL")
+            lines.append(f"{name:8} {row['seed']:>4} {where:9} {_cell(cells.get('motion')):>15} "
+                         f"{_cell(cells.get('scene')):>15} {_cell(cells.get('all')):>15} {chance:>6.2f} "
+                         f"{'>= ' + format(row['goal'], '.2f'):>7} {verdict}")
+            if row["gate"] == "g3":
+                lines.append(f"{'g3 rgb':8} {row['seed']:>4} {where:9} {_cell(res[where]['motion']):>15} "
+                             f"{_cell(res[where]['scene']):>15} {_cell(res[where]['all']):>15} {chance:>6.2f}")
+    return "\n".join(lines + [f"rows appended to {r['out']}"])
+
+
 def _fmt_generic(r: dict) -> str:
     return json.dumps(r, indent=2, default=str)
 
@@ -653,6 +697,21 @@ def _add_course(sub) -> None:
     sp.add_argument("--quiet", action="store_true", help="no per-lesson lines or cell progress bars")
 
 
+def _add_study(sub) -> None:
+    """cmmc study gates."""
+    from .config import PRESETS
+    study = sub.add_parser("study", help="studies of the data: the gates").add_subparsers(dest="what", required=True)
+    sp = _verb(study, "gates", cmd_study_gates, fmt_study_gates,
+               help="G1 supervised ceiling, G2 flow teacher, G3 RGB MoCo gap, the premise diagnostic")
+    sp.add_argument("--preset", default="gates", choices=list(PRESETS))
+    sp.add_argument("--seeds", default="0", help="training seeds, comma-separated (default: 0)")
+    sp.add_argument("--gates", default="g1,g2,g3,premise", help="which: g1,g2,g3,premise")
+    sp.add_argument("--transfer-seed", type=int, default=1234, help="data seed of the transfer set (-1: none)")
+    sp.add_argument("--out", default="results/study", help="folder of gates.jsonl (rows are appended)")
+    sp.add_argument("--runs", default="runs/study", help="folder of the run folders (reused when finished)")
+    sp.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.synthetic_seed=1")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``cmmc`` command line: one sub-command per verb, each with ``--json``."""
     p = argparse.ArgumentParser(prog="cmmc", description=__doc__.splitlines()[0])
@@ -665,6 +724,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_bench_step_loader(bench)
     _add_bench_others(bench)
     _add_course(sub)
+    _add_study(sub)
     return p
 
 

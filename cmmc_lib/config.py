@@ -37,7 +37,7 @@ class DataConfig:
     dataset: str = "synthetic"          # synthetic | ucf101 | hmdb51 | ntu60
     root: str | None = None
     split: int = 1                      # official split index (1..3)
-    synthetic_size: str = "tiny"        # tiny | cpu (only for dataset=synthetic)
+    synthetic_size: str = "tiny"        # tiny | cpu | gates (only for dataset=synthetic)
     synthetic_seed: int = 0
     clip_len: int = 8                   # frames per clip (T)
     stride: int = 1                     # temporal stride between sampled frames
@@ -67,6 +67,8 @@ class DataConfig:
     persistent_workers: bool = True     # keep loader workers (and what they learnt) across epochs
     frame_cache: str = "auto"           # pre-decoded frames (`cmmc data cache`): auto (the root's
                                         # frames_s<short_side>/ when built) | off | a folder
+    in_memory: bool = False             # frame cache: load each video's arrays into RAM once and keep them
+                                        # (small data; the memory-mapped reads reopen files otherwise)
     # skeletons (joint / motion / bone streams) and pose heatmaps (the RGB + Pose route)
     skeleton_frames: int = 50           # frames a skeleton sample is resampled to (SkeletonCLR: 50)
     shear: float = 0.5                  # SkeletonCLR's shear amplitude (0: off)
@@ -283,6 +285,25 @@ def _paper() -> Config:
     )
 
 
+
+def _gates() -> Config:
+    """The gates' design (``cmmc study gates``): the synthetic ``gates`` set (generator v3: a big
+    centred actor in a 48 x 48 frame, one look per (group, clip), 480 train / 400 test videos),
+    cut as short side 40, crop 32 (area 0.6-1), 8 frames at stride 2; small3d of width 16; MoCo
+    with a queue of 64, momentum 0.99, temperature 0.07; Adam lr 1e-3, weight decay 1e-5, batch
+    16, 33 epochs of 30 steps (990 steps), lr x0.1 after epoch 27 (the loop's step schedule; the
+    design was found with a cosine one). Not a course profile: minutes per run on one CPU core."""
+    return Config(
+        preset="gates",
+        data=DataConfig(synthetic_size="gates", clip_len=8, stride=2, short_side=40, size=32,
+                        crop_scale=(0.6, 1.0), eval_windows=4, in_memory=True),
+        model=ModelConfig(backbone="small3d", width=16, proj_hidden=256, proj_dim=128),
+        ssl=SSLConfig(queue_size=64, momentum=0.99, temperature=0.07),
+        optim=OptimConfig(batch_size=16, epochs=33, lr=1e-3, weight_decay=1e-5, milestones=(27,)),
+        eval=EvalConfig(probe_epochs=100, finetune_epochs=12, finetune_milestones=(8, 10)),
+        run=RunConfig(ckpt_every=330, knn_every=33),
+    )
+
 @dataclass(frozen=True)
 class Preset:
     """A named scale of the one code path; ``course``: the lessons can run at it (on a CPU)."""
@@ -296,6 +317,7 @@ PRESETS: dict[str, Preset] = {p.name: p for p in (
     Preset("tiny", _tiny, "CI and the lessons' quick run: seconds on 2 CPU cores", course=True),
     Preset("cpu", _cpu, "the course's CPU experiment: minutes per run", course=True),
     Preset("paper", _paper, "S3D on UCF101 with docs/method.md's schedule, for GPUs", course=False),
+    Preset("gates", _gates, "the gates' design (cmmc study gates): minutes per run on one CPU core", course=False),
 )}
 COURSE_PROFILES = tuple(name for name, p in PRESETS.items() if p.course)
 
@@ -337,6 +359,8 @@ def preset(name: str, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     cfg = lookup(PRESETS, name, "preset").build()
     overrides = list(overrides)
     skeleton = names_skeleton_stream(cfg, overrides)
+    if skeleton and name not in SKELETON_SETTINGS:
+        raise ValueError(f"preset {name!r} has no skeleton settings: use one of {', '.join(SKELETON_SETTINGS)}")
     if skeleton:
         overrides = list(SKELETON_SETTINGS[name]) + overrides
         _set_other_stream(cfg, overrides)

@@ -208,7 +208,7 @@ class Position:
 # --------------------------------------------------------------------------- resume
 RUNTIME_KEYS = {"run.max_steps", "run.progress", "run.device", "data.num_workers", "run.ckpt_every",
                 "run.keep_ckpts", "optim.epochs", "run.log_every", "run.channels_last", "run.compile",
-                "data.prefetch", "data.persistent_workers", "data.frame_cache"}
+                "data.prefetch", "data.persistent_workers", "data.frame_cache", "data.in_memory"}
 LOCATION_KEYS = {"data.root", "run.out_root", "run.name", "ssl.init_run", "ssl.source_run"}   # where, not what
 
 

@@ -60,7 +60,7 @@ def test_round_trip_through_json():
 def test_unknown_preset():
     with pytest.raises(ValueError, match="unknown preset"):
         preset("huge")
-    assert set(PRESETS) == {"tiny", "cpu", "paper"}
+    assert set(PRESETS) == {"tiny", "cpu", "paper", "gates"}
 
 
 def test_planned_names_are_known_but_refused_until_they_exist(monkeypatch):

@@ -235,6 +235,13 @@ def test_frame_cache_gives_exactly_the_decoded_items_without_decoding(root, cfg,
             out / "rgb" / f"{v}.npy", mmap_mode="r")) for v in cached.videos]
         for i, item in enumerate(items):
             same_item(item, cached[i])
+        in_ram = build_dataset(cfg, subset, subset == "train", MODS, seed=2, frame_cache=str(out), cache=False,
+                               in_memory=True)
+        in_ram.frame_cache.keep_open = 2                               # in memory: nothing is ever let go
+        for i, item in enumerate(items):
+            same_item(item, in_ram[i])
+        held = in_ram.frame_cache._open_maps
+        assert len(held) == 2 * len(items) and not any(isinstance(a, np.memmap) for a in held.values())
     monkeypatch.undo()
     torn = out / "rgb" / f"{plain['train'].videos[1]}.npy"
     torn.write_bytes(torn.read_bytes()[:200])                          # a cache file cut short

@@ -2,7 +2,9 @@
 in the motion while the appearance is a nuisance (the renderer), and the video encoding it uses."""
 from __future__ import annotations
 
+import hashlib
 import json
+import math
 import time
 from pathlib import Path
 
@@ -13,8 +15,8 @@ import pytest
 
 from cmmc_lib.data.rawframes import dequantize_flow
 from cmmc_lib.data.render import BONES, CLASS_NAMES, JOINT_NAMES, render_clip
-from cmmc_lib.data.synthetic import (FPS, SYNTHETIC_SIZES, context_groups, dataset_items, read_meta,
-                                     render_dataset_clip, video_id, write_synthetic_dataset)
+from cmmc_lib.data.synthetic import (FPS, SYNTHETIC_SIZES, SyntheticSize, _meta, context_groups, dataset_items,
+                                     read_meta, render_dataset_clip, video_id, write_synthetic_dataset)
 from cmmc_lib.data.video import encode_video, probe_video, rgb_to_yuv420p, video_codec
 from cmmc_lib.flow.folders import flow_pair_count
 from tests._gen_fixtures import decode
@@ -295,3 +297,74 @@ def test_a_class_scene_is_the_same_in_every_seed_and_a_group_shares_one_look():
     assert np.abs(c - d).max() < 2                                         # appearance="group": one look
     sizes = SYNTHETIC_SIZES["cpu"]
     assert (sizes.appearance, sizes.scene_motion, sizes.context) == ("group", 0.0, 0.5)
+
+
+# --------------------------------------------------------------------------- generator v3
+GATES = SYNTHETIC_SIZES["gates"]
+
+#: sha256 (first 16 hex digits) of rgb + pose bytes of clips rendered by generator v2, computed from
+#: the code before generator v3 existed: v3's settings must leave every v2 size as it was, bit for bit
+V2_HASHES = {
+    ("tiny", 0, 0, 1, 1): "b8cca13bf3674cdc", ("tiny", 0, 5, 4, 3): "6487e3b986602d81",
+    ("tiny", 1234, 0, 1, 1): "7c96343585acd2d4", ("tiny", 1234, 5, 4, 3): "11b8ab44480b64c5",
+    ("cpu", 0, 0, 1, 1): "97b67337e6e72962", ("cpu", 0, 3, 2, 4): "0dfdebd2d9969102",
+    ("cpu", 0, 9, 12, 2): "83f00f1d85a58372", ("cpu", 1234, 0, 1, 1): "8d4c7cde46572360",
+    ("cpu", 1234, 3, 2, 4): "fd4d801a8ba87c09", ("cpu", 1234, 9, 12, 2): "87cf098ba627341e",
+}
+
+
+@pytest.mark.parametrize("key", sorted(V2_HASHES))
+def test_generator_v2_sizes_render_bit_identically(key):
+    size, seed, label, group, clip = key
+    rgb, pose = render_dataset_clip(SYNTHETIC_SIZES[size], seed, label, group, clip)
+    assert hashlib.sha256(rgb.tobytes() + pose.tobytes()).hexdigest()[:16] == V2_HASHES[key]
+    assert SYNTHETIC_SIZES[size].version == 2 and SYNTHETIC_SIZES[size].geometry() is None
+
+
+def test_the_gates_size_is_generator_v3_with_its_design():
+    assert GATES.version == 3 and GATES.appearance == "group_clip"
+    assert (GATES.height, GATES.width, GATES.groups, GATES.test_groups, GATES.clips_per_group) == (48, 48, 22, 10, 4)
+    geometry = GATES.geometry()
+    assert geometry.figure_height == (0.68, 0.76) and geometry.limb_width == (4.3, 6.0)
+    assert geometry.distractor_scale == 48 / 64
+    with pytest.raises(ValueError, match="appearance"):
+        SyntheticSize(classes=2, groups=2, clips_per_group=1, frames=4, appearance="clip")
+    with pytest.raises(ValueError, match="figure_height"):
+        SyntheticSize(classes=2, groups=2, clips_per_group=1, frames=4, figure_height=(0.8, 0.7))
+
+
+def test_group_clip_shares_one_look_per_group_and_clip_across_classes():
+    def corner(label, group, clip):
+        rgb, _ = render_dataset_clip(GATES, 0, label, group, clip)
+        return rgb[:, :5, :5].reshape(-1, 3).astype(float).mean(0)        # background only
+    plain = next(g for g in range(1, GATES.groups + 1)
+                 if all(g not in context_groups(GATES, 0, k) for k in (0, 1)))
+    same = np.abs(corner(0, plain, 2) - corner(1, plain, 2)).max()          # two classes, one (group, clip)
+    other = np.abs(corner(0, plain, 2) - corner(0, plain, 3)).max()         # the next clip: another look
+    assert same < 2 < other
+
+
+def test_the_v3_actor_stands_inside_the_centre_crop():
+    """The gates' data are cut as short side 40, centre crop 32: the crop spans [4.3, 42.7] px of the
+    48-px frame (pixel centres at integers). The standing figure (feet line, head top, centre) lies
+    inside it in every look, and the rendered keypoints stay inside in nearly every frame (a jump
+    or a walk's last steps may leave it by a few px)."""
+    lo, hi = 4 * 48 / 40 - 0.5, 36 * 48 / 40 - 0.5         # the crop's edges [4, 36] of 40 px, in 48-px centres
+    g = GATES.geometry()
+    tallest = 0.925 * g.figure_height[1] * 48 * 1.05        # head top above the feet: 0.925 of the height, x scale
+    assert g.feet_line[1] * 48 <= hi + 0.05 and g.feet_line[0] * 48 - tallest >= lo
+    assert lo <= g.figure_x[0] * 48 - 3 and g.figure_x[1] * 48 + 3 <= hi       # centre +- the clip's offset
+    inside, total = 0, 0
+    for label, group, clip in dataset_items(GATES)[::29]:
+        _, pose = render_dataset_clip(GATES, 0, label, group, clip)
+        xy = pose[..., :2]
+        assert (pose[..., 2] == 1).all()                                   # always inside the frame
+        inside += int(((xy >= lo) & (xy <= hi)).all(axis=-1).sum())
+        total += xy.shape[0] * xy.shape[1]
+    assert inside / total > 0.99, inside / total
+
+
+def test_the_gates_meta_records_generator_v3(tmp_path):
+    meta = _meta("gates", GATES, 0, dataset_items(GATES, 10), "dis", "h264", ".mp4")
+    assert meta["generator_version"] == 3 and meta["params"]["appearance"] == "group_clip"
+    assert _meta("cpu", CPU, 0, dataset_items(CPU, 10), "dis", "h264", ".mp4")["generator_version"] == 2

@@ -37,6 +37,7 @@ last frame needed.
 :mod:`cmmc_lib.data.frame_cache`): ``data.frame_cache=auto`` reads ``<root>/frames_s<short_side>``
 when it has been built, ``off`` never, a folder that one. Clips are then memory-mapped slices
 instead of decodes, and exactly the frames a decode gives; videos the cache lacks are decoded.
+``data.in_memory=true`` loads each cached array whole into RAM once and keeps it (small data).
 """
 from __future__ import annotations
 
@@ -124,7 +125,7 @@ class MultiModalClips(SeededItems):
         self._counts: dict[tuple[str, int], int] = {}            # (modality, j) -> frames
         self._pose_hw: dict[int, tuple[int, int]] = {}
         self._scratch: tuple[tuple[str, int], np.ndarray] | None = None
-        self.frame_cache = open_frame_cache(data.frame_cache, self.root, data.short_side)
+        self.frame_cache = open_frame_cache(data.frame_cache, self.root, data.short_side, data.in_memory)
         self._on_disk: dict[tuple[str, int], bool] = {}          # (modality, j) -> in the frame cache
         if self.frame_cache is not None:
             log.info("reading pre-decoded frames from %s where present", self.frame_cache.path)

@@ -71,12 +71,14 @@ class FrameCache:
 
     Pickles as its path (to DataLoader workers); each process keeps the last ``keep_open``
     arrays memory-mapped (opening one costs about half a millisecond) and copies the frames
-    asked for out of them.
+    asked for out of them. ``in_memory``: every array read is loaded whole into RAM and kept
+    (``data.in_memory``, for small data: no reopening when a random order visits more videos than
+    ``keep_open``, the same frames bit for bit).
     """
 
     keep_open = 32
 
-    def __init__(self, path: str | Path, short_side: int):
+    def __init__(self, path: str | Path, short_side: int, in_memory: bool = False):
         self.path = Path(path)
         meta = read_cache_meta(self.path)
         if meta is None:
@@ -87,6 +89,7 @@ class FrameCache:
                              f"but data.short_side is {short_side}: build one at {short_side} "
                              f"(`cmmc data cache --short-side {short_side}`) or set data.frame_cache=off")
         self.short_side = int(short_side)
+        self.in_memory = bool(in_memory)
         self._open_maps: OrderedDict[tuple[str, str], np.ndarray] = OrderedDict()
 
     def __getstate__(self) -> dict:
@@ -105,7 +108,7 @@ class FrameCache:
             return self._open_maps[key]
         path = self.file(modality, video_id)
         try:
-            arr = np.load(path, mmap_mode="r", allow_pickle=False)
+            arr = np.load(path, mmap_mode=None if self.in_memory else "r", allow_pickle=False)
         except (OSError, ValueError) as exc:        # e.g. a truncated file: "mmap length is greater than ..."
             raise FrameReadError(f"{path}: unreadable frame-cache file ({exc}); rebuild it with `cmmc data "
                                  f"cache`") from None
@@ -113,7 +116,7 @@ class FrameCache:
             raise FrameReadError(f"{path}: expected uint8 (N, H, W, {_CHANNELS[modality]}), got {arr.dtype} "
                                  f"{arr.shape}; rebuild it with `cmmc data cache`")
         self._open_maps[key] = arr
-        if len(self._open_maps) > self.keep_open:
+        if len(self._open_maps) > self.keep_open and not self.in_memory:
             self._open_maps.popitem(last=False)
         return arr
 
@@ -129,17 +132,18 @@ class FrameCache:
         return f"FrameCache({str(self.path)!r}, short_side={self.short_side})"
 
 
-def open_frame_cache(setting: str | None, root: str | Path, short_side: int) -> FrameCache | None:
+def open_frame_cache(setting: str | None, root: str | Path, short_side: int,
+                     in_memory: bool = False) -> FrameCache | None:
     """The cache ``data.frame_cache`` asks for: ``auto`` -> ``<root>/frames_s<short_side>`` when
     it holds a cache (else None); ``off`` (or empty) -> None; anything else is a folder that
-    must hold a cache built at ``short_side``."""
+    must hold a cache built at ``short_side``. ``in_memory``: see :class:`FrameCache`."""
     value = (setting or "off").strip()
     if value.lower() in ("off", "none", "false", "no", "0", ""):
         return None
     if value.lower() == "auto":
         path = default_cache_dir(root, short_side)
-        return FrameCache(path, short_side) if read_cache_meta(path) is not None else None
-    return FrameCache(Path(value).expanduser(), short_side)
+        return FrameCache(path, short_side, in_memory) if read_cache_meta(path) is not None else None
+    return FrameCache(Path(value).expanduser(), short_side, in_memory)
 
 
 # --------------------------------------------------------------------------- building

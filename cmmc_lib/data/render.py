@@ -112,7 +112,12 @@ def _background(rng, height: int, width: int, contrast: float = 1.0, scene: tupl
 
 
 def sample_appearance(rng, height: int, width: int, figure_scale: float = 1.0, contrast: float = 1.0,
-                       scene: tuple | None = None) -> _Appearance:
+                      scene: tuple | None = None, geometry: FigureGeometry | None = None) -> _Appearance:
+    """The look of a group (:class:`_Appearance`, lengths in px of the ``height`` x ``width``
+    frame). ``geometry`` (generator v3) draws the figure's size, position and limb width from
+    its ranges; ``None`` keeps generator v2's draws (limbs 1.5-3 px and a figure 0.5-0.72 of the
+    frame height, both times ``figure_scale``), number for number."""
+    g = geometry
     background = _background(rng, height, width, contrast, scene)
     bg_luma = _luma(background.reshape(-1, 3).mean(0))
     colors = []
@@ -122,16 +127,38 @@ def sample_appearance(rng, height: int, width: int, figure_scale: float = 1.0, c
             colors.append(c)
     if rng.random() < 0.5:                      # half the figures wear one limb colour
         colors[2:6] = [colors[2]] * 4
+    shape_scale = 1.0 if g is None else g.distractor_scale     # x 1.0: v2's numbers exactly
     distractors = [dict(kind=str(rng.choice(["circle", "rect", "triangle"])), color=_color(rng),
-                        size=float(rng.uniform(3, 7)), x=float(rng.uniform(0, width)),
-                        y=float(rng.uniform(0, height)))
+                        size=float(rng.uniform(3, 7)) * shape_scale,
+                        x=float(rng.uniform(0, width)), y=float(rng.uniform(0, height)))
                    for _ in range(int(rng.integers(0, 4)))]
+    if g is None:                               # generator v2
+        thickness = float(rng.uniform(1.5, 3.0)) * figure_scale
+        fig_height = float(rng.uniform(0.5, 0.72) * height) * figure_scale
+        x, ground = float(rng.uniform(0.38, 0.62) * width), float(rng.uniform(0.88, 0.97) * height)
+    else:
+        thickness = float(rng.uniform(*g.limb_width))
+        fig_height = float(rng.uniform(*g.figure_height) * height)
+        x, ground = float(rng.uniform(*g.figure_x) * width), float(rng.uniform(*g.feet_line) * height)
     return _Appearance(background=background, head_color=colors[0], torso_color=colors[1],
-                       limb_colors=tuple(colors[2:6]),
-                       thickness=float(rng.uniform(1.5, 3.0)) * figure_scale,
-                       height=float(rng.uniform(0.5, 0.72) * height) * figure_scale,
-                       x=float(rng.uniform(0.38, 0.62) * width),
-                       ground=float(rng.uniform(0.88, 0.97) * height), distractors=distractors)
+                       limb_colors=tuple(colors[2:6]), thickness=thickness, height=fig_height, x=x,
+                       ground=ground, distractors=distractors)
+
+
+@dataclass(frozen=True)
+class FigureGeometry:
+    """Generator v3's figure: where and how big the actor is drawn, as ranges sampled per look.
+
+    ``figure_height``: the figure's height as a fraction of the frame height; ``figure_x``: its
+    centre as a fraction of the width; ``feet_line``: the ground line as a fraction of the
+    height; ``limb_width``: limb width in px of the output frame; ``distractor_scale``: the
+    distractor shapes' size (3-7 px at v2) times this (v3: height / 64, as the frame shrinks).
+    """
+    figure_height: tuple[float, float]
+    figure_x: tuple[float, float]
+    feet_line: tuple[float, float]
+    limb_width: tuple[float, float]
+    distractor_scale: float = 1.0
 
 
 # --------------------------------------------------------------------------- motion

@@ -42,14 +42,15 @@ from ..flow.folders import is_flow_complete
 from ..config import DataConfig, data_root, synthetic_folder_name
 from ..files import atomic_write
 from .rawframes import FLOW_BOUND
-from .render import (BONES, CLASS_NAMES, JOINT_NAMES, class_scene, render_frames, sample_appearance,
-                     sample_motion)
+from .render import (BONES, CLASS_NAMES, JOINT_NAMES, FigureGeometry, class_scene, render_frames,
+                     sample_appearance, sample_motion)
 from .splits import parse_group
 from .video import encode_video, video_codec
 
 log = logging.getLogger(__name__)
 
-GENERATOR_VERSION = 2          # 2: scene options (appearance, context, ...)
+GENERATOR_VERSION = 3          # 2: scene options (appearance, context, ...); 3: figure geometry, group_clip
+APPEARANCES = ("class_group", "group", "group_clip")
 FPS = 25                   # frame rate written into the videos
 
 
@@ -67,6 +68,14 @@ class SyntheticSize:
     (0: a static camera, as NTU-60). ``context``: the fraction of each class's groups filmed in
     the class's typical scene (seed-independent colours and texture, so the context holds in
     a transfer set too, as scene goes with action in UCF101 and HMDB51).
+
+    Generator v3 (all ``None`` / v2 choices by default, so ``tiny`` and ``cpu`` render as
+    before, bit for bit): ``appearance="group_clip"`` gives one look per (group, clip) shared by
+    all classes (no look can tell a class, and a clip's look cannot be memorised as its label);
+    ``figure_height`` (fraction of the frame height), ``figure_x`` (centre, fraction of the
+    width), ``feet_line`` (fraction of the height) and ``limb_width`` (px) are (low, high)
+    ranges for the figure (:class:`~cmmc_lib.data.render.FigureGeometry`), which then also
+    scales the distractor shapes by ``height / 64``. Setting any of them makes the set v3.
     """
     classes: int
     groups: int
@@ -80,12 +89,36 @@ class SyntheticSize:
     background_contrast: float = 1.0
     scene_motion: float = 1.0
     context: float = 0.0
+    figure_height: tuple[float, float] | None = None
+    figure_x: tuple[float, float] | None = None
+    feet_line: tuple[float, float] | None = None
+    limb_width: tuple[float, float] | None = None
 
     def __post_init__(self):
-        if self.appearance not in ("class_group", "group"):
-            raise ValueError(f"appearance must be 'class_group' or 'group', got {self.appearance!r}")
+        if self.appearance not in APPEARANCES:
+            raise ValueError(f"appearance must be one of {', '.join(APPEARANCES)}, got {self.appearance!r}")
         if not 0 <= self.context <= 1 or self.figure_scale <= 0 or self.background_contrast < 0:
             raise ValueError("need 0 <= context <= 1, figure_scale > 0 and background_contrast >= 0")
+        for name in ("figure_height", "figure_x", "feet_line", "limb_width"):
+            r = getattr(self, name)
+            if r is not None and not (len(r) == 2 and 0 < r[0] <= r[1]):
+                raise ValueError(f"{name} must be None or (low, high) with 0 < low <= high, got {r}")
+
+    @property
+    def version(self) -> int:
+        """The generator version this size needs: 3 when it uses a v3 setting, else 2."""
+        v3 = self.appearance == "group_clip" or any(
+            getattr(self, n) is not None for n in ("figure_height", "figure_x", "feet_line", "limb_width"))
+        return 3 if v3 else 2
+
+    def geometry(self) -> FigureGeometry | None:
+        """The v3 figure geometry (v2's ranges for any range left unset), or None for a v2 size."""
+        if self.version < 3:
+            return None
+        return FigureGeometry(figure_height=self.figure_height or (0.5 * self.figure_scale, 0.72 * self.figure_scale),
+                              figure_x=self.figure_x or (0.38, 0.62), feet_line=self.feet_line or (0.88, 0.97),
+                              limb_width=self.limb_width or (1.5 * self.figure_scale, 3.0 * self.figure_scale),
+                              distractor_scale=self.height / 64)
 
     @property
     def num_videos(self) -> int:
@@ -101,6 +134,14 @@ SYNTHETIC_SIZES = {
     "cpu": SyntheticSize(classes=10, groups=12, clips_per_group=4, frames=32, test_groups=4,
                          appearance="group", figure_scale=1.25, background_contrast=0.3,
                          scene_motion=0.0, context=0.5),
+    # the gates (generator v3, `cmmc study gates`): a big centred actor with thick limbs that the
+    # 32-px centre crop of the 40-px frame always holds, one look per (group, clip) shared by the
+    # classes, half the groups in the class's scene. 22 groups x 4 clips x 10 classes: 480 train /
+    # 400 test videos (200 of them motion-only: outside the scene groups) at 48 x 48 px.
+    "gates": SyntheticSize(classes=10, groups=22, clips_per_group=4, frames=32, height=48, width=48,
+                           test_groups=10, appearance="group_clip", background_contrast=0.3,
+                           scene_motion=0.0, context=0.5, figure_height=(0.68, 0.76), figure_x=(0.45, 0.55),
+                           feet_line=(0.86, 0.89), limb_width=(4.3, 6.0)),
 }
 
 
@@ -129,11 +170,13 @@ def render_dataset_clip(size, seed: int, label: int, group: int, clip: int) -> t
     group in one scene, as NTU-60's actors and rooms); in a context group
     (:func:`context_groups`) the background is the class's scene (:func:`class_scene`). The
     motion comes from (seed, label, group, clip), camera and distractor motion scaled by
-    ``size.scene_motion``."""
-    key = [seed, label, group, 0xA] if size.appearance == "class_group" else [seed, group, 0xA, 0xA]
+    ``size.scene_motion``. ``"group_clip"`` (v3): the look comes from (seed, group, clip), shared by
+    the classes; the figure's geometry from :meth:`SyntheticSize.geometry`."""
+    key = {"class_group": [seed, label, group, 0xA], "group": [seed, group, 0xA, 0xA],
+           "group_clip": [seed, group, clip, 0xA, 0xF]}[size.appearance]
     scene = class_scene(label) if group in context_groups(size, seed, label) else None
     look = sample_appearance(np.random.default_rng(key), size.height, size.width, size.figure_scale,
-                              size.background_contrast, scene)
+                             size.background_contrast, scene, size.geometry())
     m = sample_motion(np.random.default_rng([seed, label, group, clip, 0xB]), size.frames,
                        len(look.distractors))
     if size.scene_motion != 1.0:
@@ -212,7 +255,7 @@ def _write_splits(out: Path, size: SyntheticSize, items, ext: str) -> dict:
 def _meta(size_name: str, size: SyntheticSize, seed: int, items, flow_method: str,
           codec: str, ext: str) -> dict:
     return {
-        "format": "cmmc-synthetic", "generator_version": GENERATOR_VERSION,
+        "format": "cmmc-synthetic", "generator_version": size.version,
         "size": size_name, "seed": seed, "num_videos": len(items), "params": asdict(size),
         "fps": FPS, "codec": codec, "ext": ext, "flow_method": flow_method,
         "flow_bound": FLOW_BOUND, "classes": list(CLASS_NAMES[:size.classes]),
@@ -372,9 +415,10 @@ def ensure_synthetic(cfg: DataConfig) -> Path:
     if (root / "meta.json").is_file():                  # finished (perhaps a subset: videos=N)
         meta = read_meta(root)
         found = (meta.get("size"), meta.get("seed"), meta.get("generator_version"))
-        if found != (cfg.synthetic_size, cfg.synthetic_seed, GENERATOR_VERSION):
+        wanted = (cfg.synthetic_size, cfg.synthetic_seed, SYNTHETIC_SIZES[cfg.synthetic_size].version)
+        if found != wanted:
             raise ValueError(f"{root} holds the synthetic set (size, seed, generator version) = {found}, not "
-                             f"{(cfg.synthetic_size, cfg.synthetic_seed, GENERATOR_VERSION)}: delete it or set "
+                             f"{wanted}: delete it or set "
                              f"data.root to another folder")
         return root
     if root.name != synthetic_folder_name(cfg):
