@@ -13,12 +13,12 @@ from __future__ import annotations
 import argparse
 import json
 import logging
-import math
-import numbers
 import os
 import sys
 from pathlib import Path
 from typing import Any, Callable
+
+from .console import BarSafeHandler, first_line, say, strict_json, write_stdout
 
 log = logging.getLogger("cmmc")
 
@@ -438,37 +438,24 @@ def cmd_study_gates(a) -> dict:
                      parts=parts, progress=not a.json, command=command)
 
 
-def _cell(cell: dict | None) -> str:
-    return "-" if cell is None else f"{cell['value']:.3f} +- {cell['se']:.3f}"
-
-
 def fmt_study_gates(r: dict) -> str:
-    """One line per gate, seed and set: motion-only / scene / all (value +- SE), chance, goal, verdict."""
-    lines = [f"{'gate':8} {'seed':>4} {'set':9} {'motion-only':>15} {'scene':>15} {'all':>15} {'chance':>6} "
-             f"{'goal':>7} verdict"]
-    for row in r["rows"]:
-        res = row["result"]
-        if row["gate"] == "premise":
-            for name, b in res["blocks"].items():
-                lines.append(f"premise  {row['seed']:>4} {name:9} cos own {b['own']:.3f}, same class "
-                             f"{b['same_class']:.3f}, random {b['random']:.3f}, own R@1 {b['own_r1']:.3f}")
-            continue
-        for where in ("test", "transfer"):
-            if where not in res:
-                continue
-            cells = res["gap"].get(where, {}) if row["gate"] == "g3" else res[where]
-            name = "g3 gap" if row["gate"] == "g3" else row["gate"]
-            chance = res[where]["all"]["chance"]
-            value, passed = (row["value"], row["pass"]) if where == "test" else (row["transfer_value"],
-                                                                                  row["transfer_pass"])
-            verdict = "-" if passed is None else ("PASS" if passed else "FAIL")
-            lines.append(f"{name:8} {row['seed']:>4} {where:9} {_cell(cells.get('motion')):>15} "
-                         f"{_cell(cells.get('scene')):>15} {_cell(cells.get('all')):>15} {chance:>6.2f} "
-                         f"{'>= ' + format(row['goal'], '.2f'):>7} {verdict}")
-            if row["gate"] == "g3":
-                lines.append(f"{'g3 rgb':8} {row['seed']:>4} {where:9} {_cell(res[where]['motion']):>15} "
-                             f"{_cell(res[where]['scene']):>15} {_cell(res[where]['all']):>15} {chance:>6.2f}")
-    return "\n".join(lines + [f"rows appended to {r['out']}"])
+    from .study.report import gates_text
+    return gates_text(r["rows"]) + f"\nrows appended to {r['out']}"
+
+
+def cmd_study_ablate(a) -> dict:
+    from .study.ablate import run_study
+    seeds = list(range(int(a.seeds))) if a.seeds.isdigit() else _csv(a.seeds, "--seeds", int)
+    command = " ".join(["cmmc study ablate", f"--preset {a.preset}", f"--seeds {a.seeds}", f"--workers {a.workers}",
+                        f"--threads {a.threads}", f"--transfer-seed {a.transfer_seed}", f"--out {a.out}",
+                        f"--runs {a.runs}", *a.overrides])
+    return run_study(a.preset, seeds, a.out, a.runs, a.transfer_seed, a.workers, a.threads, list(a.overrides),
+                     progress=not a.json, command=command)
+
+
+def fmt_study_ablate(r: dict) -> str:
+    from .study.report import study_text
+    return study_text(r)
 
 
 def _fmt_generic(r: dict) -> str:
@@ -698,9 +685,9 @@ def _add_course(sub) -> None:
 
 
 def _add_study(sub) -> None:
-    """cmmc study gates."""
+    """cmmc study gates | ablate."""
     from .config import PRESETS
-    study = sub.add_parser("study", help="studies of the data: the gates").add_subparsers(dest="what", required=True)
+    study = sub.add_parser("study", help="when CMMC helps: the gates, the ablation over seeds").add_subparsers(dest="what", required=True)
     sp = _verb(study, "gates", cmd_study_gates, fmt_study_gates,
                help="G1 supervised ceiling, G2 flow teacher, G3 RGB MoCo gap, the premise diagnostic")
     sp.add_argument("--preset", default="gates", choices=list(PRESETS))
@@ -710,6 +697,16 @@ def _add_study(sub) -> None:
     sp.add_argument("--out", default="results/study", help="folder of gates.jsonl (rows are appended)")
     sp.add_argument("--runs", default="runs/study", help="folder of the run folders (reused when finished)")
     sp.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.synthetic_seed=1")
+    sp = _verb(study, "ablate", cmd_study_ablate, fmt_study_ablate,
+               help="the gates and the ablation (MoCo, mixup, CM mixup, CMMC, w/o alternate) over seeds")
+    sp.add_argument("--preset", default="gates", choices=list(PRESETS))
+    sp.add_argument("--seeds", default="5", help="N (seeds 0..N-1) or a comma-separated list (default: 5)")
+    sp.add_argument("--workers", type=int, default=2, help="seeds trained at once, one process each (default: 2)")
+    sp.add_argument("--threads", type=int, default=1, help="torch threads per process (default: 1)")
+    sp.add_argument("--transfer-seed", type=int, default=1234, help="data seed of the transfer set")
+    sp.add_argument("--out", default="results/study", help="folder of gates.jsonl and ablation/ (rows are appended)")
+    sp.add_argument("--runs", default="runs/study-ablate", help="folder of the run folders (reused when finished)")
+    sp.add_argument("overrides", nargs="*", help="key=value config overrides")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -745,11 +742,11 @@ def main(argv: list[str] | None = None) -> int:
         result = args.fn(args)
         _leave_process_group()
     except (CLIError, ValueError, OSError, KeyError, RuntimeError) as exc:
-        say(f"cmmc: error: {_first_line(exc)}")
+        say(f"cmmc: error: {first_line(exc)}")
         return 2
     except Exception as exc:                        # an unforeseen failure: still one line, details on -v
         log.debug("traceback", exc_info=True)
-        say(f"cmmc: error: {type(exc).__name__}: {_first_line(exc)} (run with -v for the traceback)")
+        say(f"cmmc: error: {type(exc).__name__}: {first_line(exc)} (run with -v for the traceback)")
         return 2
     except KeyboardInterrupt as exc:                # Ctrl-C: what was done is kept; the same command continues
         done = getattr(exc, "result", None) or {}
@@ -766,74 +763,12 @@ def main(argv: list[str] | None = None) -> int:
     return 0 if not (isinstance(result, dict) and result.get("failed_run")) else 1
 
 
-def _first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
-class BarSafeHandler(logging.Handler):
-    """Log records on stderr through :func:`say`: a warning during training starts a line of its
-    own instead of being glued to the progress bar's."""
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            say(self.format(record))
-        except Exception:                           # logging must never raise
-            self.handleError(record)
-
-
-def say(line: str) -> None:
-    """One line on stderr, on a line of its own even while a progress bar is drawn there."""
-    from tqdm.auto import tqdm          # on use, as every import here (module docstring)
-    tqdm.write(line, file=sys.stderr)
-
 
 def _leave_process_group() -> None:
     """Under torchrun, leave the process group the training joined (once, after every stage)."""
     import torch.distributed as dist
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
-
-
-# ----------------------------------------------------------------------------- output
-def strict_json(value: Any) -> str:
-    """``value`` as one line of strict JSON (RFC 8259): NaN and +-Infinity, which Python's json
-    would write as bare words that other parsers reject, become null; numpy scalars become
-    numbers; anything else json cannot write becomes its str()."""
-    return json.dumps(_finite_or_none(value), allow_nan=False, default=str)
-
-
-def _finite_or_none(value: Any) -> Any:
-    """A copy of ``value`` (dicts, lists, tuples, scalars) with non-finite floats as None."""
-    if isinstance(value, dict):
-        return {k: _finite_or_none(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_finite_or_none(v) for v in value]
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
-        return value
-    if isinstance(value, numbers.Integral):
-        return int(value)
-    value = float(value)
-    return value if math.isfinite(value) else None
-
-
-def write_stdout(text: str) -> bool:
-    """Print ``text`` and flush. False when stdout is closed or its reader has gone (e.g.
-    ``cmmc ... | head -c 10``): then, as the Python docs advise for BrokenPipeError (signal
-    module, "Note on SIGPIPE"), stdout is pointed at /dev/null so that the flush at exit
-    cannot fail again, and the caller exits non-zero without a traceback."""
-    if sys.stdout is None:                          # started with stdout closed (>&-)
-        print("cmmc: error: stdout is closed: the result cannot be printed", file=sys.stderr)
-        return False
-    try:
-        sys.stdout.write(text + "\n")             # one write: whole lines even unbuffered
-        sys.stdout.flush()
-        return True
-    except BrokenPipeError:
-        try:
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-        except (AttributeError, OSError, ValueError):  # not a real file (in-process capture)
-            pass
-        return False
 
 
 if __name__ == "__main__":

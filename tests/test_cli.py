@@ -302,7 +302,7 @@ def test_a_log_warning_during_a_progress_bar_starts_a_line_of_its_own(capfd):
 
     from tqdm.auto import tqdm
 
-    from cmmc_lib.cli import BarSafeHandler
+    from cmmc_lib.console import BarSafeHandler
     logger = logging.getLogger("cmmc_lib.test_bar")
     handler = BarSafeHandler()
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
