@@ -34,12 +34,13 @@ from tqdm.auto import tqdm
 from .config import Config, preset
 from .data.datasets import build_dataset
 from .evaluate.chance import accuracy_chance, below_chance_note, recall_at_k_chance
-from .evaluate.runner import evaluate_run
+from .data.synthetic import ensure_synthetic, in_context
+from .evaluate.runner import evaluate_run, subset_value
 from .files import append_jsonl, read_jsonl
 from .pipeline import Stage, final_networks, is_complete, plan_pipeline, run_pipeline
 from .runs import FolderLock, RunFolder
-from .tables import (Difference, Summary, Variant, collect, dataset_note, fmt_cell, row_label, spread_note,
-                     verdict)
+from .tables import (Difference, Summary, Variant, collect, dataset_note, fmt_cell, fmt_value, row_label,
+                     spread_note, verdict)
 from .tables import markdown_table as render_markdown
 from .tables import paired_difference as paired
 
@@ -50,7 +51,13 @@ STREAMS = ("rgb", "flow", "two-stream")
 #: metric -> the protocol that measures it and the key in its result
 METRICS = {"linear": ("linear", "top1"), "finetune": ("finetune", "top1"), "R@1": ("retrieval", "R@1"),
            "R@5": ("retrieval", "R@5"),
-           "linear-best": ("linear", "top1_best_test_epoch")}   # CoCLR's protocol: the best test epoch
+           "linear-best": ("linear", "top1_best_test_epoch"),   # CoCLR's protocol: the best test epoch
+           # on the synthetic data's motion-only test clips (no scene to read the class from):
+           # read off the per-video hits of the protocol (evaluate.runner.hits)
+           "linear motion-only": ("linear", "top1_hits"), "R@1 motion-only": ("retrieval", "R@1_hits")}
+#: the metrics measured on the motion-only clips, and the key of their test-set size in a record
+MOTION_ONLY = {"linear motion-only", "R@1 motion-only"}
+MOTION_N = "num_test_motion"
 #: CMMC trained without alternate training (both networks at once): the curves' fifth pipeline.
 JOINT = Variant("cmmc-joint", "cmmc", alternate=False, label="w/o alternate training")
 
@@ -77,6 +84,10 @@ TABLES = {t.name: t for t in (
               ("two-stream", "moco"): (68.1, 33.1, 49.8, 21.9), ("two-stream", "mixup"): (71.3, 36.3, 53.8, 24.5),
               ("two-stream", "cm-mixup"): (72.2, 35.9, 56.1, 25.3), ("two-stream", "cmmc"): (74.0, 38.1, 58.1, 27.1),
           }),
+    # the study of when CMMC helps (cmmc study ablate): the ablation's rows and CMMC w/o alternate
+    # training, on all test clips and on the motion-only ones; nothing of the poster's to compare
+    Table("study", ("moco", "mixup", "cm-mixup", "cmmc", "cmmc-joint"), STREAMS,
+          ("linear", "linear motion-only", "R@1", "R@1 motion-only"), (), {}),
     Table("comparison", ("moco", "cmmc", "coclr", "coclr-cmmc"), ("rgb", "two-stream"),
           ("linear", "finetune", "R@1"),
           ("linear UCF", "linear HMDB", "fine-tune UCF", "fine-tune HMDB", "R@1 UCF"), {
@@ -88,7 +99,8 @@ TABLES = {t.name: t for t in (
           }),
 )}
 #: Every variant a table or the curves train, by name (a table's variants are its methods).
-VARIANTS = {v.name: v for v in (*(Variant.of(m) for t in TABLES.values() for m in t.variants), JOINT)}
+VARIANTS = {v.name: v for v in (*(Variant.of(m) for t in TABLES.values() for m in t.variants
+                                   if m != JOINT.name), JOINT)}
 #: The accuracy-vs-epochs curves: the variants the poster draws, with its labels.
 CURVES = {v.name: v for v in (Variant("moco", "moco", label="w/o mix"), Variant("mixup", "mixup", label="w/o CMMC"),
                               JOINT, Variant("cmmc", "cmmc", label="w CMMC"))}
@@ -160,11 +172,28 @@ def evaluate_variant(p: VariantRun, protocol: str, dataset: str, transfer: dict,
            "num_train": res.get("num_train", res.get("num_gallery")),
            "num_classes": len(res.get("classes", [])) or None, "seconds": round(res["seconds"], 2),
            "skipped_test": (res.get("skipped") or {}).get("test", [])}
+    motion = motion_only_mask(p.cfg, transfer if dataset == "transfer" else {}, res.get("test_videos"))
     for stream in STREAMS:
         for metric, (proto, key) in METRICS.items():
-            if proto == protocol:
+            if proto != protocol:
+                continue
+            if metric not in MOTION_ONLY:
                 out[f"{stream}/{metric}"] = by_stream[stream][key]
+            elif motion is not None and by_stream[stream].get(key) is not None:
+                out[f"{stream}/{metric}"], out[MOTION_N] = subset_value(by_stream[stream][key], motion)
     return out
+
+
+def motion_only_mask(cfg: Config, data: dict, videos: Sequence[str] | None) -> list[bool] | None:
+    """For each test video of a generated synthetic set (``cfg.data`` with ``data`` overrides),
+    whether only its motion tells its class (its group is not filmed in the class's scene); None
+    for other datasets, whose clips are not split so."""
+    d = copy.deepcopy(cfg.data)
+    for k, v in data.items():
+        setattr(d, k, v)
+    if d.dataset != "synthetic" or videos is None:
+        return None
+    return [not c for c in in_context(ensure_synthetic(d), list(videos))]
 
 
 def run_ablation(base: Config, seeds: list[int], out: str | Path, table: str = "ablation",
@@ -221,7 +250,8 @@ def aggregate(records: list[dict[str, Any]], spec: Table) -> list[dict[str, Any]
             for dataset in DATASETS:
                 for metric in spec.metrics:
                     where = {"method": name, "dataset": dataset, "protocol": METRICS[metric][0]}
-                    summary = collect(records, f"{stream}/{metric}", where)
+                    summary = collect(records, f"{stream}/{metric}", where,
+                                      num_test_key=MOTION_N if metric in MOTION_ONLY else "num_test")
                     row[f"{metric}/{dataset}"] = None if summary is None else summary.to_dict()
             rows.append(row)
     return rows
@@ -305,13 +335,40 @@ def markdown_table(rows: list[dict[str, Any]], spec: Table, sizes: dict[str, dic
             if sizes[d].get("skipped"):
                 notes.append(f"{d}: {len(sizes[d]['skipped'])} unreadable test video(s) left out of the evaluations "
                              f"(not counted, listed in results.jsonl): {', '.join(sizes[d]['skipped'][:5])}")
-    notes.append("The poster's numbers are S3D on UCF101 (pre-training) and HMDB51 (transfer): they show "
-                 "the direction of the effects the synthetic data can reproduce, not numbers to match.")
+    if spec.poster_columns:
+        notes.append("The poster's numbers are S3D on UCF101 (pre-training) and HMDB51 (transfer): they show "
+                     "the direction of the effects the synthetic data can reproduce, not numbers to match.")
     return render_markdown(head, body, notes)
 
 
-def write_tables(rows, records, spec: Table, out: Path, base: Config, transfer: dict) -> dict[str, str]:
-    """``<table>.csv`` (one line per seed, variant, protocol and dataset) and ``<table>.md``."""
+def differences_markdown(rows: list[dict[str, Any]], spec: Table, baseline: str = "moco") -> str:
+    """Every variant minus ``baseline``, paired by seed (the pairs share stage 1), per stream and
+    cell, in % points: the mean difference, its 95 % interval and the word its interval allows
+    (above / below / level), as a markdown table with a note on how the intervals are made."""
+    cells = [f"{m}/{d}" for d in DATASETS for m in spec.metrics]
+    names = {r["method"]: r["name"] for r in rows}
+    body = []
+    for stream in spec.streams:
+        for method in spec.variants:
+            if method == baseline:
+                continue
+            line = [stream, f"{names.get(method, method)} - {names.get(baseline, baseline)}"]
+            for cell in cells:
+                diff = paired_difference(rows, method, baseline, cell, stream)
+                line.append("-" if diff is None else
+                            f"{fmt_value(diff.mean, sign=True)} [{fmt_value(diff.low, sign=True)}, "
+                            f"{fmt_value(diff.high, sign=True)}] "
+                            f"{'above' if diff.low > 0 else 'below' if diff.high < 0 else 'level'}")
+            body.append(line)
+    notes = ["Paired by training seed, in % points: mean difference [95 % interval] (t interval over the seeds; "
+             "one seed: the two binomial SEs); 'above' or 'below' only when the interval excludes 0, else 'level'."]
+    return render_markdown(["stream", "difference"] + [c.replace("/", " ") for c in cells], body, notes)
+
+
+def write_tables(rows, records, spec: Table, out: Path, base: Config, transfer: dict,
+                 chance: dict[str, float] | None = None) -> dict[str, str]:
+    """``<table>.csv`` (one line per seed, variant, protocol and dataset) and ``<table>.md``
+    (``chance``: the chance levels, by default :func:`chance_levels` of the datasets)."""
     csv_path, md_path = out / f"{spec.name}.csv", out / f"{spec.name}.md"
     fields = ["seed", "method", "protocol", "dataset", "num_train", "num_test"] + \
              [f"{s}/{m}" for s in spec.streams for m in spec.metrics]
@@ -324,7 +381,9 @@ def write_tables(rows, records, spec: Table, out: Path, base: Config, transfer: 
              for r in records if r["protocol"] == "linear"}
     for d in sizes:
         sizes[d]["skipped"] = sorted({v for r in records if r["dataset"] == d for v in r.get("skipped_test", [])})
-    md_path.write_text(markdown_table(rows, spec, sizes, chance_levels(base, transfer)))
+    chance = chance_levels(base, transfer) if chance is None else chance
+    md_path.write_text(markdown_table(rows, spec, sizes, chance) + "\n"
+                       + differences_markdown(rows, spec))
     return {"csv": str(csv_path), "markdown": str(md_path)}
 
 
@@ -343,6 +402,11 @@ def chance_levels(base: Config, transfer: dict) -> dict[str, float]:
         out[f"linear/{dataset}"] = out[f"finetune/{dataset}"] = accuracy_chance(len(train.classes))
         for k, level in recall_at_k_chance(test.labels, train.labels, (1, 5)).items():
             out[f"R@{k}/{dataset}"] = level
+        motion = motion_only_mask(base, data, test.videos)
+        if motion is not None and any(motion):
+            out[f"linear motion-only/{dataset}"] = out[f"linear/{dataset}"]
+            queries = [label for label, m in zip(test.labels, motion) if m]
+            out[f"R@1 motion-only/{dataset}"] = recall_at_k_chance(queries, train.labels, (1,))[1]
     return out
 
 

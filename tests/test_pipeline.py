@@ -96,7 +96,9 @@ def test_cmmc_ablate_tiny_writes_every_row(tiny_root, tmp_path):
             values = row[cell]["values"]
             assert len(values) == 1 and 0 <= values[0] <= 1 and row[cell]["label"] == "binomial SE, one seed"
     md = (tmp_path / "abl" / "ablation.md").read_text()
-    assert md.count("| rgb |") == 4 and "| 55.8 | 28.3 | 42.8 | 19.1 |" in md and "chance: linear 16.7" in md
+    table, differences = md.split("| stream | difference |")
+    assert table.count("| rgb |") == 4 and "| 55.8 | 28.3 | 42.8 | 19.1 |" in table and "chance: linear 16.7" in table
+    assert differences.count("| rgb |") == 3 and "CM cutmix - MoCo (baseline)" in differences
     assert "± 0.0" not in md and "nan" not in md and "One training seed" in md and "binomial standard error" in md
     assert len((tmp_path / "abl" / "ablation.csv").read_text().splitlines()) == 1 + 4 * 2 * 2
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 
 from .common import as_labels
-from .retrieval import DEFAULT_KS, chunked_hit_rate, prepare_pair, snap_similarity
+from .retrieval import DEFAULT_KS, check_ks, chunked_first_hit_ranks, hit_rates_from_ranks, prepare_pair, snap_similarity
 
 
 def fuse_probabilities(p1, p2) -> Tensor:
@@ -44,7 +44,15 @@ def two_stream_retrieval(q1, g1, q2, g2, query_labels, gallery_labels,
                          chunk_size: int = 1024) -> dict[int, float]:
     """R@k (hit rate) of the summed similarities of stream 1 (q1 (Q, D1), g1 (G, D1)) and
     stream 2 (q2 (Q, D2), g2 (G, D2)); chunked over queries like :func:`retrieval_hit_rate`."""
+    ranks = two_stream_ranks(q1, g1, q2, g2, query_labels, gallery_labels, center, chunk_size)
+    return hit_rates_from_ranks(ranks, check_ks(ks, len(gallery_labels)))
+
+
+def two_stream_ranks(q1, g1, q2, g2, query_labels, gallery_labels, center: bool = True,
+                     chunk_size: int = 1024) -> Tensor:
+    """Each query's first-hit rank (int64 (Q,)) under the summed similarities of the two streams:
+    ``ranks < 1`` are the fused R@1 hits, per query."""
     q1, g1, q2, g2 = _prepared_streams(q1, g1, q2, g2, center)
     ql = as_labels(query_labels, q1.shape[0], "query labels")
     gl = as_labels(gallery_labels, g1.shape[0], "gallery labels")
-    return chunked_hit_rate(lambda a, b: q1[a:b] @ g1.T + q2[a:b] @ g2.T, ql, gl, ks, chunk_size)
+    return chunked_first_hit_ranks(lambda a, b: q1[a:b] @ g1.T + q2[a:b] @ g2.T, ql, gl, chunk_size)

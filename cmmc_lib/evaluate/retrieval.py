@@ -140,18 +140,16 @@ def hit_rates_from_ranks(ranks: Tensor, ks: Sequence[int]) -> dict[int, float]:
     return {k: float((ranks < k).double().mean()) for k in ks}
 
 
-def chunked_hit_rate(similarity_chunk: Callable[[int, int], Tensor], query_labels, gallery_labels,
-                     ks: Sequence[int] = DEFAULT_KS, chunk_size: int = 1024) -> dict[int, float]:
-    """R@k where ``similarity_chunk(start, stop)`` returns the (stop - start, G) block of the
-    similarity matrix; only one block lives at a time. The building block of
-    :func:`retrieval_hit_rate`, :func:`hit_rate_from_similarity` and two-stream fusion.
-    """
+def chunked_first_hit_ranks(similarity_chunk: Callable[[int, int], Tensor], query_labels, gallery_labels,
+                            chunk_size: int = 1024) -> Tensor:
+    """:func:`first_hit_rank` of every query (int64 (Q,), on the CPU) where
+    ``similarity_chunk(start, stop)`` returns the (stop - start, G) block of the similarity matrix;
+    only one block lives at a time. Query q is a hit at k exactly when its rank is < k."""
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     gallery_labels = torch.as_tensor(gallery_labels).long()
     query_labels = torch.as_tensor(query_labels).long()
     num_queries, num_gallery = query_labels.shape[0], gallery_labels.shape[0]
-    ks = check_ks(ks, num_gallery)
     ranks = []
     for start in range(0, num_queries, chunk_size):
         stop = min(start + chunk_size, num_queries)
@@ -162,7 +160,16 @@ def chunked_hit_rate(similarity_chunk: Callable[[int, int], Tensor], query_label
         gl = gallery_labels.to(sim.device)
         ranks.append(first_hit_rank(sim, query_labels[start:stop].to(sim.device), gl).cpu())
         del sim                         # before the next block is made: one block alive at a time
-    return hit_rates_from_ranks(torch.cat(ranks), ks)
+    return torch.cat(ranks) if ranks else torch.zeros(0, dtype=torch.long)
+
+
+def chunked_hit_rate(similarity_chunk: Callable[[int, int], Tensor], query_labels, gallery_labels,
+                     ks: Sequence[int] = DEFAULT_KS, chunk_size: int = 1024) -> dict[int, float]:
+    """R@k from :func:`chunked_first_hit_ranks`: the building block of :func:`retrieval_hit_rate`,
+    :func:`hit_rate_from_similarity` and two-stream fusion."""
+    ks = check_ks(ks, torch.as_tensor(gallery_labels).shape[0])
+    return hit_rates_from_ranks(chunked_first_hit_ranks(similarity_chunk, query_labels, gallery_labels,
+                                                        chunk_size), ks)
 
 
 def hit_rate_from_similarity(sim, query_labels, gallery_labels, ks: Sequence[int] = DEFAULT_KS,
@@ -191,10 +198,18 @@ def retrieval_hit_rate(query_feats, query_labels, gallery_feats, gallery_labels,
     >>> retrieval_hit_rate(q, [1], g, [0, 1], ks=(1, 2), center=False)
     {1: 0.0, 2: 1.0}
     """
+    ranks = retrieval_ranks(query_feats, query_labels, gallery_feats, gallery_labels, center, chunk_size)
+    return hit_rates_from_ranks(ranks, check_ks(ks, len(gallery_labels)))
+
+
+def retrieval_ranks(query_feats, query_labels, gallery_feats, gallery_labels, center: bool = True,
+                    chunk_size: int = 1024) -> Tensor:
+    """Each query's :func:`first_hit_rank` (int64 (Q,)) against the gallery, prepared as in
+    :func:`retrieval_hit_rate`: ``ranks < 1`` are the R@1 hits, per query."""
     q, g = prepare_pair(query_feats, gallery_feats, center)
     ql = as_labels(query_labels, q.shape[0], "query labels")
     gl = as_labels(gallery_labels, g.shape[0], "gallery labels")
-    return chunked_hit_rate(lambda a, b: q[a:b] @ g.T, ql, gl, ks, chunk_size)
+    return chunked_first_hit_ranks(lambda a, b: q[a:b] @ g.T, ql, gl, chunk_size)
 
 
 def nearest_neighbours(query_feats, gallery_feats, k: int, center: bool = True,

@@ -39,9 +39,9 @@ from ..ssl.factory import load_backbone
 from .common import classification_summary
 from .features import FeatureCache, Features, split_features
 from .finetune import finetune
-from .fusion import fuse_probabilities, two_stream_retrieval
+from .fusion import fuse_probabilities, two_stream_ranks
 from .linear import linear_probe
-from .retrieval import retrieval_hit_rate
+from .retrieval import hit_rates_from_ranks, retrieval_ranks
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +110,20 @@ def _skipped(test: Features, train: Features) -> dict[str, list[str]]:
     return {"test": sorted(test.skipped), "train": sorted(train.skipped)}
 
 
+def hits(correct) -> str:
+    """Per-test-video correctness (a bool tensor or sequence, in ``test_videos`` order) as a string
+    of 0s and 1s: a subset's accuracy can be read off a result file later (e.g. the synthetic
+    data's motion-only clips, :func:`subset_value`)."""
+    return "".join("1" if bool(c) else "0" for c in torch.as_tensor(correct).flatten().tolist())
+
+
+def subset_value(hits_: str, mask) -> tuple[float | None, int]:
+    """The accuracy of the ``hits_`` string (:func:`hits`) over the entries where ``mask`` is true:
+    ``(value, n)``, value None for an empty subset."""
+    chosen = [h == "1" for h, m in zip(hits_, mask, strict=True) if m]
+    return (sum(chosen) / len(chosen) if chosen else None), len(chosen)
+
+
 def _json_summary(summary: dict) -> dict:
     out = {k: float(summary[k]) for k in ("top1", "top5")}
     out["confusion"] = summary["confusion"].tolist()
@@ -139,16 +153,17 @@ def _retrieval(streams: list[Stream], ks, device, feature_batch, num_workers, pr
 
     per_stream = []
     for s, (q, g) in zip(streams, sets):
-        rates = retrieval_hit_rate(q.feats, q.labels, g.feats, g.labels, kept, center, chunk_size)
-        per_stream.append({"run": str(s.run_dir), "modality": s.modality, **named(rates)})
+        ranks = retrieval_ranks(q.feats, q.labels, g.feats, g.labels, center, chunk_size)
+        per_stream.append({"run": str(s.run_dir), "modality": s.modality,
+                           **named(hit_rates_from_ranks(ranks, kept)), "R@1_hits": hits(ranks < 1)})
     fused = None
     if len(sets) == 2:
         (q1, g1), (q2, g2) = sets
-        fused = named(two_stream_retrieval(q1.feats, g1.feats, q2.feats, g2.feats, q1.labels, g1.labels,
-                                           kept, center, chunk_size))
+        ranks = two_stream_ranks(q1.feats, g1.feats, q2.feats, g2.feats, q1.labels, g1.labels, center, chunk_size)
+        fused = {**named(hit_rates_from_ranks(ranks, kept)), "R@1_hits": hits(ranks < 1)}
     return {"num_queries": len(queries), "num_gallery": len(gallery), "num_test": len(queries),
             "num_train": len(gallery), "ks": list(kept), "ks_skipped": skipped, "streams": per_stream,
-            "fused": fused, "skipped": _skipped(queries, gallery)}
+            "fused": fused, "skipped": _skipped(queries, gallery), "test_videos": list(queries.videos)}
 
 
 def probe_milestones(ev, epochs: int) -> tuple[int, ...]:
@@ -190,7 +205,8 @@ def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, pro
                            "train_top1": res["train_top1"], "final_train_loss": res["train_loss"][-1],
                            "num_train": len(train), "num_test": len(test), "classes": classes,
                            "probe": e.probe_features, "top1_best_test_epoch": res["best_top1"],
-                           "best_test_epoch": res["best_epoch"]})
+                           "best_test_epoch": res["best_epoch"],
+                           "top1_hits": hits(res["test_probs"].argmax(1) == test.labels)})
         probs.append(res["test_probs"])
         best_probs.append(res["best_probs"])
         logits.append(res["test_logits"])
@@ -201,12 +217,14 @@ def _linear(streams, epochs, batch_size, device, feature_batch, num_workers, pro
         fusion = "logits" if all(_is_skeleton(s) for s in streams) else "probabilities"
         scores = (logits[0] + logits[1]) / 2 if fusion == "logits" else fuse_probabilities(*probs)
         fused = _json_summary(classification_summary(scores, test_sets[0].labels, num_classes))
+        fused["top1_hits"] = hits(scores.argmax(1) == test_sets[0].labels)
         fused["top1_best_test_epoch"] = classification_summary(fuse_probabilities(*best_probs), test_sets[0].labels,
                                                                num_classes)["top1"]
     first = per_stream[0]
     return {"num_train": first["num_train"], "num_test": first["num_test"], "classes": first["classes"],
             "epochs": epochs, "milestones": list(milestones), "streams": per_stream, "fused": fused,
-            "fusion": fusion, "skipped": _skipped(test_sets[0], splits[0][1])}
+            "fusion": fusion, "skipped": _skipped(test_sets[0], splits[0][1]),
+            "test_videos": list(test_sets[0].videos)}
 
 
 def _finetune(streams, epochs, batch_size, device, num_workers, progress, opts) -> dict:
