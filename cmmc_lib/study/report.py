@@ -10,7 +10,13 @@ GOALS_BY_NAME = {"g1": GOALS["g1"], "g2": GOALS["g2"], "gap": GOALS["g3"]}
 
 
 def cell_text(cell: dict | None) -> str:
-    return "-" if cell is None else f"{cell['value']:.3f} +- {cell['se']:.3f}"
+    """``value +- SE``; where the binomial SE vanishes (every clip right, or none) the count instead,
+    as ``0.000 (0 of 200)``: a spread of 0.000 would claim a certainty a finite test set lacks."""
+    if cell is None:
+        return "-"
+    if round(cell["se"], 3) == 0 and cell.get("n"):
+        return f"{cell['value']:.3f} ({round(cell['value'] * cell['n'])} of {cell['n']})"
+    return f"{cell['value']:.3f} +- {cell['se']:.3f}"
 
 
 def gates_text(rows: list[dict]) -> str:
@@ -117,4 +123,31 @@ def _mean_std(values: list[float]) -> str:
         return f"{values[0]:.3f} (one seed)"
     m = _mean(values)
     std = (sum((v - m) ** 2 for v in values) / (len(values) - 1)) ** 0.5
-    return f"{m:.3f} ± {std:.3f}"
+    return f"{m:.3f} ± {std:.3f}" if round(std, 3) > 0 else f"{m:.3f} ± <0.001"
+
+
+#: the premise's wording: cosines closer than this are read as equal
+EQUAL_COSINE = 0.02
+
+
+def premise_lines(rows: list[dict]) -> list[str]:
+    """The premise diagnostic of ``rows`` (gate rows, any seeds) in words, one line per block: the
+    mean over seeds of the cosine of the flow-predicted RGB key with the clip's own key, a
+    same-class clip's and a random clip's, the own-key R@1, and what the order says (cosines
+    closer than :data:`EQUAL_COSINE` read as equal; the rule is printed with the lines)."""
+    rows = [r for r in rows if r["gate"] == "premise"]
+    if not rows:
+        return ["no premise diagnostic in these rows"]
+    lines = []
+    for block in sorted({b for r in rows for b in r["result"]["blocks"]}):
+        values = {k: _mean([r["result"]["blocks"][block][k] for r in rows if block in r["result"]["blocks"]])
+                  for k in ("own", "same_class", "random", "own_r1")}
+        gap_class = values["own"] - values["same_class"]
+        gap_random = values["same_class"] - values["random"]
+        reading = ("clip-specific: the own key is closer than a same-class one" if gap_class > EQUAL_COSINE else
+                   "class-level only: a same-class clip's key is as close as the own" if gap_random > EQUAL_COSINE else
+                   "no better than a random clip's key")
+        lines.append(f"{block}: cosine own {values['own']:.3f}, same class {values['same_class']:.3f}, random "
+                     f"{values['random']:.3f}; own key nearest {values['own_r1']:.3f} of the time "
+                     f"({len(rows)} seed(s)): {reading}")
+    return lines + [f"(cosines within {EQUAL_COSINE} of each other are read as equal)"]

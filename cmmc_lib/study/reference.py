@@ -1,0 +1,51 @@
+"""The study's reference results as the repository ships them (``results/study``, written by
+``cmmc study ablate``), read back for the lessons: the table, the gates and where they came from."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from ..ablation import TABLES, aggregate
+from ..files import read_jsonl
+from .ablate import SOURCE, TABLE, _same_setting
+from .run import ROWS
+
+#: where a checkout keeps the shipped results (absent from an installed wheel)
+REFERENCE = Path(__file__).resolve().parents[2] / "results" / "study"
+
+
+def load_reference(out: str | Path = REFERENCE) -> dict | None:
+    """``{"run": run.json, "rows": the study table (:func:`cmmc_lib.ablation.aggregate`), "gates":
+    gate rows, "chance": chance levels, "provenance": one line}`` of the study under ``out``, or
+    None when it holds none (an installed package, or before the study ran)."""
+    out = Path(out)
+    run_file = out / "ablation" / "run.json"
+    if not run_file.is_file():
+        return None
+    run = json.loads(run_file.read_text())
+    setting = (run["preset"], run["overrides"], run["transfer_seed"])
+    records = [r for r in read_jsonl(out / "ablation" / "results.jsonl") if r["seed"] in run["seeds"]
+               and _same_setting(r, *setting)]
+    gates = [r for r in read_jsonl(out / ROWS) if r.get("source") == SOURCE and r["seed"] in run["seeds"]
+             and _same_setting(r, *setting)]
+    return {"run": run, "rows": aggregate(records, TABLES[TABLE]), "gates": gates, "chance": run["chance"],
+            "provenance": provenance(run)}
+
+
+def provenance(run: dict) -> str:
+    """Where a study's numbers come from, in one line: command, commit, seeds, machine, wall time."""
+    m = run.get("machine") or {}
+    return (f"`{run['command']}` at commit {run['commit']}, training seeds {run['seeds']}, transfer set data seed "
+            f"{run['transfer_seed']}; {m.get('cores', '?')} cores ({m.get('cpu', '?')}), torch {m.get('torch', '?')}, "
+            f"{run['workers']} worker(s) x {run['threads']} thread(s); {run['wall_s'] / 60:.1f} min wall")
+
+
+def load_reference_curves(out: str | Path = REFERENCE) -> dict[str, dict[int, list[tuple[int, float]]]]:
+    """The study's ``ablation/curves.json`` as :func:`cmmc_lib.ablation.epoch_curves` returns it
+    (``{variant: {seed: [(epoch, kNN R@1), ...]}}``); empty when absent."""
+    path = Path(out) / "ablation" / "curves.json"
+    if not path.is_file():
+        return {}
+    raw = json.loads(path.read_text())
+    return {name: {int(seed): [tuple(p) for p in points] for seed, points in by_seed.items()}
+            for name, by_seed in raw.items()}
