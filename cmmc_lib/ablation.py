@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import logging
 import time
 from collections.abc import Sequence
@@ -34,6 +35,7 @@ from tqdm.auto import tqdm
 from .config import Config, preset
 from .data.datasets import build_dataset
 from .evaluate.chance import accuracy_chance, below_chance_note, recall_at_k_chance
+from .data.prepare import prepare_synthetic
 from .data.synthetic import ensure_synthetic, in_context
 from .evaluate.runner import evaluate_run, subset_value
 from .files import append_jsonl, read_jsonl
@@ -211,6 +213,8 @@ def _run_ablation(base, seeds, out: Path, table, transfer, curves, device, progr
     spec = TABLES[table]
     started = time.perf_counter()
     transfer = transfer if transfer is not None else transfer_data(base)
+    for data in (base.data, dataclasses.replace(base.data, **transfer)):   # generated and frame-cached once
+        prepare_synthetic(data)
     plans = plan_ablation(base, seeds, out, table, curves and table == "ablation", variants)
     results_path = out / "results.jsonl"
     done = {(r["seed"], r["method"], r["protocol"], r["dataset"]) for r in read_jsonl(results_path)}

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import Config, ScheduleConfig, validate
+from .data.prepare import prepare_synthetic
 from .devices import launch_rank
 from .registry import METHODS
 from .runs import FolderLock, RunFolder
@@ -133,6 +134,7 @@ def run_pipeline(cfg: Config, root: str | Path, stage1_root: str | Path | None =
     (``finished`` False, ``stopped_at`` its name). Running the same pipeline again continues it.
     """
     stages = plan_pipeline(cfg, root, stage1_root)
+    prepare_synthetic(cfg.data)             # generated and frame-cached once, before any stage trains
     with FolderLock(root, "pipeline folder") if launch_rank() == 0 else nullcontext():
         return _run_stages(cfg, root, stages)
 

@@ -14,8 +14,7 @@ import math
 from pathlib import Path
 
 from ..config import Config, DataConfig
-from ..data.frame_cache import build_frame_cache
-from ..data.synthetic import ensure_synthetic
+from ..data.prepare import prepare_synthetic
 from ..evaluate.features import FeatureCache, split_features
 from ..evaluate.linear import linear_probe
 from ..evaluate.runner import probe_milestones
@@ -42,13 +41,9 @@ def transfer_overrides(data: DataConfig, seed: int | None) -> dict | None:
 
 
 def prepare_data(data: DataConfig) -> Path:
-    """Generate the synthetic set on first use and build its frame cache at ``data.short_side``
-    (decoded once for every run, instead of once per run and process; resumable, a built cache
-    is kept). Returns the root."""
-    root = ensure_synthetic(data)
-    if data.frame_cache == "auto":
-        build_frame_cache(root, short_side=data.short_side, progress=False)
-    return root
+    """The synthetic set of ``data``, generated and its frame cache built
+    (:func:`cmmc_lib.data.prepare.prepare_synthetic`). Returns the root."""
+    return prepare_synthetic(data)
 
 
 # --------------------------------------------------------------------------- G1
