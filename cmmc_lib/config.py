@@ -119,6 +119,10 @@ class SSLConfig:
     input_cut_dims: str = "thw"         # input cutmix: thw | hw | t
 
 
+#: ``optim.schedule``: the learning-rate schedules of the pre-training loop (:func:`cmmc_lib.train.lr_at`)
+LR_SCHEDULES = ("step", "cosine")
+
+
 @dataclass
 class OptimConfig:
     batch_size: int = 8
@@ -127,8 +131,11 @@ class OptimConfig:
     lr: float = 1e-3
     weight_decay: float = 1e-5
     sgd_momentum: float = 0.9
-    milestones: tuple[int, ...] = ()    # epochs at which lr is multiplied by gamma
+    milestones: tuple[int, ...] = ()    # step schedule: epochs at which lr is multiplied by gamma
     gamma: float = 0.1
+    schedule: str = "step"              # step (lr x gamma at milestones, per epoch) | cosine (per step,
+                                        # from lr to 0 over optim.epochs; a stage-2 cycle: over its own epochs)
+    warmup_steps: int = 0               # linear warm-up over the first steps: lr * (step + 1) / warmup_steps
 
 
 @dataclass
@@ -517,6 +524,10 @@ def _validate_numbers(cfg: Config) -> None:
         raise ValueError(f"data.view_mode=coclr draws a query and a key view: data.views must be 2, got {d.views}")
     if any(m < 1 for m in o.milestones) or list(o.milestones) != sorted(set(o.milestones)):
         raise ValueError(f"optim.milestones must be increasing epochs >= 1, got {o.milestones}")
+    if o.schedule not in LR_SCHEDULES:
+        raise ValueError(f"optim.schedule={o.schedule!r} is unknown: choose from {', '.join(LR_SCHEDULES)}")
+    if o.warmup_steps < 0:
+        raise ValueError(f"optim.warmup_steps must be >= 0, got {o.warmup_steps}")
     ev = cfg.eval
     if ev.probe_epochs < 1 or ev.finetune_epochs < 1:
         raise ValueError(f"eval.probe_epochs and eval.finetune_epochs must be >= 1, got {ev.probe_epochs} and "

@@ -5,8 +5,9 @@
 :func:`pretrain` reads top to bottom: set-up in a few named calls (devices, the run folder,
 data, the method step, the optimiser, the checkpoint to continue from), then one loop:
 batch -> loss -> optimiser step -> metrics row -> checkpoint, and at the end of each epoch the
-kNN monitor and an epoch row. The learning rate follows :func:`lr_at` (step decay at
-``optim.milestones``), set at the start of every epoch.
+kNN monitor and an epoch row. The learning rate follows :func:`lr_at` (``optim.schedule``: step
+decay at ``optim.milestones``, or cosine with ``optim.warmup_steps`` of linear warm-up), set
+before every step from the position alone.
 
 Exact resume. A checkpoint stores the method (networks, momentum encoder, queue), the optimiser
 and the position (epoch, batch, step). Every random draw is a function of (seed, epoch, video)
@@ -170,9 +171,29 @@ def setup_env(cfg: Config) -> Env:
 
 
 # --------------------------------------------------------------------------- schedule and order
-def lr_at(optim: OptimConfig, epoch: int) -> float:
-    """The learning rate of ``epoch`` (0-based): ``lr * gamma ** #{milestones <= epoch}``."""
-    return optim.lr * optim.gamma ** sum(epoch >= m for m in optim.milestones)
+def lr_at(optim: OptimConfig, epoch: int, batch: int = 0, steps_per_epoch: int = 1) -> float:
+    """The learning rate of batch ``batch`` of ``epoch`` (both 0-based) in a run of
+    ``steps_per_epoch`` steps per epoch: a pure function of the position, so a resumed run sets
+    exactly the lrs of an uninterrupted one.
+
+    ``optim.schedule``: ``step``: ``lr * gamma ** #{milestones <= epoch}`` (the same for the whole
+    epoch); ``cosine``: ``lr * (1 + cos(pi * (s - w) / (S - w))) / 2`` at global step ``s`` of
+    ``S = optim.epochs * steps_per_epoch`` after the ``w = optim.warmup_steps`` warm-up steps
+    (``lr`` at the end of the warm-up, near 0 at the last step; milestones are not used).
+    ``optim.warmup_steps`` scales either schedule by ``(s + 1) / w`` during the first ``w`` steps.
+    A cosine schedule depends on ``optim.epochs``: resuming with more epochs stretches its rest.
+    """
+    step = epoch * steps_per_epoch + batch
+    warm = optim.warmup_steps
+    if optim.schedule == "cosine":
+        total = optim.epochs * steps_per_epoch
+        progress = min(max(step - warm, 0) / max(total - warm, 1), 1.0)
+        lr = optim.lr * 0.5 * (1 + math.cos(math.pi * progress))
+    elif optim.schedule == "step":
+        lr = optim.lr * optim.gamma ** sum(epoch >= m for m in optim.milestones)
+    else:
+        raise ValueError(f"optim.schedule={optim.schedule!r} is unknown: choose from step, cosine")
+    return lr * (step + 1) / warm if step < warm else lr
 
 
 def step_seed(seed: int, step: int, rank: int = 0) -> int:
@@ -602,15 +623,16 @@ def train_loop(run: RunFolder, cfg: Config, env: Env, train_ds, monitor, method,
     loader = TrainLoader(train_ds, cfg, env)
     with GracefulInterrupt(enabled=env.world == 1) as interrupt, closing(loader):
         while pos.epoch < cfg.optim.epochs and not stop:
-            lr = lr_at(cfg.optim, pos.epoch)
-            for group in optimizer.param_groups:
-                group["lr"] = lr
+            lr = lr_at(cfg.optim, pos.epoch, pos.batch, steps_per_epoch)
             method.train()
             epoch_log = EpochLog(run, cfg, pos, env, steps_per_epoch, started)
             for batch in loader.epoch(pos):
                 if cfg.run.max_steps is not None and pos.step >= cfg.run.max_steps:
                     stop = True
                     break
+                lr = lr_at(cfg.optim, pos.epoch, pos.batch, steps_per_epoch)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
                 stats, loss = train_step(model, method, optimizer, batch, cfg, pos, env)
                 pos.step, pos.batch = pos.step + 1, pos.batch + 1
                 epoch_log.step(pos, stats, loss, lr)

@@ -4,7 +4,8 @@ pre-training's inputs.
 The batches are the training loop's (:class:`cmmc_lib.train.TrainLoader`: the seeded batches of
 each epoch, ``optim.batch_size`` videos, the geometric augmentation per item and the photometric
 one batched on the device, :func:`cmmc_lib.train.to_device`), one view per video; the optimiser,
-learning rate and its step schedule are the pre-training's (``optim``, :func:`cmmc_lib.train.lr_at`).
+learning rate and its schedule are the pre-training's (``optim``, :func:`cmmc_lib.train.lr_at`, set
+before every step).
 The classifier is :class:`~cmmc_lib.evaluate.finetune.ClipClassifier` without dropout: a linear
 layer on the pooled features. The weights (and the config) go to ``<run_dir>/supervised.pt``; a
 folder that holds them is reused, not trained again, unless they were trained with other settings
@@ -64,12 +65,12 @@ def train_supervised(cfg: Config, run_dir: str | Path, progress: bool = False) -
     pos, started, loss, hits, seen = Position(), time.perf_counter(), float("nan"), 0, 0
     try:
         while pos.step < total:
-            for group in optimizer.param_groups:
-                group["lr"] = lr_at(cfg.optim, pos.epoch)
             hits, seen = 0, 0
-            for batch in loader.epoch(pos):
+            for n, batch in enumerate(loader.epoch(pos)):
                 if pos.step >= total:
                     break
+                for group in optimizer.param_groups:
+                    group["lr"] = lr_at(cfg.optim, pos.epoch, n, steps_per_epoch)
                 torch.manual_seed(step_seed(cfg.run.seed, pos.step))
                 loss, correct = _step(model, optimizer, to_device(batch, env, cfg.data), modality)
                 hits, seen = hits + correct, seen + cfg.optim.batch_size
