@@ -299,7 +299,10 @@ def _gates() -> Config:
     cut as short side 40, crop 32 (area 0.6-1), 8 frames at stride 2; small3d of width 16; MoCo
     with a queue of 64, momentum 0.99, temperature 0.07; Adam lr 1e-3, weight decay 1e-5, batch
     16, 33 epochs of 30 steps (990 steps), lr x0.1 after epoch 27 (the loop's step schedule; the
-    design was found with a cosine one). Not a course profile: minutes per run on one CPU core."""
+    design was found with a cosine one, which measured no better for G1). Stage 2 (``cmmc study
+    ablate``): 2 alternate cycles of 5 epochs per network (lr x0.1 for each cycle's last epoch,
+    the shape of stage 1); the kNN monitor every 11 epochs and at each run's end (the curves).
+    Not a course profile: minutes per run on one CPU core."""
     return Config(
         preset="gates",
         data=DataConfig(synthetic_size="gates", clip_len=8, stride=2, short_side=40, size=32,
@@ -308,7 +311,8 @@ def _gates() -> Config:
         ssl=SSLConfig(queue_size=64, momentum=0.99, temperature=0.07),
         optim=OptimConfig(batch_size=16, epochs=33, lr=1e-3, weight_decay=1e-5, milestones=(27,)),
         eval=EvalConfig(probe_epochs=100, finetune_epochs=12, finetune_milestones=(8, 10)),
-        run=RunConfig(ckpt_every=330, knn_every=33),
+        schedule=ScheduleConfig(cycles=2, cycle_epochs=5, cycle_milestones=(4,)),
+        run=RunConfig(ckpt_every=330, knn_every=11),
     )
 
 @dataclass(frozen=True)
