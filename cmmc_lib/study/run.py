@@ -40,13 +40,16 @@ def verdict(result: dict, where: str = "test") -> tuple[float | None, bool | Non
 
 
 def source_commit() -> str | None:
-    """The package's git commit (``+dirty`` with uncommitted changes), or None outside a checkout."""
+    """The package's git commit (``+dirty`` with uncommitted changes to tracked files), or None
+    outside a checkout. Changes under ``results/`` do not count: the commands append their own
+    rows there, and a result must not mark the code that wrote the next one as changed."""
     here = Path(__file__).resolve().parent
     try:
         head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
                               text=True, timeout=10, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                               capture_output=True, text=True, timeout=10).stdout.strip()
+        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
+                                capture_output=True, text=True, timeout=10).stdout.splitlines()
+        dirty = [line for line in status if not line[3:].startswith("results/")]
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")
