@@ -143,3 +143,21 @@ def test_the_tables_are_rebuilt_from_their_rows_alone(study, tmp_path):
     gates = (table_dir / "gates.md").read_text()
     assert "| G1 supervised RGB | test |" in gates and "| G1 - G3 gap | transfer |" in gates
     assert "Premise" in gates
+
+
+@pytest.mark.parametrize("seed", [-1, 0])
+def test_a_study_without_a_transfer_set_of_its_own_is_refused(tmp_path, seed):
+    with pytest.raises(ValueError, match="--transfer-seed must be a data seed"):
+        run_study("gates", [0], out=tmp_path / "r", runs=tmp_path / "runs", transfer_seed=seed, workers=1,
+                  overrides=STUDY, progress=False)
+    assert not (tmp_path / "runs").exists()
+
+
+def test_the_command_refuses_bad_input_in_one_line_and_prints_the_study(study, capsys):
+    from cmmc_lib import cli
+    from cmmc_lib.study.report import study_text
+    assert cli.main(["study", "ablate", "--seeds", "1", "--transfer-seed", "-1"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("cmmc: error: the study reports every number on a transfer set")
+    text = study_text(study["out"])
+    assert "g1 " in text and "| stream | difference |" in text and "gate rows" in text

@@ -69,11 +69,14 @@ def run_study(preset_name: str = "gates", seeds: Sequence[int] = range(5), out: 
     if not seeds:
         raise ValueError("--seeds must name at least one training seed")
     base = preset(preset_name, list(overrides))
+    if transfer_seed is None or transfer_seed < 0 or transfer_seed == base.data.synthetic_seed:
+        raise ValueError(f"the study reports every number on a transfer set too: --transfer-seed must be a data seed "
+                         f">= 0 other than the pre-training's ({base.data.synthetic_seed}), got {transfer_seed}")
     transfer = transfer_overrides(base.data, transfer_seed)
     started = time.perf_counter()
     with FolderLock(runs, "study folder"):
         prepare_data(base.data)
-        prepare_data(_with(base.data, transfer))
+        prepare_data(dataclasses.replace(base.data, **transfer))
         table_dir = out / "ablation"
         results, gates_path = table_dir / "results.jsonl", out / ROWS
         gates_done = {(r["seed"], r["gate"]) for r in read_jsonl(gates_path)
@@ -166,10 +169,6 @@ def study_seed(preset_name: str, overrides: tuple, seed: int, runs: str, transfe
                                 "train_s": round(trained, 1), "wall_s": round(time.perf_counter() - t1, 1)})
                 trained = 0.0
     return {"gates": gates, "records": records, "unfinished": unfinished}
-
-
-def _with(data, extra: dict):
-    return dataclasses.replace(data, **extra)
 
 
 def _write_json(path: Path, value) -> None:
