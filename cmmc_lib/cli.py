@@ -694,7 +694,7 @@ def _add_study(sub) -> None:
     sp.add_argument("--seeds", default="0", help="training seeds, comma-separated (default: 0)")
     sp.add_argument("--gates", default="g1,g2,g3,premise", help="which: g1,g2,g3,premise")
     sp.add_argument("--transfer-seed", type=int, default=1234, help="data seed of the transfer set (-1: none)")
-    sp.add_argument("--out", default="results/study", help="folder of gates.jsonl (rows are appended)")
+    sp.add_argument("--out", default="docs/results/study", help="folder of gates.jsonl (rows are appended)")
     sp.add_argument("--runs", default="runs/study", help="folder of the run folders (reused when finished)")
     sp.add_argument("overrides", nargs="*", help="key=value config overrides, e.g. data.synthetic_seed=1")
     sp = _verb(study, "ablate", cmd_study_ablate, fmt_study_ablate,
@@ -704,7 +704,7 @@ def _add_study(sub) -> None:
     sp.add_argument("--workers", type=int, default=2, help="seeds trained at once, one process each (default: 2)")
     sp.add_argument("--threads", type=int, default=1, help="torch threads per process (default: 1)")
     sp.add_argument("--transfer-seed", type=int, default=1234, help="data seed of the transfer set")
-    sp.add_argument("--out", default="results/study", help="folder of gates.jsonl and ablation/ (rows are appended)")
+    sp.add_argument("--out", default="docs/results/study", help="folder of gates.jsonl and ablation/ (rows are appended)")
     sp.add_argument("--runs", default="runs/study-ablate", help="folder of the run folders (reused when finished)")
     sp.add_argument("overrides", nargs="*", help="key=value config overrides")
 

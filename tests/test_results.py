@@ -1,4 +1,4 @@
-"""The reference results the repository ships (``results/``) are what their commands wrote: every
+"""The reference results the repository ships (``docs/results/``) are what their commands wrote: every
 shipped table is rebuilt from its rows alone and must match, and every row says where it came
 from (command, commit, seeds, machine, wall time)."""
 from __future__ import annotations

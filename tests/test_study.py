@@ -178,8 +178,8 @@ def test_the_command_prints_the_table_and_one_json_object(smoke, capsys):
     assert row["result"]["train"]["reused"]
 
 
-@pytest.mark.parametrize("status, dirty", [(" M results/study/gates.jsonl\n", False),
-                                           (" M cmmc_lib/train.py\n M results/study/gates.jsonl\n", True),
+@pytest.mark.parametrize("status, dirty", [(" M docs/results/study/gates.jsonl\n", False),
+                                           (" M cmmc_lib/train.py\n M docs/results/study/gates.jsonl\n", True),
                                            ("", False)])
 def test_the_commit_of_a_row_is_dirty_only_by_code_not_by_results(monkeypatch, status, dirty):
     import subprocess

@@ -58,7 +58,7 @@ def machine() -> dict:
             "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
 
 
-def run_study(preset_name: str = "gates", seeds: Sequence[int] = range(5), out: str | Path = "results/study",
+def run_study(preset_name: str = "gates", seeds: Sequence[int] = range(5), out: str | Path = "docs/results/study",
               runs: str | Path = "runs/study-ablate", transfer_seed: int = 1234, workers: int = 2,
               threads: int = 1, overrides: Sequence[str] = (), progress: bool = True,
               command: str | None = None) -> dict:

@@ -1,4 +1,4 @@
-"""The study's reference results as the repository ships them (``results/study``, written by
+"""The study's reference results as the repository ships them (``docs/results/study``, written by
 ``cmmc study ablate``), read back for the lessons: the table, the gates and where they came from."""
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from .ablate import SOURCE, TABLE, _same_setting
 from .run import ROWS
 
 #: where a checkout keeps the shipped results (absent from an installed wheel)
-REFERENCE = Path(__file__).resolve().parents[2] / "results" / "study"
+REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "results" / "study"
 
 
 def load_reference(out: str | Path = REFERENCE) -> dict | None:

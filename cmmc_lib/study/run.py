@@ -41,7 +41,7 @@ def verdict(result: dict, where: str = "test") -> tuple[float | None, bool | Non
 
 def source_commit() -> str | None:
     """The package's git commit (``+dirty`` with uncommitted changes to tracked files), or None
-    outside a checkout. Changes under ``results/`` do not count: the commands append their own
+    outside a checkout. Changes under ``docs/results/`` do not count: the commands append their own
     rows there, and a result must not mark the code that wrote the next one as changed."""
     here = Path(__file__).resolve().parent
     try:
@@ -49,7 +49,7 @@ def source_commit() -> str | None:
                               text=True, timeout=10, check=True).stdout.strip()
         status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
                                 capture_output=True, text=True, timeout=10).stdout.splitlines()
-        dirty = [line for line in status if not line[3:].startswith("results/")]
+        dirty = [line for line in status if not line[3:].startswith("docs/results/")]
     except (OSError, subprocess.SubprocessError):
         return None
     return head + ("+dirty" if dirty else "")
@@ -63,7 +63,7 @@ def append_row(path: Path, row: dict) -> None:
 
 
 def run_gates(preset_name: str = "gates", seeds: Sequence[int] = (0,), overrides: Sequence[str] = (),
-              out: str | Path = "results/study", runs: str | Path = "runs/study", transfer_seed: int | None = 1234,
+              out: str | Path = "docs/results/study", runs: str | Path = "runs/study", transfer_seed: int | None = 1234,
               parts: Sequence[str] = PARTS, progress: bool = True, command: str | None = None) -> dict:
     """The gates ``parts`` (of g1, g2, g3, premise; G3 needs G1's result and the premise both MoCo
     runs, so they run, or are reused, as needed) for each training seed. Returns ``{"rows": [...],
