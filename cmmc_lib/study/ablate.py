@@ -53,7 +53,7 @@ DATASETS = ("pretrain", "transfer")
 
 
 def machine() -> dict:
-    """Where a result was measured: host, CPU, cores, torch and its threads."""
+    """Where a result was measured: host, CPU, cores, torch and Python versions."""
     return {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
             "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
 
