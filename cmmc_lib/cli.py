@@ -18,7 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any, Callable
 
-from .console import BarSafeHandler, first_line, say, strict_json, write_stdout
+from .console import BarSafeHandler, say, strict_json, write_stdout
+from .files import first_line
 
 log = logging.getLogger("cmmc")
 

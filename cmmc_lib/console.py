@@ -14,10 +14,6 @@ from typing import Any
 from tqdm.auto import tqdm
 
 
-def first_line(exc: BaseException) -> str:
-    return str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-
-
 class BarSafeHandler(logging.Handler):
     """Log records on stderr through :func:`say`: a warning during training starts a line of its
     own instead of being glued to the progress bar's."""
