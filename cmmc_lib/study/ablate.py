@@ -79,10 +79,10 @@ def run_study(preset_name: str = "gates", seeds: Sequence[int] = range(5), out: 
         prepare_data(dataclasses.replace(base.data, **transfer))
         table_dir = out / "ablation"
         results, gates_path = table_dir / "results.jsonl", out / ROWS
-        gates_done = {(r["seed"], r["gate"]) for r in read_jsonl(gates_path)
-                      if r.get("source") == SOURCE and _same_setting(r, preset_name, overrides, transfer_seed)}
-        evals_done = {(r["seed"], r["method"], r["protocol"], r["dataset"]) for r in read_jsonl(results)
-                      if _same_setting(r, preset_name, overrides, transfer_seed)}
+        setting = (preset_name, overrides, transfer_seed)
+        records, gate_rows = study_rows(out, seeds, *setting)
+        gates_done = {(r["seed"], r["gate"]) for r in gate_rows}
+        evals_done = {(r["seed"], r["method"], r["protocol"], r["dataset"]) for r in records}
         jobs = [(preset_name, tuple(overrides), seed, str(runs), transfer_seed, threads, command,
                  sorted(g for s, g in gates_done if s == seed),
                  sorted((m, p, d) for s, m, p, d in evals_done if s == seed)) for seed in seeds]
@@ -97,14 +97,11 @@ def run_study(preset_name: str = "gates", seeds: Sequence[int] = range(5), out: 
 
         interrupted = run_jobs(study_seed, jobs, keep, workers=workers, progress=progress, desc="study",
                                unit="seed")
-        records = [r for r in read_jsonl(results) if r["seed"] in seeds
-                   and _same_setting(r, preset_name, overrides, transfer_seed)]
+        records, gate_rows = study_rows(out, seeds, *setting)
         spec = TABLES[TABLE]
         rows = aggregate(records, spec)
         chance = chance_levels(base, transfer)
         files = write_tables(rows, records, spec, table_dir, base, transfer, chance) if records else {}
-        gate_rows = [r for r in read_jsonl(gates_path) if r.get("source") == SOURCE and r["seed"] in seeds
-                     and _same_setting(r, preset_name, overrides, transfer_seed)]
         if gate_rows:
             atomic_write(table_dir / "gates.md", lambda tmp: tmp.write_text(gates_markdown(gate_rows)))
             files["gates_markdown"] = str(table_dir / "gates.md")
@@ -175,6 +172,19 @@ def _write_json(path: Path, value) -> None:
     atomic_write(path, lambda tmp: tmp.write_text(json.dumps(value, indent=1) + "\n"))
 
 
+def study_rows(out: str | Path, seeds: Sequence[int], preset_name: str, overrides: Sequence[str],
+               transfer_seed: int) -> tuple[list[dict], list[dict]]:
+    """The rows of one study setting under ``out`` for ``seeds``: its evaluation records
+    (``ablation/results.jsonl``) and its gate rows (``gates.jsonl``, those ``cmmc study ablate``
+    wrote)."""
+    out, setting = Path(out), (preset_name, overrides, transfer_seed)
+    records = [r for r in read_jsonl(out / "ablation" / "results.jsonl")
+               if r["seed"] in seeds and _same_setting(r, *setting)]
+    gates = [r for r in read_jsonl(out / ROWS)
+             if r.get("source") == SOURCE and r["seed"] in seeds and _same_setting(r, *setting)]
+    return records, gates
+
+
 def _same_setting(row: dict, preset_name: str, overrides: Sequence[str], transfer_seed: int) -> bool:
     return (row.get("preset") == preset_name and list(row.get("overrides") or []) == list(overrides)
             and row.get("transfer_seed") == transfer_seed)
@@ -187,13 +197,9 @@ def rebuild_tables(out: str | Path, into: str | Path) -> dict[str, Path]:
     Returns ``{"study.md": path, "gates.md": path}``."""
     out, into = Path(out), Path(into)
     run = json.loads((out / "ablation" / "run.json").read_text())
-    args = (run["preset"], run["overrides"], run["transfer_seed"])
-    records = [r for r in read_jsonl(out / "ablation" / "results.jsonl") if r["seed"] in run["seeds"]
-               and _same_setting(r, *args)]
+    records, gate_rows = study_rows(out, run["seeds"], run["preset"], run["overrides"], run["transfer_seed"])
     spec = TABLES[TABLE]
     into.mkdir(parents=True, exist_ok=True)
     write_tables(aggregate(records, spec), records, spec, into, None, None, run["chance"])
-    gate_rows = [r for r in read_jsonl(out / ROWS) if r.get("source") == SOURCE and r["seed"] in run["seeds"]
-                 and _same_setting(r, *args)]
     (into / "gates.md").write_text(gates_markdown(gate_rows))
     return {"study.md": into / f"{TABLE}.md", "gates.md": into / "gates.md"}

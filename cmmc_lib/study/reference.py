@@ -6,9 +6,7 @@ import json
 from pathlib import Path
 
 from ..ablation import TABLES, aggregate
-from ..files import read_jsonl
-from .ablate import SOURCE, TABLE, _same_setting
-from .run import ROWS
+from .ablate import TABLE, study_rows
 
 #: where a checkout keeps the shipped results (absent from an installed wheel)
 REFERENCE = Path(__file__).resolve().parents[2] / "docs" / "results" / "study"
@@ -23,11 +21,7 @@ def load_reference(out: str | Path = REFERENCE) -> dict | None:
     if not run_file.is_file():
         return None
     run = json.loads(run_file.read_text())
-    setting = (run["preset"], run["overrides"], run["transfer_seed"])
-    records = [r for r in read_jsonl(out / "ablation" / "results.jsonl") if r["seed"] in run["seeds"]
-               and _same_setting(r, *setting)]
-    gates = [r for r in read_jsonl(out / ROWS) if r.get("source") == SOURCE and r["seed"] in run["seeds"]
-             and _same_setting(r, *setting)]
+    records, gates = study_rows(out, run["seeds"], run["preset"], run["overrides"], run["transfer_seed"])
     return {"run": run, "rows": aggregate(records, TABLES[TABLE]), "gates": gates, "chance": run["chance"],
             "provenance": provenance(run)}
 

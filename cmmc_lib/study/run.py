@@ -9,7 +9,6 @@ command again only evaluates.
 from __future__ import annotations
 
 import dataclasses
-import json
 import subprocess
 import time
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from ..config import preset
+from ..files import append_jsonl
 from .gates import (GOALS, PARTS, gate_gap, gate_supervised, gate_teacher, premise_diagnostic, prepare_data,
                     ssl_gate, transfer_overrides)
 
@@ -55,13 +55,6 @@ def source_commit() -> str | None:
     return head + ("+dirty" if dirty else "")
 
 
-def append_row(path: Path, row: dict) -> None:
-    """Append one JSON line to ``path`` (created with its folder)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with path.open("a") as f:
-        f.write(json.dumps(row, sort_keys=True) + "\n")
-
-
 def run_gates(preset_name: str = "gates", seeds: Sequence[int] = (0,), overrides: Sequence[str] = (),
               out: str | Path = "docs/results/study", runs: str | Path = "runs/study", transfer_seed: int | None = 1234,
               parts: Sequence[str] = PARTS, progress: bool = True, command: str | None = None) -> dict:
@@ -83,7 +76,7 @@ def run_gates(preset_name: str = "gates", seeds: Sequence[int] = (0,), overrides
             base = Path(runs) / f"{preset_name}-d{cfg.data.synthetic_seed}-s{seed}"
             for part, result, seconds in _seed_gates(cfg, base, parts, transfer_seed, progress, bar):
                 row = _row(part, result, seconds, cfg, preset_name, seed, transfer_seed, overrides, command)
-                append_row(path, row)
+                append_jsonl(path, row)
                 rows.append(row)
     finally:
         bar.close()
