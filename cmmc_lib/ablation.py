@@ -23,6 +23,7 @@ from __future__ import annotations
 import copy
 import csv
 import dataclasses
+import json
 import logging
 import time
 from collections.abc import Sequence
@@ -38,8 +39,9 @@ from .evaluate.chance import accuracy_chance, below_chance_note, recall_at_k_cha
 from .data.prepare import prepare_synthetic
 from .data.synthetic import ensure_synthetic, in_context
 from .evaluate.runner import evaluate_run, subset_value
-from .files import append_jsonl, read_jsonl
+from .files import append_jsonl, atomic_write, read_jsonl
 from .pipeline import Stage, final_networks, is_complete, plan_pipeline, run_pipeline
+from .provenance import stamp
 from .runs import FolderLock, RunFolder
 from .tables import (Difference, Summary, Variant, collect, dataset_note, fmt_cell, fmt_value, row_label,
                      spread_note, verdict)
@@ -200,16 +202,23 @@ def motion_only_mask(cfg: Config, data: dict, videos: Sequence[str] | None) -> l
 
 def run_ablation(base: Config, seeds: list[int], out: str | Path, table: str = "ablation",
                  transfer: dict | None = None, curves: bool = True, device: str = "auto",
-                 progress: bool = True, variants: Sequence[str] | None = None) -> dict[str, Any]:
+                 progress: bool = True, variants: Sequence[str] | None = None,
+                 command: str | None = None) -> dict[str, Any]:
     """Train and evaluate every run of the table (or of ``variants``), then write its files (rows
-    of variants not run yet read as "-").
+    of variants not run yet read as "-"). Each evaluation row carries where it came from
+    (:func:`cmmc_lib.provenance.stamp`: ``command``, by default this process's, commit, machine)
+    and its seconds (``train_s``: training this call did before it, ``wall_s``: the evaluation);
+    ``<table>.run.json`` records the call (command, commit, seeds, machine, wall time, chance
+    levels), so :func:`rebuild_table` can write the table again from the files alone.
 
     Returns ``table`` (aggregated rows, see :func:`aggregate`), ``files``, ``seconds``."""
     with FolderLock(out, "ablation folder"):
-        return _run_ablation(base, seeds, Path(out), table, transfer, curves, device, progress, variants)
+        return _run_ablation(base, seeds, Path(out), table, transfer, curves, device, progress, variants,
+                             stamp(command))
 
 
-def _run_ablation(base, seeds, out: Path, table, transfer, curves, device, progress, variants) -> dict[str, Any]:
+def _run_ablation(base, seeds, out: Path, table, transfer, curves, device, progress, variants,
+                  where: dict) -> dict[str, Any]:
     spec = TABLES[table]
     started = time.perf_counter()
     transfer = transfer if transfer is not None else transfer_data(base)
@@ -221,26 +230,52 @@ def _run_ablation(base, seeds, out: Path, table, transfer, curves, device, progr
     protocols = tuple(dict.fromkeys(METRICS[m][0] for m in spec.metrics))
     evals = [(p, proto, ds) for p in plans if p.variant.name in spec.variants for proto in protocols
              for ds in DATASETS]
-    unfinished = set()
+    unfinished, trained = set(), {}
     # closed before an interrupt propagates: the bar is not redrawn under the 'interrupted' line
     with tqdm(total=len(plans) + len(evals), desc=table, disable=not progress, dynamic_ncols=True) as bar:
         for p in plans:
             bar.set_postfix_str(f"seed {p.seed} {p.variant.name}")
+            t0 = time.perf_counter()
             if not run_pipeline(p.cfg, p.root, p.stage1_root)["finished"]:      # cut short (run.max_steps)
                 unfinished.add((p.seed, p.variant.name))
+            trained[(p.seed, p.variant.name)] = time.perf_counter() - t0
             bar.update(1)
         for p, protocol, dataset in evals:
             bar.set_postfix_str(f"seed {p.seed} {p.variant.name} {protocol} {dataset}")
             if (p.seed, p.variant.name) in unfinished:
                 log.warning("seed %d %s: a stage did not finish its schedule: not evaluated", p.seed, p.variant.name)
             elif (p.seed, p.variant.name, protocol, dataset) not in done:
-                append_jsonl(results_path, evaluate_variant(p, protocol, dataset, transfer, device))
+                t0 = time.perf_counter()
+                record = evaluate_variant(p, protocol, dataset, transfer, device)
+                train_s = trained.pop((p.seed, p.variant.name), 0.0)      # on the plan's first new row only
+                append_jsonl(results_path, {**record, **where, "train_s": round(train_s, 1),
+                                            "wall_s": round(time.perf_counter() - t0, 1)})
             bar.update(1)
     records = [r for r in read_jsonl(results_path) if r["seed"] in seeds and r["method"] in spec.variants]
     rows = aggregate(records, spec)
-    files = write_tables(rows, records, spec, out, base, transfer)
+    chance = chance_levels(base, transfer)
+    files = write_tables(rows, records, spec, out, base, transfer, chance)
+    seconds = time.perf_counter() - started
+    measured = sorted({r["method"] for r in records}, key=spec.variants.index)
+    rows_s = sum(r.get("train_s", 0) + r.get("wall_s", 0) for r in records)      # over every call
+    run = {**where, "table": table, "seeds": list(seeds), "variants": measured, "wall_s": round(seconds, 1),
+           "rows_s": round(rows_s, 1), "unfinished": sorted(unfinished), "chance": chance}
+    atomic_write(out / f"{table}.run.json", lambda tmp: tmp.write_text(json.dumps(run, indent=1) + "\n"))
+    files["run"] = str(out / f"{table}.run.json")
     return {"out": str(out), "table_name": table, "seeds": list(seeds), "table": rows, "files": files,
-            "seconds": time.perf_counter() - started, "unfinished": sorted(unfinished)}
+            "seconds": seconds, "unfinished": sorted(unfinished)}
+
+
+def rebuild_table(out: str | Path, table: str, into: str | Path) -> Path:
+    """Write a finished table again into ``into``, from the files of ``out`` alone
+    (``<table>.run.json`` for its seeds and chance levels, ``results.jsonl`` for its rows): a
+    shipped table can be checked against the rows it says it came from. Returns the markdown's path."""
+    out, into, spec = Path(out), Path(into), TABLES[table]
+    run = json.loads((out / f"{table}.run.json").read_text())
+    records = [r for r in read_jsonl(out / "results.jsonl")
+               if r["seed"] in run["seeds"] and r["method"] in spec.variants]
+    into.mkdir(parents=True, exist_ok=True)
+    return Path(write_tables(aggregate(records, spec), records, spec, into, None, None, run["chance"])["markdown"])
 
 
 def aggregate(records: list[dict[str, Any]], spec: Table) -> list[dict[str, Any]]:

@@ -46,6 +46,7 @@ from .config import COURSE_PROFILES, Config, apply_overrides, preset
 from .data.synthetic import write_synthetic_dataset
 from .evaluate.features import FeatureCache, split_features
 from .models import build_backbone
+from .provenance import COMMAND_ENV
 from .registry import METHODS, MODALITIES, lookup
 from .runs import RunFolder, read_metrics
 from .ssl.factory import load_backbone
@@ -271,8 +272,10 @@ def run_course(profile: str = "tiny", out: Path = Path("outputs/course"), only: 
         try:
             declared = pm.inspect_notebook(str(nb))
             nb_params = {**params, **({"INTERACTIVE": False} if "INTERACTIVE" in declared else {})}
-            pm.execute_notebook(str(nb), str(target), parameters=nb_params, kernel_name="python3",
-                                cwd=str(folder), progress_bar=progress, execution_timeout=timeout)
+            # the rows a lesson's tables append name the command that computed them (cmmc_lib.provenance)
+            with _env(COMMAND_ENV, f"cmmc course --profile {profile} (lesson {nb.stem})"):
+                pm.execute_notebook(str(nb), str(target), parameters=nb_params, kernel_name="python3",
+                                    cwd=str(folder), progress_bar=progress, execution_timeout=timeout)
         except Exception as exc:                     # papermill raises PapermillExecutionError
             status = "failed"
             error = (f"cell {getattr(exc, 'exec_count', '?')}: {exc.ename}: {exc.evalue}"
@@ -328,3 +331,17 @@ def _run_cells(nb: dict, path: Path, ns: dict, parameters: dict | None, plt) -> 
             ns.update(parameters or {})
         plt.close("all")
         ns["__cells__"] += 1
+
+
+@contextlib.contextmanager
+def _env(name: str, value: str):
+    """``os.environ[name] = value`` while the block runs (a lesson's kernel inherits it)."""
+    before = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = before

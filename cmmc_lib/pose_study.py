@@ -25,6 +25,7 @@ cross-view), with chance. Logs, spreads and markdown are :mod:`cmmc_lib.tables`'
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import time
 from pathlib import Path
@@ -34,7 +35,8 @@ from .config import SKELETON_SETTINGS, Config, preset
 from .evaluate.runner import evaluate_run
 from .pipeline import final_networks, plan_pipeline, run_pipeline
 from .runs import FolderLock
-from .files import append_jsonl, read_jsonl
+from .files import append_jsonl, atomic_write, read_jsonl
+from .provenance import stamp
 from .tables import (Variant, collect, dataset_note, fmt_cell, markdown_table as render_markdown, spread_note)
 
 log = logging.getLogger(__name__)
@@ -92,18 +94,23 @@ def evaluate_pair(run_a: str | Path, run_b: str | Path, device: str = "cpu", epo
 
 def pose_study(preset_name: str, route: str, seeds: Sequence[int], out: str | Path,
                overrides: Sequence[str] = (), variants: Sequence[str] = VARIANTS, device: str = "cpu",
-               stage1: bool = True, epochs: int | None = None) -> dict[str, Any]:
+               stage1: bool = True, epochs: int | None = None, command: str | None = None) -> dict[str, Any]:
     """Train (or reuse) and evaluate every variant of the route for every seed; write the table.
+    Each row carries where it came from (:func:`cmmc_lib.provenance.stamp`: ``command``, by default
+    this process's, commit, machine) and its seconds (``train_s``, ``wall_s``); ``run.json``
+    records the call (command, commit, seeds, machine, wall time), so :func:`rebuild_table` can
+    write the table again from the files alone.
 
     ``stage1``: also evaluate the stage-1 networks (MoCo for half the epochs: free, they are trained
     anyway). ``epochs``: of the route's protocol (default: the preset's). Returns ``records`` (one per
     seed and variant), ``rows`` (aggregated), ``files``, ``seconds``.
     """
     with FolderLock(out, "study folder"):
-        return _pose_study(preset_name, route, seeds, Path(out), overrides, variants, device, stage1, epochs)
+        return _pose_study(preset_name, route, seeds, Path(out), overrides, variants, device, stage1, epochs,
+                           stamp(command))
 
 
-def _pose_study(preset_name, route, seeds, out: Path, overrides, variants, device, stage1, epochs):
+def _pose_study(preset_name, route, seeds, out: Path, overrides, variants, device, stage1, epochs, where):
     started = time.perf_counter()
     base = study_config(preset_name, route, overrides)
     a, b = ROUTES[route]
@@ -114,27 +121,50 @@ def _pose_study(preset_name, route, seeds, out: Path, overrides, variants, devic
             cfg = copy.deepcopy(base)
             cfg.run.seed, cfg.ssl.method = int(seed), VARIANT_ROWS[variant].method
             root, stage1_root = out / f"seed{seed}" / variant, out / f"seed{seed}"
+            t0 = time.perf_counter()
             if not run_pipeline(cfg, root, stage1_root)["finished"]:        # cut short: nothing to evaluate
                 log.warning("seed %d %s: a stage did not finish its schedule: not evaluated", seed, variant)
                 continue
+            train_s = time.perf_counter() - t0
             nets = final_networks(plan_pipeline(cfg, root, stage1_root))
             todo = [(variant, nets)]
             if stage1:
                 todo.append((STAGE1.name, {m: (stage1_root / f"stage1-{m}", m) for m in (a, b)}))
-            for name, where in todo:
+            for name, nets_of in todo:
                 if (seed, name) in done:
                     continue
                 log.info("seed %d, %s: %s evaluation", seed, name, ROUTE_PROTOCOL[route])
+                t0 = time.perf_counter()
+                result = evaluate_pair(nets_of[a][0], nets_of[b][0], device, epochs, ROUTE_PROTOCOL[route])
                 append_jsonl(results, {"seed": int(seed), "variant": name, "route": route, "preset": preset_name,
-                                       **evaluate_pair(where[a][0], where[b][0], device, epochs,
-                                                       ROUTE_PROTOCOL[route])})
+                                       **result, **where, "train_s": round(train_s, 1),
+                                       "wall_s": round(time.perf_counter() - t0, 1)})
+                train_s = 0.0                                   # counted on the variant's first new row
                 done.add((seed, name))
     records = [r for r in read_jsonl(results) if r["seed"] in set(int(s) for s in seeds)]
     rows = aggregate(records, route)
     md = out / "table.md"
     md.write_text(markdown_table(rows, route, records, preset_name))
+    seconds = time.perf_counter() - started
+    rows_s = sum(r.get("train_s", 0) + r.get("wall_s", 0) for r in records)      # over every call
+    run = {**where, "preset": preset_name, "route": route, "overrides": list(overrides),
+           "seeds": [int(s) for s in seeds], "wall_s": round(seconds, 1), "rows_s": round(rows_s, 1)}
+    atomic_write(out / "run.json", lambda tmp: tmp.write_text(json.dumps(run, indent=1) + "\n"))
     return {"out": str(out), "route": route, "seeds": list(seeds), "records": records, "rows": rows,
-            "files": {"results": str(results), "markdown": str(md)}, "seconds": time.perf_counter() - started}
+            "files": {"results": str(results), "markdown": str(md), "run": str(out / "run.json")},
+            "seconds": seconds}
+
+
+def rebuild_table(out: str | Path, into: str | Path) -> Path:
+    """Write a finished study's ``table.md`` again into ``into`` from the files of ``out`` alone
+    (``run.json`` for its route, preset and seeds, ``results.jsonl`` for its rows). Returns its path."""
+    out, into = Path(out), Path(into)
+    run = json.loads((out / "run.json").read_text())
+    records = [r for r in read_jsonl(out / "results.jsonl") if r["seed"] in set(run["seeds"])]
+    into.mkdir(parents=True, exist_ok=True)
+    rows = aggregate(records, run["route"])
+    (into / "table.md").write_text(markdown_table(rows, run["route"], records, run["preset"]))
+    return into / "table.md"
 
 
 def aggregate(records: list[dict[str, Any]], route: str) -> list[dict[str, Any]]:

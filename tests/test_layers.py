@@ -88,7 +88,7 @@ def test_no_module_imports_itself_through_others(module):
 
 #: layer -> the layers it may import (besides itself)
 ALLOWED = {
-    "mixing": set(), "files": set(), "devices": set(), "jobs": set(), "console": set(),
+    "mixing": set(), "files": set(), "devices": set(), "jobs": set(), "console": set(), "provenance": set(),
     "registry": set(),
     "config": {"registry"},
     "runs": {"config", "registry", "files"},

@@ -7,7 +7,9 @@ from pathlib import Path
 import pytest
 import torch
 
+from cmmc_lib.ablation import rebuild_table
 from cmmc_lib.config import preset
+from cmmc_lib.files import read_jsonl
 from cmmc_lib.pipeline import final_networks, plan_pipeline, run_pipeline
 from cmmc_lib.runs import RunFolder
 from cmmc_lib.ssl.factory import load_backbone
@@ -101,6 +103,15 @@ def test_cmmc_ablate_tiny_writes_every_row(tiny_root, tmp_path):
     assert differences.count("| rgb |") == 3 and "CM cutmix - MoCo (baseline)" in differences
     assert "± 0.0" not in md and "nan" not in md and "One training seed" in md and "binomial standard error" in md
     assert len((tmp_path / "abl" / "ablation.csv").read_text().splitlines()) == 1 + 4 * 2 * 2
+    # every row says where it came from, and the table is rebuilt from the files alone
+    run = json.loads((tmp_path / "abl" / "ablation.run.json").read_text())
+    assert run["command"].startswith("cmmc ablate --preset tiny --seeds 1 --out"), run["command"]
+    assert run["seeds"] == [0] and run["variants"] == ["moco", "mixup", "cm-mixup", "cmmc"] and run["wall_s"] > 0
+    assert run["machine"]["cores"] >= 1 and "linear/pretrain" in run["chance"]
+    for row in read_jsonl(tmp_path / "abl" / "results.jsonl"):
+        assert row["command"] == run["command"] and row["wall_s"] > 0 and "train_s" in row and row["machine"]
+    assert sum(r["train_s"] for r in read_jsonl(tmp_path / "abl" / "results.jsonl")) > 0
+    assert rebuild_table(tmp_path / "abl", "ablation", tmp_path / "again").read_text() == md
 
 
 def test_cmmc_pipeline_plans_the_paper_recipe_without_training():

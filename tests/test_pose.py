@@ -3,6 +3,7 @@ arrays and trusted pickles), ST-GCN on the synthetic graph, the skeleton face of
 skeleton CMMC (persons never mixed across samples), SkeletonCLR training and evaluation."""
 from __future__ import annotations
 
+import json
 import pathlib
 import pickle
 
@@ -303,6 +304,11 @@ def test_the_rgb_rows_are_fine_tuned_and_the_skeleton_rows_probed_linearly(route
                                     ("stage1-" + study.ROUTES[route][0], protocol)])
     assert {r["protocol"] for r in result["records"]} == {protocol}
     assert header in (tmp_path / "s" / "table.md").read_text()
+    run = json.loads((tmp_path / "s" / "run.json").read_text())
+    assert run["route"] == route and run["seeds"] == [0] and run["commit"] and run["machine"]["cores"] >= 1
+    assert all(r["command"] == run["command"] and "wall_s" in r and "train_s" in r for r in result["records"])
+    again = study.rebuild_table(tmp_path / "s", tmp_path / "again")
+    assert again.read_text() == (tmp_path / "s" / "table.md").read_text()
 
 
 def test_the_pose_conclusion_is_computed_in_the_words_of_each_interval():

@@ -176,18 +176,3 @@ def test_the_command_prints_the_table_and_one_json_object(smoke, capsys):
     row = json.loads(capsys.readouterr().out)["rows"][0]
     assert row["gate"] == "g1" and row["command"].startswith("cmmc study gates --preset gates --seeds 0")
     assert row["result"]["train"]["reused"]
-
-
-@pytest.mark.parametrize("status, dirty", [(" M docs/results/study/gates.jsonl\n", False),
-                                           (" M cmmc_lib/train.py\n M docs/results/study/gates.jsonl\n", True),
-                                           ("", False)])
-def test_the_commit_of_a_row_is_dirty_only_by_code_not_by_results(monkeypatch, status, dirty):
-    import subprocess
-    from cmmc_lib.study import run as study_run
-
-    def fake(cmd, **kw):
-        out = "abc123def456\n" if "rev-parse" in cmd else status
-        return subprocess.CompletedProcess(cmd, 0, stdout=out, stderr="")
-
-    monkeypatch.setattr(study_run.subprocess, "run", fake)
-    assert study_run.source_commit() == "abc123def456" + ("+dirty" if dirty else "")

@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Sequence
@@ -40,22 +38,17 @@ from ..config import preset
 from ..files import append_jsonl, atomic_write, read_jsonl
 from ..jobs import run_jobs
 from ..pipeline import run_pipeline, stage1_stages
+from ..provenance import machine, source_commit
 from ..runs import FolderLock
 from .gates import (gate_gap, gate_supervised, gate_teacher, premise_diagnostic, prepare_data,
                     transfer_overrides)
 from .report import gates_markdown
-from .run import ROWS, _row, source_commit
+from .run import ROWS, _row
 
 TABLE = "study"
 SOURCE = "study ablate"
 PROTOCOLS = ("linear", "retrieval")
 DATASETS = ("pretrain", "transfer")
-
-
-def machine() -> dict:
-    """Where a result was measured: host, CPU, cores, torch and Python versions."""
-    return {"host": platform.node(), "cpu": platform.processor() or platform.machine(),
-            "cores": os.cpu_count(), "torch": torch.__version__, "python": platform.python_version()}
 
 
 def run_study(preset_name: str = "gates", seeds: Sequence[int] = range(5), out: str | Path = "docs/results/study",

@@ -9,7 +9,6 @@ command again only evaluates.
 from __future__ import annotations
 
 import dataclasses
-import subprocess
 import time
 from pathlib import Path
 from typing import Sequence
@@ -18,6 +17,7 @@ from tqdm.auto import tqdm
 
 from ..config import preset
 from ..files import append_jsonl
+from ..provenance import source_commit
 from .gates import (GOALS, PARTS, gate_gap, gate_supervised, gate_teacher, premise_diagnostic, prepare_data,
                     ssl_gate, transfer_overrides)
 
@@ -37,22 +37,6 @@ def verdict(result: dict, where: str = "test") -> tuple[float | None, bool | Non
     if cell is None:
         return None, None
     return cell["value"], cell["value"] >= GOALS[gate]
-
-
-def source_commit() -> str | None:
-    """The package's git commit (``+dirty`` with uncommitted changes to tracked files), or None
-    outside a checkout. Changes under ``docs/results/`` do not count: the commands append their own
-    rows there, and a result must not mark the code that wrote the next one as changed."""
-    here = Path(__file__).resolve().parent
-    try:
-        head = subprocess.run(["git", "rev-parse", "--short=12", "HEAD"], cwd=here, capture_output=True,
-                              text=True, timeout=10, check=True).stdout.strip()
-        status = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=here,
-                                capture_output=True, text=True, timeout=10).stdout.splitlines()
-        dirty = [line for line in status if not line[3:].startswith("docs/results/")]
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head + ("+dirty" if dirty else "")
 
 
 def run_gates(preset_name: str = "gates", seeds: Sequence[int] = (0,), overrides: Sequence[str] = (),
