@@ -251,7 +251,7 @@ def _run_ablation(base, seeds, out: Path, table, transfer, curves, device, progr
                 append_jsonl(results_path, {**record, **where, "train_s": round(train_s, 1),
                                             "wall_s": round(time.perf_counter() - t0, 1)})
             bar.update(1)
-    records = [r for r in read_jsonl(results_path) if r["seed"] in seeds and r["method"] in spec.variants]
+    records = table_records(read_jsonl(results_path), spec, seeds)
     rows = aggregate(records, spec)
     chance = chance_levels(base, transfer)
     files = write_tables(rows, records, spec, out, base, transfer, chance)
@@ -266,14 +266,20 @@ def _run_ablation(base, seeds, out: Path, table, transfer, curves, device, progr
             "seconds": seconds, "unfinished": sorted(unfinished)}
 
 
+def table_records(records: Sequence[dict[str, Any]], spec: Table, seeds: Sequence[int]) -> list[dict[str, Any]]:
+    """The evaluation rows of one table: its seeds, its variants and its protocols (a results file
+    shared by two tables holds the other's rows too)."""
+    protocols = {METRICS[m][0] for m in spec.metrics}
+    return [r for r in records if r["seed"] in seeds and r["method"] in spec.variants and r["protocol"] in protocols]
+
+
 def rebuild_table(out: str | Path, table: str, into: str | Path) -> Path:
     """Write a finished table again into ``into``, from the files of ``out`` alone
     (``<table>.run.json`` for its seeds and chance levels, ``results.jsonl`` for its rows): a
     shipped table can be checked against the rows it says it came from. Returns the markdown's path."""
     out, into, spec = Path(out), Path(into), TABLES[table]
     run = json.loads((out / f"{table}.run.json").read_text())
-    records = [r for r in read_jsonl(out / "results.jsonl")
-               if r["seed"] in run["seeds"] and r["method"] in spec.variants]
+    records = table_records(read_jsonl(out / "results.jsonl"), spec, run["seeds"])
     into.mkdir(parents=True, exist_ok=True)
     return Path(write_tables(aggregate(records, spec), records, spec, into, None, None, run["chance"])["markdown"])
 

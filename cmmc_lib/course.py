@@ -46,7 +46,7 @@ from .config import COURSE_PROFILES, Config, apply_overrides, preset
 from .data.synthetic import write_synthetic_dataset
 from .evaluate.features import FeatureCache, split_features
 from .models import build_backbone
-from .provenance import COMMAND_ENV
+from .provenance import COMMAND_ENV, machine, source_commit
 from .registry import METHODS, MODALITIES, lookup
 from .runs import RunFolder, read_metrics
 from .ssl.factory import load_backbone
@@ -287,7 +287,8 @@ def run_course(profile: str = "tiny", out: Path = Path("outputs/course"), only: 
             print(f"[{i}/{len(books)}] {nb.stem}: {status} in {results[-1]['seconds']:.0f} s "
                   f"({time.perf_counter() - t_all:.0f} s so far)", file=sys.stderr, flush=True)
     summary = {"profile": profile, "out": str(out), "cell_timeout": timeout, "notebooks": results,
-               "ok": sum(r["status"] == "ok" for r in results), "seconds": time.perf_counter() - t_all}
+               "ok": sum(r["status"] == "ok" for r in results), "seconds": time.perf_counter() - t_all,
+               "commit": source_commit(), "machine": machine()}
     summary["failed_run"] = summary["ok"] != len(results)
     (out / "course.json").write_text(json.dumps(summary, indent=2))
     return summary

@@ -13,15 +13,19 @@ Layout (each folder as the command wrote it, only the run folders left out):
 * ``course.json``: what ``cmmc course`` wrote (each lesson's status and seconds).
 
 :func:`cmmc_lib.ablation.rebuild_table` and :func:`cmmc_lib.pose_study.rebuild_table` write every
-shipped table again from these files (``tests/test_results.py``).
+shipped table again from these files (``tests/test_results.py``). To ship a new course run's
+results: ``python -m cmmc_lib.reference ship outputs/course`` (:func:`ship`), then
+``python -m cmmc_lib.reference readme README.md`` (:func:`write_readme`).
 """
 from __future__ import annotations
 
 import json
+import shutil
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .ablation import TABLES, aggregate
+from .ablation import TABLES, aggregate, conclusion_lines, table_records
 from .files import read_jsonl
 from .pose_study import aggregate as pose_aggregate
 from .tables import fmt_cell, row_label
@@ -30,6 +34,13 @@ from .tables import fmt_cell, row_label
 COURSE = Path(__file__).resolve().parents[1] / "docs" / "results" / "course"
 #: route -> its folder under :data:`COURSE`
 POSE_FOLDERS = {"skeleton": "pose-skeleton", "rgb+pose": "pose-rgb-pose"}
+#: profile -> the file under :data:`COURSE` with its timed course run (what ``cmmc course`` wrote)
+TIMES = {"tiny": "course-tiny.json", "cpu": "course.json"}
+#: shipped folder -> (the course's run folder under ``<out>/runs``, the files the commands wrote there)
+SHIPPED = {"ablation": ("ablation", ("results.jsonl", "ablation.run.json", "ablation.md", "ablation.csv",
+                                     "comparison.run.json", "comparison.md", "comparison.csv")),
+           "pose-skeleton": ("09-skeleton", ("results.jsonl", "run.json", "table.md")),
+           "pose-rgb-pose": ("09-rgb-pose", ("results.jsonl", "run.json", "table.md"))}
 
 
 def scale_label(profile: str) -> str:
@@ -37,13 +48,22 @@ def scale_label(profile: str) -> str:
     return "tiny profile: a smoke test, not a measurement" if profile == "tiny" else f"{profile} profile"
 
 
-def provenance(run: dict[str, Any]) -> str:
-    """Where shipped numbers come from, in one line: command, commit, seeds, machine, compute time."""
+def provenance(run: dict[str, Any], records: Sequence[dict[str, Any]] = ()) -> str:
+    """Where shipped numbers come from, in one line: the command(s) that wrote the rows, commit(s),
+    seeds, machine and the training and evaluation time of the rows."""
     m = run.get("machine") or {}
+    commands = list(dict.fromkeys(r["command"] for r in records if r.get("command"))) or [run["command"]]
+    commits = list(dict.fromkeys(r["commit"] for r in records if r.get("commit"))) or [run["commit"]]
     seconds = run.get("rows_s") or run.get("wall_s") or 0.0
-    return (f"`{run['command']}` at commit {run['commit']}, training seeds {run['seeds']}; "
-            f"{m.get('cores', '?')} cores ({m.get('cpu', '?')}), torch {m.get('torch', '?')}; "
+    return (f"{', '.join(f'`{c}`' for c in commands)} at commit {', '.join(commits)}, training seeds "
+            f"{run['seeds']}; {m.get('cores', '?')} cores ({m.get('cpu', '?')}), torch {m.get('torch', '?')}; "
             f"{seconds / 60:.1f} min of training and evaluation")
+
+
+def _profile(out: Path) -> str:
+    """The profile of the course run whose results sit in ``out`` (its ``course.json``), else cpu."""
+    summary = out.parent / "course.json"
+    return json.loads(summary.read_text()).get("profile", "cpu") if summary.is_file() else "cpu"
 
 
 def load_table(table: str, out: str | Path = COURSE / "ablation") -> dict[str, Any] | None:
@@ -55,9 +75,9 @@ def load_table(table: str, out: str | Path = COURSE / "ablation") -> dict[str, A
     if not run_file.is_file():
         return None
     run = json.loads(run_file.read_text())
-    records = [r for r in read_jsonl(out / "results.jsonl") if r["seed"] in run["seeds"] and r["method"] in spec.variants]
+    records = table_records(read_jsonl(out / "results.jsonl"), spec, run["seeds"])
     return {"run": run, "rows": aggregate(records, spec), "chance": run["chance"], "seeds": run["seeds"],
-            "provenance": provenance(run)}
+            "profile": _profile(out), "provenance": provenance(run, records)}
 
 
 def load_pose(route: str, out: str | Path | None = None) -> dict[str, Any] | None:
@@ -69,17 +89,38 @@ def load_pose(route: str, out: str | Path | None = None) -> dict[str, Any] | Non
     run = json.loads((out / "run.json").read_text())
     records = [r for r in read_jsonl(out / "results.jsonl") if r["seed"] in set(run["seeds"])]
     return {"route": run["route"], "seeds": run["seeds"], "records": records,
-            "rows": pose_aggregate(records, run["route"]), "run": run, "provenance": provenance(run)}
+            "rows": pose_aggregate(records, run["route"]), "run": run, "profile": _profile(out),
+            "provenance": provenance(run, records)}
 
 
 def course_times(path: str | Path = COURSE / "course.json") -> dict[str, Any] | None:
-    """The shipped course run's ``{"profile", "seconds", "lessons": {stem: seconds}}``, or None."""
+    """A shipped course run's ``{"profile", "seconds", "lessons": {stem: seconds}, "machine"}`` (the
+    machine from ``course.json``, else from the rows of the tables beside it), or None."""
     path = Path(path)
     if not path.is_file():
         return None
     summary = json.loads(path.read_text())
-    return {"profile": summary["profile"], "seconds": summary["seconds"],
+    machine = summary.get("machine")
+    if machine is None and (path.parent / "ablation" / "ablation.run.json").is_file():
+        machine = json.loads((path.parent / "ablation" / "ablation.run.json").read_text()).get("machine")
+    return {"profile": summary["profile"], "seconds": summary["seconds"], "machine": machine or {},
             "lessons": {Path(n["notebook"]).stem: n["seconds"] for n in summary["notebooks"]}}
+
+
+def run_time_line(lesson: str, into: str | Path = COURSE) -> str:
+    """What ``lesson`` (its stem, ``03_mixup``) took when ``cmmc course`` ran the whole course, at
+    each profile shipped (:data:`TIMES`), for a lesson's header."""
+    parts, cores = [], None
+    for profile, name in TIMES.items():
+        times = course_times(Path(into) / name)
+        if times and lesson in times["lessons"]:
+            parts.append(f"{profile} {_minutes(times['lessons'][lesson])}")
+            cores = cores or times["machine"].get("cores")
+    if not parts:
+        return "run time: not measured in this checkout (`docs/results/course` holds the course's timed runs)"
+    where = f" on {cores} CPU cores" if cores else ""
+    return (f"run time of this lesson when `cmmc course` ran all nine in a row{where}: {', '.join(parts)} "
+            "(a lesson that trains includes its training; later lessons reuse it)")
 
 
 def beside(rows: list[dict[str, Any]], ref: dict[str, Any] | None, cells: Sequence[str], profile: str,
@@ -95,8 +136,8 @@ def beside(rows: list[dict[str, Any]], ref: dict[str, Any] | None, cells: Sequen
     theirs = {(r["stream"], r[key]): r for r in ref["rows"]}
     names = {r[key]: r["name"] for r in [*ref["rows"], *rows]}
     order = list(methods) if methods is not None else list(dict.fromkeys(r[key] for r in ref["rows"]))
-    lines = [f"| stream | method | cell | this run ({scale_label(profile)}) | reference (cpu profile, "
-             f"seeds {ref['seeds']}) |", "|---|---|---|---|---|"]
+    lines = [f"| stream | method | cell | this run ({scale_label(profile)}) | reference "
+             f"({label(ref)}) |", "|---|---|---|---|---|"]
     for stream in streams:
         for method in order:
             for cell in cells:
@@ -106,6 +147,11 @@ def beside(rows: list[dict[str, Any]], ref: dict[str, Any] | None, cells: Sequen
                 lines.append(f"| {stream} | {names.get(method, method)} | {cell.replace('/', ' ')} | "
                              f"{_side(a)} | {_side(b)} |")
     return "\n".join(lines) + "\n"
+
+
+def label(ref: dict[str, Any]) -> str:
+    """The reference's scale in a few words: ``cpu profile, training seeds [0, 1, 2]``."""
+    return f"{ref.get('profile', 'cpu')} profile, training seeds {ref['seeds']}"
 
 
 def _cell(row: dict[str, Any] | None, cell: str) -> dict[str, Any] | None:
@@ -119,3 +165,104 @@ def _side(summary: dict[str, Any] | None) -> str:
         return "-"
     seeds = summary.get("seeds")
     return f"{fmt_cell(summary)} ({row_label([summary])}{'' if not seeds else f', seeds {list(seeds)}'})"
+
+
+def ship(course_out: str | Path, into: str | Path = COURSE) -> list[Path]:
+    """Copy what a finished ``cmmc course --out course_out`` run wrote into ``into``, unchanged: its
+    ``course.json`` (as :data:`TIMES` names it for its profile) and, for the ``cpu`` profile, the
+    files of :data:`SHIPPED` (not the run folders). Returns the copied paths; refuses a course run
+    that did not finish every lesson."""
+    course_out, into = Path(course_out), Path(into)
+    summary = json.loads((course_out / "course.json").read_text())
+    if summary.get("failed_run") or summary["ok"] != len(summary["notebooks"]) or len(summary["notebooks"]) < 9:
+        raise ValueError(f"{course_out}: {summary['ok']} of {len(summary['notebooks'])} lessons ran; "
+                         "ship the results of a whole course run")
+    if summary["profile"] not in TIMES:
+        raise ValueError(f"no reference is kept for profile {summary['profile']!r}")
+    into.mkdir(parents=True, exist_ok=True)
+    copied = [Path(shutil.copy2(course_out / "course.json", into / TIMES[summary["profile"]]))]
+    if summary["profile"] == "cpu":
+        for folder, (source, names) in SHIPPED.items():
+            (into / folder).mkdir(parents=True, exist_ok=True)
+            for name in names:
+                copied.append(Path(shutil.copy2(course_out / "runs" / source / name, into / folder / name)))
+    return copied
+
+
+#: the markers of the README's generated section (:func:`write_readme`)
+README_BEGIN = ("<!-- reference:begin (written by `python -m cmmc_lib.reference readme README.md` "
+                "from docs/results/course) -->")
+README_END = "<!-- reference:end -->"
+
+
+def readme_section(into: str | Path = COURSE) -> str:
+    """The README's account of the shipped course run, computed from its files: how long each lesson
+    took, the tables as the commands wrote them, and CMMC against MoCo in the words of each paired
+    95 % interval. Empty when nothing is shipped."""
+    into = Path(into)
+    ablation_ref = load_table("ablation", into / "ablation")
+    if ablation_ref is None:
+        return ""
+    parts = []
+    for profile, name in TIMES.items():
+        times = course_times(into / name)
+        if times is not None:
+            per_lesson = ", ".join(f"{stem[:2]} {_minutes(sec)}" for stem, sec in times["lessons"].items())
+            command = "`make course`" if times["profile"] == "tiny" else f"`make course PROFILE={times['profile']}`"
+            parts += [f"* {command}: the nine lessons in {_minutes(times['seconds'])} on "
+                      f"{times['machine'].get('cores', '?')} CPU cores (`docs/results/course/{name}`; per lesson: "
+                      f"{per_lesson})."]
+    parts += ["",
+             f"**The ablation** (lessons 03-05; {ablation_ref['provenance']}):", "",
+             (into / "ablation" / "ablation.md").read_text().strip(), "",
+             "In words, each variant against MoCo paired by training seed (95 % interval), linear probe on "
+             "the transfer set:", "", "```",
+             *conclusion_lines(ablation_ref["rows"], ablation_ref["chance"], ("linear/transfer",),
+                               streams=("rgb", "flow")),
+             "```"]
+    comparison = load_table("comparison", into / "ablation")
+    if comparison is not None:
+        parts += ["", f"**The comparison** (lesson 08; {comparison['provenance']}):", "",
+                  (into / "ablation" / "comparison.md").read_text().strip()]
+    for route, folder in POSE_FOLDERS.items():
+        pose = load_pose(route, into / folder)
+        if pose is not None:
+            parts += ["", f"**Pose, {route}** (lesson 09; {pose['provenance']}):", "",
+                      (into / folder / "table.md").read_text().strip()]
+    return "\n".join(parts) + "\n"
+
+
+def write_readme(readme: str | Path, into: str | Path = COURSE) -> bool:
+    """Replace the README's section between :data:`README_BEGIN` and :data:`README_END` with
+    :func:`readme_section`; True when the file changed."""
+    readme = Path(readme)
+    text = readme.read_text()
+    head, rest = text.split(README_BEGIN, 1)
+    _, tail = rest.split(README_END, 1)
+    new = head + README_BEGIN + "\n" + readme_section(into) + README_END + tail
+    readme.write_text(new)
+    return new != text
+
+
+def readme_block(readme: str | Path) -> str:
+    """What the README holds between its markers now."""
+    text = Path(readme).read_text()
+    return text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].lstrip("\n")
+
+
+def _minutes(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    hours, minutes = divmod(round(seconds / 60), 60)
+    return f"{hours} h {minutes:02d} min" if hours else f"{minutes} min"
+
+
+if __name__ == "__main__":
+    # python -m cmmc_lib.reference ship outputs/course | python -m cmmc_lib.reference readme README.md
+    if len(sys.argv) != 3 or sys.argv[1] not in ("ship", "readme"):
+        sys.exit("usage: python -m cmmc_lib.reference ship COURSE_OUT | readme README.md")
+    if sys.argv[1] == "ship":
+        for path in ship(sys.argv[2]):
+            print(path)
+    else:
+        print(f"{sys.argv[2]}: {'updated' if write_readme(sys.argv[2]) else 'already up to date'}")

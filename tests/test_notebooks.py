@@ -4,8 +4,8 @@ all run (papermill, tiny profile) and pass nbval on their executed copies.
 Conventions every lesson follows (01, 02 and 07 set them; 03-09 must follow):
 * named ``NN_<idea>.ipynb`` in the plan's order (01 masks, 02 MoCo, 03 mixup, 04 cross-modal
   mixup, 05 cross-modal cutmix, 06 GPU, 07 retrieval, 08 CoCLR + CMMC, 09 pose);
-* a first markdown cell with the title (``# NN · ...``), the goals and a
-  ``Run time: tiny ~X s, cpu ~Y min`` line;
+* a first markdown cell with the title (``# NN · ...``), the goals and a ``Run time:`` line that
+  points at the cell printing the measured times (never a typed estimate);
 * exactly one ``parameters`` cell, of literals only; a lesson with a widget panel declares
   ``INTERACTIVE`` there (``cmmc course`` sets it False: no panels headless);
 * a ``## Conclusion`` whose numbers come with their spread (±) and, in a lesson that scores
@@ -35,7 +35,7 @@ NOTEBOOKS = notebooks_in(REPO / "notebooks")
 # Lesson number -> words of which its file name holds one (the plan of ARCHITECTURE.md).
 PLAN = {"01": ("mask", "cutmix", "tesseract"), "02": ("moco",), "03": ("mixup",), "04": ("mixup",),
         "05": ("cutmix", "cmmc"), "06": ("gpu",), "07": ("retrieval",), "08": ("coclr",), "09": ("pose",)}
-RUN_TIME = re.compile(r"Run time: tiny ~\d+(\.\d+)? ?(s|min), cpu ~\d+(\.\d+)? ?(s|min)")
+RUN_TIME = re.compile(r"Run time: measured, not estimated")
 SOLUTION = "<details><summary>Solution</summary>"
 # A cell doing one of these draws, trains or times: its output is not reproducible.
 UNSTABLE = re.compile(r"savefig|\bfig = |plt\.|train_runs\(|train_or_load\(|pretrain\(|perf_counter|tqdm")
@@ -130,7 +130,11 @@ def test_committed_notebook_is_a_clean_lesson(nb):
 def test_lesson_states_goals_and_run_time_up_front(nb):
     first = _src(_book(nb)["cells"][0])
     assert "**Goals.**" in first, "the first cell lists the lesson's goals"
-    assert RUN_TIME.search(first), "the first cell says 'Run time: tiny ~X s, cpu ~Y min'"
+    assert RUN_TIME.search(first), "the first cell says where the measured run time is printed"
+    assert not re.search(r"~\s*\d+\s*(s|min)\b", first), "no typed run-time estimate"
+    cells = _book(nb)["cells"]
+    runtime = [c for c in cells if c["cell_type"] == "code" and f'reference.run_time_line("{nb.stem}")' in _src(c)]
+    assert len(runtime) == 1 and cells.index(runtime[0]) <= 4, "the measured run time is printed near the top"
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.name)
