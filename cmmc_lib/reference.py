@@ -10,7 +10,8 @@ Layout (each folder as the command wrote it, only the run folders left out):
   its command, commit, machine and seconds), ``ablation.run.json`` / ``comparison.run.json``
   (the call: seeds, chance levels, wall time), ``ablation.md`` / ``comparison.md`` and their CSVs;
 * ``pose-skeleton/``, ``pose-rgb-pose/``: ``results.jsonl``, ``run.json``, ``table.md``;
-* ``course.json``: what ``cmmc course`` wrote (each lesson's status and seconds).
+* ``course.json`` and ``course-tiny.json``: what ``cmmc course`` wrote for the long and the quick
+  course run (each lesson's status and seconds, the commit and the machine).
 
 :func:`cmmc_lib.ablation.rebuild_table` and :func:`cmmc_lib.pose_study.rebuild_table` write every
 shipped table again from these files (``tests/test_results.py``). To ship a new course run's
