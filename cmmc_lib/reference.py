@@ -37,11 +37,13 @@ COURSE = Path(__file__).resolve().parents[1] / "docs" / "results" / "course"
 POSE_FOLDERS = {"skeleton": "pose-skeleton", "rgb+pose": "pose-rgb-pose"}
 #: profile -> the file under :data:`COURSE` with its timed course run (what ``cmmc course`` wrote)
 TIMES = {"tiny": "course-tiny.json", "cpu": "course.json"}
-#: shipped folder -> (the course's run folder under ``<out>/runs``, the files the commands wrote there)
-SHIPPED = {"ablation": ("ablation", ("results.jsonl", "ablation.run.json", "ablation.md", "ablation.csv",
-                                     "comparison.run.json", "comparison.md", "comparison.csv")),
-           "pose-skeleton": ("09-skeleton", ("results.jsonl", "run.json", "table.md")),
-           "pose-rgb-pose": ("09-rgb-pose", ("results.jsonl", "run.json", "table.md"))}
+#: shipped table -> (its folder under :data:`COURSE`, the course's run folder under ``<out>/runs``, the
+#: files the commands wrote there); the ablation and the comparison share one results file
+SHIPPED = {"ablation": ("ablation", "ablation", ("results.jsonl", "ablation.run.json", "ablation.md", "ablation.csv")),
+           "comparison": ("ablation", "ablation", ("results.jsonl", "comparison.run.json", "comparison.md",
+                                                   "comparison.csv")),
+           "pose-skeleton": ("pose-skeleton", "09-skeleton", ("results.jsonl", "run.json", "table.md")),
+           "pose-rgb-pose": ("pose-rgb-pose", "09-rgb-pose", ("results.jsonl", "run.json", "table.md"))}
 
 
 def scale_label(profile: str) -> str:
@@ -168,26 +170,55 @@ def _side(summary: dict[str, Any] | None) -> str:
     return f"{fmt_cell(summary)} ({row_label([summary])}{'' if not seeds else f', seeds {list(seeds)}'})"
 
 
-def ship(course_out: str | Path, into: str | Path = COURSE) -> list[Path]:
-    """Copy what a finished ``cmmc course --out course_out`` run wrote into ``into``, unchanged: its
-    ``course.json`` (as :data:`TIMES` names it for its profile) and, for the ``cpu`` profile, the
-    files of :data:`SHIPPED` (not the run folders). Returns the copied paths; refuses a course run
-    that did not finish every lesson."""
+def ship(course_out: str | Path, into: str | Path = COURSE) -> dict[str, list]:
+    """Copy what a ``cmmc course --out course_out`` run wrote into ``into``, unchanged (never the run
+    folders): at the ``cpu`` profile each table of :data:`SHIPPED` that is finished (:func:`finished`),
+    and the run's ``course.json`` (as :data:`TIMES` names it) once the course ran every lesson.
+    Returns ``{"copied": paths, "waiting": what is not finished yet}``: a long course can be shipped
+    table by table while it runs."""
     course_out, into = Path(course_out), Path(into)
-    summary = json.loads((course_out / "course.json").read_text())
-    if summary.get("failed_run") or summary["ok"] != len(summary["notebooks"]) or len(summary["notebooks"]) < 9:
-        raise ValueError(f"{course_out}: {summary['ok']} of {len(summary['notebooks'])} lessons ran; "
-                         "ship the results of a whole course run")
-    if summary["profile"] not in TIMES:
-        raise ValueError(f"no reference is kept for profile {summary['profile']!r}")
-    into.mkdir(parents=True, exist_ok=True)
-    copied = [Path(shutil.copy2(course_out / "course.json", into / TIMES[summary["profile"]]))]
-    if summary["profile"] == "cpu":
-        for folder, (source, names) in SHIPPED.items():
+    copied, waiting = [], []
+    profile = _course_profile(course_out)
+    if profile not in TIMES:
+        raise ValueError(f"no reference is kept for profile {profile!r}")
+    if profile == "cpu":
+        for table, (folder, source, names) in SHIPPED.items():
+            if not finished(course_out / "runs" / source, table):
+                waiting.append(table)
+                continue
             (into / folder).mkdir(parents=True, exist_ok=True)
-            for name in names:
-                copied.append(Path(shutil.copy2(course_out / "runs" / source / name, into / folder / name)))
-    return copied
+            copied += [Path(shutil.copy2(course_out / "runs" / source / n, into / folder / n)) for n in names]
+    summary = course_out / "course.json"
+    whole = summary.is_file() and (lambda s: s["ok"] == len(s["notebooks"]) >= 9)(json.loads(summary.read_text()))
+    if whole:
+        into.mkdir(parents=True, exist_ok=True)
+        copied.append(Path(shutil.copy2(summary, into / TIMES[profile])))
+    else:
+        waiting.append("course.json (the course has not run all nine lessons)")
+    return {"copied": copied, "waiting": waiting}
+
+
+def finished(folder: Path, table: str) -> bool:
+    """Whether ``folder`` holds ``table`` finished: a pose study's ``run.json``, or a ``<table>.run.json``
+    that lists every variant of the table and nothing unfinished (the lessons fill the ablation
+    variant by variant)."""
+    if table not in TABLES:
+        return (folder / "run.json").is_file()
+    run_file = folder / f"{table}.run.json"
+    if not run_file.is_file():
+        return False
+    run = json.loads(run_file.read_text())
+    return run["variants"] == list(TABLES[table].variants) and not run["unfinished"]
+
+
+def _course_profile(course_out: Path) -> str:
+    """The profile of a course run, from its ``course.json`` or, while it runs, its rows' command."""
+    if (course_out / "course.json").is_file():
+        return json.loads((course_out / "course.json").read_text())["profile"]
+    for row in read_jsonl(course_out / "runs" / "ablation" / "results.jsonl"):
+        if row.get("command", "").startswith("cmmc course --profile "):
+            return row["command"].split()[3]
+    raise ValueError(f"{course_out} holds no course run (no course.json, no table rows)")
 
 
 #: the markers of the README's generated section (:func:`write_readme`)
@@ -203,7 +234,7 @@ def readme_section(into: str | Path = COURSE) -> str:
     into = Path(into)
     ablation_ref = load_table("ablation", into / "ablation")
     if ablation_ref is None:
-        return ""
+        return "(no results of the long course are shipped in this checkout yet)\n"
     parts = []
     for profile, name in TIMES.items():
         times = course_times(into / name)
@@ -263,7 +294,9 @@ if __name__ == "__main__":
     if len(sys.argv) != 3 or sys.argv[1] not in ("ship", "readme"):
         sys.exit("usage: python -m cmmc_lib.reference ship COURSE_OUT | readme README.md")
     if sys.argv[1] == "ship":
-        for path in ship(sys.argv[2]):
-            print(path)
+        shipped = ship(sys.argv[2])
+        print("\n".join(str(p) for p in shipped["copied"]) or "nothing finished to ship yet")
+        if shipped["waiting"]:
+            print("not finished yet: " + ", ".join(shipped["waiting"]))
     else:
         print(f"{sys.argv[2]}: {'updated' if write_readme(sys.argv[2]) else 'already up to date'}")

@@ -31,9 +31,60 @@ def test_without_shipped_results_a_lesson_says_how_to_make_them(tmp_path):
 
 
 def test_the_provenance_line_names_command_commit_seeds_machine_and_time():
-    run = {"command": "cmmc course --profile cpu (lesson 05_cross_modal_cutmix)", "commit": "abc123", "seeds": [0, 1, 2],
+    run = {"command": "cmmc course --profile cpu (lesson 05_cross_modal_cutmix)", "commit": "abc123",
+           "seeds": [0, 1, 2],
            "machine": {"cores": 2, "cpu": "x86_64", "torch": "2.14.1"}, "rows_s": 1800.0, "wall_s": 60.0}
     line = reference.provenance(run)
     assert line == ("`cmmc course --profile cpu (lesson 05_cross_modal_cutmix)` at commit abc123, training seeds "
                     "[0, 1, 2]; 2 cores (x86_64), torch 2.14.1; 30.0 min of training and evaluation")
     assert json.dumps(run)      # the fields are plain JSON, as the commands write them
+
+
+def _course_out(tmp_path, profile="cpu", lessons=9, variants=("moco", "mixup", "cm-mixup", "cmmc")):
+    out = tmp_path / "course"
+    abl = out / "runs" / "ablation"
+    abl.mkdir(parents=True)
+    (abl / "results.jsonl").write_text(json.dumps({"seed": 0, "command": f"cmmc course --profile {profile} "
+                                                                         "(lesson 03_mixup)"}) + "\n")
+    (abl / "ablation.run.json").write_text(json.dumps({"variants": list(variants), "unfinished": []}))
+    (abl / "ablation.md").write_text("| table |\n")
+    (abl / "ablation.csv").write_text("seed\n")
+    return out
+
+
+def _finish(out, profile="cpu", lessons=9):
+    notebooks = [{"notebook": f"0{i}_x.ipynb", "status": "ok", "seconds": 1.0} for i in range(1, lessons + 1)]
+    (out / "course.json").write_text(json.dumps({"profile": profile, "notebooks": notebooks, "ok": lessons,
+                                                 "seconds": float(lessons)}))
+
+
+def test_a_running_long_course_ships_each_table_once_it_is_finished(tmp_path):
+    out, into = _course_out(tmp_path), tmp_path / "shipped"
+    shipped = reference.ship(out, into)
+    assert sorted(p.name for p in shipped["copied"]) == ["ablation.csv", "ablation.md", "ablation.run.json",
+                                                        "results.jsonl"]
+    assert shipped["waiting"][:3] == ["comparison", "pose-skeleton", "pose-rgb-pose"]
+    assert "course.json" in shipped["waiting"][3]
+    _finish(out)
+    assert into / "course.json" in reference.ship(out, into)["copied"]
+
+
+def test_a_table_still_filling_in_is_not_shipped_and_the_quick_course_ships_only_its_times(tmp_path):
+    out = _course_out(tmp_path, variants=("moco", "mixup"))        # lesson 03 done, 04 and 05 not yet
+    assert not reference.ship(out, tmp_path / "a")["copied"]
+    quick = _course_out(tmp_path / "q", profile="tiny")
+    _finish(quick, "tiny")
+    assert [p.name for p in reference.ship(quick, tmp_path / "b")["copied"]] == ["course-tiny.json"]
+    _finish(quick, "tiny", lessons=3)                             # --only 01 02 03: not a whole run
+    assert not reference.ship(quick, tmp_path / "c")["copied"]
+
+
+def test_the_readme_section_is_rewritten_between_its_markers_only(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# title\n\n{reference.README_BEGIN}\nold numbers\n{reference.README_END}\n\n## next\n")
+    assert reference.write_readme(readme, tmp_path / "nothing-shipped")
+    assert reference.readme_block(readme) == reference.readme_section(tmp_path / "nothing-shipped")
+    assert "are shipped in this checkout yet" in reference.readme_block(readme)
+    assert "old numbers" not in readme.read_text()
+    assert readme.read_text().startswith("# title\n") and readme.read_text().endswith("\n\n## next\n")
+    assert not reference.write_readme(readme, tmp_path / "nothing-shipped")      # already up to date
