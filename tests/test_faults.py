@@ -99,7 +99,9 @@ def test_an_ablation_stopped_and_killed_in_training_and_in_evaluation_writes_the
                      out, "--json", f"data.root={tiny_root}", "eval.probe_epochs=5", *TINY)
 
     def rows(out: Path) -> list[dict]:
-        return sorted((json.dumps({k: v for k, v in r.items() if k != "seconds"}, sort_keys=True)
+        # the measurement, without where and how long it was made (the command names its --out)
+        where = {"seconds", "wall_s", "train_s", "command", "commit", "machine"}
+        return sorted((json.dumps({k: v for k, v in r.items() if k not in where}, sort_keys=True)
                        for r in read_jsonl(out / "results.jsonl")))
 
     ref = ablate(tmp_path / "ref")
