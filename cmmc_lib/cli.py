@@ -680,7 +680,7 @@ def _add_course(sub) -> None:
     sp.add_argument("--out", default="outputs/course")
     sp.add_argument("--only", nargs="*", default=None, help="notebook name prefixes, e.g. 01 02")
     sp.add_argument("--timeout", type=int, default=None,
-                    help="seconds per cell; default: the profile's (600 tiny, 3000 cpu)")
+                    help="seconds per cell; default: the profile's (600 tiny, 14400 cpu)")
     sp.add_argument("--notebooks", default=None, help="folder of the lessons (default: the repo's notebooks/)")
     sp.add_argument("--quiet", action="store_true", help="no per-lesson lines or cell progress bars")
 
