@@ -56,13 +56,8 @@ README = COURSE.parents[2] / "README.md"
 SHIPPED = [t for t, (folder, _, names) in reference.SHIPPED.items() if (COURSE / folder / names[1]).is_file()]
 
 
-def test_the_long_courses_ablation_is_shipped_with_its_rows_and_provenance():
-    assert "ablation" in SHIPPED
-    ablation = reference.load_table("ablation")
-    assert ablation["seeds"] == [0, 1, 2] and ablation["profile"] == "cpu"
-    for row in ablation["rows"]:
-        for cell in ("linear/pretrain", "linear/transfer", "R@1/pretrain", "R@1/transfer", "R@5/transfer"):
-            assert row[cell]["seeds"] == [0, 1, 2], (row["stream"], row["method"], cell)
+def test_the_long_course_ships_its_tables():
+    assert SHIPPED, "docs/results/course holds none of the long course's tables"
 
 
 @pytest.mark.parametrize("table", SHIPPED)
@@ -83,6 +78,12 @@ def test_every_shipped_course_table_is_rebuilt_from_its_rows(table, tmp_path):
         assert rebuilt.read_text() == (COURSE / folder / f"{table}.md").read_text()
         assert (tmp_path / f"{table}.csv").read_text() == (COURSE / folder / f"{table}.csv").read_text()
         assert reference.finished(COURSE / folder, table)
+        ref = reference.load_table(table)
+        assert ref["profile"] == "cpu" and ref["seeds"] == ([0, 1, 2] if table == "ablation" else [0])
+        for row in ref["rows"]:          # every variant, stream and cell measured on every seed
+            for cell in (c for c in row if "/" in c):
+                assert row[cell] is not None, (row["stream"], row["method"], cell)
+                assert row[cell]["seeds"] == ref["seeds"], (row["stream"], row["method"], cell)
     else:
         rebuilt = rebuild_pose_table(COURSE / folder, tmp_path)
         assert rebuilt.read_text() == (COURSE / folder / "table.md").read_text()
