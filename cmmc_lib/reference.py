@@ -215,9 +215,10 @@ def _course_profile(course_out: Path) -> str:
     """The profile of a course run, from its ``course.json`` or, while it runs, its rows' command."""
     if (course_out / "course.json").is_file():
         return json.loads((course_out / "course.json").read_text())["profile"]
-    for row in read_jsonl(course_out / "runs" / "ablation" / "results.jsonl"):
-        if row.get("command", "").startswith("cmmc course --profile "):
-            return row["command"].split()[3]
+    for source in dict.fromkeys(source for _, source, _ in SHIPPED.values()):
+        for row in read_jsonl(course_out / "runs" / source / "results.jsonl"):
+            if row.get("command", "").startswith("cmmc course --profile "):
+                return row["command"].split()[3]
     raise ValueError(f"{course_out} holds no course run (no course.json, no table rows)")
 
 
