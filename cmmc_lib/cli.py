@@ -200,13 +200,9 @@ def cmd_eval(a) -> dict:
 
 def cmd_pipeline(a) -> dict:
     from .config import preset
-    from .pipeline import plan_pipeline, run_pipeline
-    from .registry import METHODS, lookup
-    is_method = lambda o: o.split("=", 1)[0].strip() in ("method", "ssl.method")     # noqa: E731
-    methods = [o.split("=", 1)[1].strip() for o in a.overrides if is_method(o)] + ([a.method] if a.method else [])
-    cfg = preset(a.preset, [o for o in a.overrides if not is_method(o)])
-    if methods:              # the stage-2 method: each stage's config is validated with its source set
-        cfg.ssl.method = lookup(METHODS, methods[-1], "method").name
+    from .pipeline import pipeline_config, plan_pipeline, run_pipeline
+    # the stage-2 method is set without its source network: each stage's config is validated with it
+    cfg = pipeline_config(preset(a.preset), [*a.overrides, *([f"ssl.method={a.method}"] if a.method else [])])
     if a.json:
         cfg.run.progress = False
     root = Path(a.run_dir or Path(cfg.run.out_root) / f"{a.preset}-{cfg.ssl.method}-pipeline")

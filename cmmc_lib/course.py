@@ -48,6 +48,7 @@ from .evaluate.features import FeatureCache, split_features
 from .models import build_backbone
 from .provenance import COMMAND_ENV, machine, source_commit
 from .registry import METHODS, MODALITIES, lookup
+from .pipeline import pipeline_config
 from .runs import RunFolder, read_metrics
 from .ssl.factory import load_backbone
 from .train import train_or_load
@@ -86,8 +87,10 @@ class Lesson:
         return self.runs_dir / name
 
     def with_overrides(self, *overrides: str) -> Config:
-        """A copy of the lesson's config with ``key=value`` overrides (validated)."""
-        return apply_overrides(copy.deepcopy(self.cfg), list(overrides))
+        """A copy of the lesson's config with ``key=value`` overrides, for a pipeline to start from
+        (:func:`cmmc_lib.pipeline.pipeline_config`: a cross-modal method's source network is set
+        by the pipeline, stage by stage)."""
+        return pipeline_config(self.cfg, overrides)
 
     def savefig(self, fig, name: str) -> Path:
         self.fig_dir.mkdir(parents=True, exist_ok=True)

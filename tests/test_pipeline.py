@@ -254,3 +254,17 @@ def test_the_ablation_trains_stage1_with_the_schedules_stage1_method(tmp_path):
         assert {s.cfg.ssl.method for s in stages[2:]} == {p.variant.method}
         assert stages[0].run_dir == tmp_path / "abl" / "seed0" / "stage1-rgb"
     assert preset("paper").schedule.stage1_method == "moco"     # the paper preset's choice (docs/fidelity.md)
+
+
+def test_a_lesson_plans_a_cross_modal_pipeline_at_a_preset_that_needs_its_source_network(tmp_path):
+    # at cpu a cross-modal method alone is refused (no source network); a pipeline sets it per stage
+    from cmmc_lib.pipeline import pipeline_config
+    cfg = pipeline_config(preset("cpu"), ["ssl.method=cmmc", "optim.epochs=2"])
+    assert cfg.ssl.method == "cmmc" and cfg.ssl.source_run is None and cfg.optim.epochs == 2
+    stages = plan_pipeline(cfg, tmp_path / "cmmc", tmp_path)
+    assert stages[2].cfg.ssl.source_run == str(tmp_path / "stage1-flow")      # then each the other's latest
+    assert all(s.cfg.ssl.source_run for s in stages[2:])
+    with pytest.raises(ValueError, match="unknown method"):
+        pipeline_config(preset("cpu"), ["ssl.method=nope"])
+    with pytest.raises(ValueError, match="needs the frozen flow network"):
+        preset("cpu", ["ssl.method=cmmc"])                  # a single run still needs it
