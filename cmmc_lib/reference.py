@@ -229,40 +229,43 @@ README_END = "<!-- reference:end -->"
 
 
 def readme_section(into: str | Path = COURSE) -> str:
-    """The README's account of the shipped course run, computed from its files: how long each lesson
-    took, the tables as the commands wrote them, and CMMC against MoCo in the words of each paired
-    95 % interval. Empty when nothing is shipped."""
+    """The README's account of the shipped course runs, computed from their files: how long each
+    lesson took, each shipped table as the command wrote it, and every ablation variant against MoCo
+    in the words of its paired 95 % interval; a line saying what is not shipped yet."""
     into = Path(into)
-    ablation_ref = load_table("ablation", into / "ablation")
-    if ablation_ref is None:
-        return "(no results of the long course are shipped in this checkout yet)\n"
-    parts = []
+    parts, missing = [], []
     for profile, name in TIMES.items():
         times = course_times(into / name)
-        if times is not None:
-            per_lesson = ", ".join(f"{stem[:2]} {_minutes(sec)}" for stem, sec in times["lessons"].items())
-            command = "`make course`" if times["profile"] == "tiny" else f"`make course PROFILE={times['profile']}`"
-            parts += [f"* {command}: the nine lessons in {_minutes(times['seconds'])} on "
-                      f"{times['machine'].get('cores', '?')} CPU cores (`docs/results/course/{name}`; per lesson: "
-                      f"{per_lesson})."]
-    parts += ["",
-             f"**The ablation** (lessons 03-05; {ablation_ref['provenance']}):", "",
-             (into / "ablation" / "ablation.md").read_text().strip(), "",
-             "In words, each variant against MoCo paired by training seed (95 % interval), linear probe on "
-             "the transfer set:", "", "```",
-             *conclusion_lines(ablation_ref["rows"], ablation_ref["chance"], ("linear/transfer",),
-                               streams=("rgb", "flow")),
-             "```"]
-    comparison = load_table("comparison", into / "ablation")
-    if comparison is not None:
-        parts += ["", f"**The comparison** (lesson 08; {comparison['provenance']}):", "",
-                  (into / "ablation" / "comparison.md").read_text().strip()]
+        if times is None:
+            missing.append(f"the {profile} course's end-to-end time")
+            continue
+        per_lesson = ", ".join(f"{stem[:2]} {_minutes(sec)}" for stem, sec in times["lessons"].items())
+        command = "`make course`" if times["profile"] == "tiny" else f"`make course PROFILE={times['profile']}`"
+        parts += [f"* {command}: the nine lessons in {_minutes(times['seconds'])} on "
+                  f"{times['machine'].get('cores', '?')} CPU cores (`docs/results/course/{name}`; per lesson: "
+                  f"{per_lesson})."]
+    for table, lessons in (("ablation", "lessons 03-05"), ("comparison", "lesson 08")):
+        ref = load_table(table, into / "ablation")
+        if ref is None:
+            missing.append(f"the {table} table ({lessons})")
+            continue
+        parts += ["", f"**The {table}** ({lessons}; {ref['provenance']}):", "",
+                  (into / "ablation" / f"{table}.md").read_text().strip()]
+        if table == "ablation":
+            parts += ["", "In words, each variant against MoCo paired by training seed (95 % interval), linear "
+                      "probe on the transfer set:", "", "```",
+                      *conclusion_lines(ref["rows"], ref["chance"], ("linear/transfer",), streams=("rgb", "flow")),
+                      "```"]
     for route, folder in POSE_FOLDERS.items():
         pose = load_pose(route, into / folder)
-        if pose is not None:
-            parts += ["", f"**Pose, {route}** (lesson 09; {pose['provenance']}):", "",
-                      (into / folder / "table.md").read_text().strip()]
-    return "\n".join(parts) + "\n"
+        if pose is None:
+            missing.append(f"the pose table, {route} (lesson 09)")
+            continue
+        parts += ["", f"**Pose, {route}** (lesson 09; {pose['provenance']}):", "",
+                  (into / folder / "table.md").read_text().strip()]
+    if missing:
+        parts += ["", f"Not shipped in this checkout yet: {', '.join(missing)}."]
+    return "\n".join(parts).lstrip("\n") + "\n"
 
 
 def write_readme(readme: str | Path, into: str | Path = COURSE) -> bool:

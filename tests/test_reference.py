@@ -84,7 +84,7 @@ def test_the_readme_section_is_rewritten_between_its_markers_only(tmp_path):
     readme.write_text(f"# title\n\n{reference.README_BEGIN}\nold numbers\n{reference.README_END}\n\n## next\n")
     assert reference.write_readme(readme, tmp_path / "nothing-shipped")
     assert reference.readme_block(readme) == reference.readme_section(tmp_path / "nothing-shipped")
-    assert "are shipped in this checkout yet" in reference.readme_block(readme)
+    assert "Not shipped in this checkout yet: " in reference.readme_block(readme)
     assert "old numbers" not in readme.read_text()
     assert readme.read_text().startswith("# title\n") and readme.read_text().endswith("\n\n## next\n")
     assert not reference.write_readme(readme, tmp_path / "nothing-shipped")      # already up to date
