@@ -421,18 +421,21 @@ def _assign(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
     return cfg
 
 
-def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...]) -> Config:
-    """Apply ``key=value`` strings in place (:func:`parse_override`), then :func:`validate`."""
-    validate(_assign(cfg, overrides))
+def apply_overrides(cfg: Config, overrides: list[str] | tuple[str, ...], pipeline: bool = False) -> Config:
+    """Apply ``key=value`` strings in place (:func:`parse_override`), then :func:`validate`
+    (``pipeline``: the config a pipeline starts from, see :func:`validate`)."""
+    validate(_assign(cfg, overrides), pipeline)
     return cfg
 
 
-def validate(cfg: Config) -> None:
-    """Raise ValueError with one clear line for settings that cannot work (or cannot run yet)."""
+def validate(cfg: Config, pipeline: bool = False) -> None:
+    """Raise ValueError with one clear line for settings that cannot work (or cannot run yet).
+    ``pipeline``: ``cfg`` starts a pipeline, which sets each stage's source network (``ssl.source_run``)
+    and validates that stage, so a cross-modal method needs none here."""
     _validate_names(cfg)
     _validate_numbers(cfg)
     _validate_schedule(cfg)
-    _validate_mixing(cfg)
+    _validate_mixing(cfg, pipeline)
 
 
 def _validate_names(cfg: Config) -> None:
@@ -579,7 +582,7 @@ def _validate_schedule(cfg: Config) -> None:
                          f"mixing method (cm-mixup, cmmc), not {cfg.ssl.method!r}")
 
 
-def _validate_mixing(cfg: Config) -> None:
+def _validate_mixing(cfg: Config, pipeline: bool = False) -> None:
     s = cfg.ssl
     backbone = BACKBONES[cfg.model.backbone]
     letters = "cthw" if backbone.network == "video" else "ctv"
@@ -595,7 +598,7 @@ def _validate_mixing(cfg: Config) -> None:
             if not 1 <= k < backbone.num_blocks:
                 raise ValueError(f"{key}={k} is not a block boundary to cut at: {backbone.name} has "
                                  f"{backbone.num_blocks} blocks, so choose 1..{backbone.num_blocks - 1}")
-    if METHODS[s.method].cross_modal and not s.source_run and cfg.preset != "tiny" and not s.joint:
+    if METHODS[s.method].cross_modal and not s.source_run and cfg.preset != "tiny" and not s.joint and not pipeline:
         raise ValueError(f"method {s.method!r} needs the frozen {s.other_modality} network: set "
                          f"ssl.source_run=RUN_DIR (a finished {s.other_modality} run; `cmmc pipeline` sets "
                          f"it for you). Only the tiny preset may use a random one, for lessons on mechanics")

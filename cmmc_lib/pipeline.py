@@ -28,7 +28,7 @@ from typing import Any, Sequence
 from .config import Config, ScheduleConfig, apply_overrides, validate
 from .data.prepare import prepare_synthetic
 from .devices import launch_rank
-from .registry import METHODS, lookup
+from .registry import METHODS
 from .runs import FolderLock, RunFolder
 from .train import Interrupted, train_or_load
 
@@ -74,16 +74,10 @@ def derive(cfg: Config, **changes: Any) -> Config:
 
 
 def pipeline_config(cfg: Config, overrides: Sequence[str]) -> Config:
-    """A copy of ``cfg`` with ``key=value`` overrides, for a pipeline to start from: every override
-    is validated, except that a cross-modal stage-2 method (``ssl.method=cmmc``) needs no
-    ``ssl.source_run`` yet: the pipeline sets each stage's source network and validates that stage."""
-    def is_method(o: str) -> bool:
-        return o.split("=", 1)[0].strip() in ("method", "ssl.method")
-    methods = [o.split("=", 1)[1].strip() for o in overrides if is_method(o)]
-    out = apply_overrides(copy.deepcopy(cfg), [o for o in overrides if not is_method(o)])
-    if methods:
-        out.ssl.method = lookup(METHODS, methods[-1], "method").name
-    return out
+    """A copy of ``cfg`` with ``key=value`` overrides, for a pipeline to start from: validated, except
+    that a cross-modal stage-2 method (``ssl.method=cmmc``) needs no ``ssl.source_run`` yet: the
+    pipeline sets each stage's source network and validates that stage."""
+    return apply_overrides(copy.deepcopy(cfg), list(overrides), pipeline=True)
 
 
 def stage1_stages(cfg: Config, root: str | Path) -> dict[str, Stage]:

@@ -268,3 +268,13 @@ def test_a_lesson_plans_a_cross_modal_pipeline_at_a_preset_that_needs_its_source
         pipeline_config(preset("cpu"), ["ssl.method=nope"])
     with pytest.raises(ValueError, match="needs the frozen flow network"):
         preset("cpu", ["ssl.method=cmmc"])                  # a single run still needs it
+
+
+def test_a_pipeline_config_takes_its_overrides_in_any_order():
+    # lesson 05's joint variant: alternate=false is only valid once the method is cross-modal
+    from cmmc_lib.pipeline import pipeline_config
+    for overrides in (["ssl.method=cmmc", "schedule.alternate=false"], ["schedule.alternate=false", "ssl.method=cmmc"]):
+        cfg = pipeline_config(preset("cpu"), overrides)
+        assert (cfg.ssl.method, cfg.schedule.alternate) == ("cmmc", False)
+    with pytest.raises(ValueError, match="only cross-modal mixing methods can"):
+        pipeline_config(preset("cpu"), ["schedule.alternate=false"])
