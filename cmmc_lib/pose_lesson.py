@@ -20,13 +20,12 @@ from .data.datasets import build_dataset
 from .data.skeleton import read_ntu_colour_pose
 from .data.splits import VideoIndex, load_split
 from .data.video import read_clip
-from .evaluate.chance import below_chance_note
 from .mixing import sample_lam, sample_tesseract
 from .models import build_backbone
 from .pose_study import ROUTE_PROTOCOL, pose_study
 from .registry import SKELETON_LAYOUTS, skeleton_layout
 from .ssl.factory import layout_for
-from .tables import Summary, fmt_cell, paired_difference, verdict
+from .tables import fmt_cell
 
 REAL_SAMPLE = "S001C001P001R001A001"          # NTU-60's aligned RGB video + skeleton in the fixtures
 
@@ -115,25 +114,4 @@ def table_rows(result: dict[str, Any]) -> list[str]:
         lines.append(f"{r['stream']:<11} {r['name']:<38} {fmt_cell(r):>18}  {r['label']:<22} "
                      + " ".join(f"{100 * v:.1f}" for v in r["values"]))
     lines.append(f"chance {100 / rec['num_classes']:.1f}% ({rec['num_classes']} classes, {rec['num_test']} test samples)")
-    return lines
-
-
-def conclusion_lines(result: dict[str, Any]) -> list[str]:
-    """The study's conclusion, computed: per stream, MoCo (SkeletonCLR on skeletons) against its own
-    stage 1 and CMMC against MoCo, paired by seed in the words of the 95 % interval
-    (:func:`cmmc_lib.tables.verdict`), and why a score below chance is there when one is."""
-    rec = result["records"][0]
-    chance, n = 1.0 / rec["num_classes"], rec["num_test"]
-    rows = {(r["stream"], r["variant"]): Summary.from_dict(r) for r in result["rows"]}
-    names = {r["variant"]: r["name"] for r in result["rows"]}
-    lines = [f"{ROUTE_PROTOCOL[result['route']]} top-1 on {n} test samples, chance {chance:.3f}:"]
-    for stream in dict.fromkeys(r["stream"] for r in result["rows"]):
-        for variant, baseline in (("moco", "stage1"), ("cmmc", "moco")):
-            a, b = rows.get((stream, variant)), rows.get((stream, baseline))
-            if a is None or b is None:
-                continue
-            text = (f"  {stream}: {names[variant]} {fmt_cell(a, 1, 3)}, "
-                    f"{verdict(paired_difference(a, b), names[baseline], scale=1.0, unit='', digits=3)}")
-            note = below_chance_note(a.mean, n, chance)
-            lines.append(text + (f" ({note})" if note else ""))
     return lines

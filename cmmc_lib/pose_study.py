@@ -32,12 +32,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .config import SKELETON_SETTINGS, Config, preset
+from .evaluate.chance import below_chance_note
 from .evaluate.runner import evaluate_run
 from .pipeline import final_networks, plan_pipeline, run_pipeline
 from .runs import FolderLock
 from .files import append_jsonl, atomic_write, read_jsonl
 from .provenance import stamp
-from .tables import (Variant, collect, dataset_note, fmt_cell, markdown_table as render_markdown, spread_note)
+from .tables import (Summary, Variant, collect, dataset_note, fmt_cell, markdown_table as render_markdown,
+                     paired_difference, spread_note, verdict)
 
 log = logging.getLogger(__name__)
 
@@ -198,3 +200,24 @@ def markdown_table(rows: list[dict[str, Any]], route: str, records: list[dict[st
     notes.append("The poster's numbers are NTU-60 (S3D / ST-GCN, hundreds of GPU-hours); on the synthetic data "
                  "the table shows the mechanics and the direction of effects, not numbers to match.")
     return render_markdown(head, body, notes)
+
+
+def conclusion_lines(result: dict[str, Any]) -> list[str]:
+    """The study's conclusion, computed: per stream, MoCo (SkeletonCLR on skeletons) against its own
+    stage 1 and CMMC against MoCo, paired by seed in the words of the 95 % interval
+    (:func:`cmmc_lib.tables.verdict`), and why a score below chance is there when one is."""
+    rec = result["records"][0]
+    chance, n = 1.0 / rec["num_classes"], rec["num_test"]
+    rows = {(r["stream"], r["variant"]): Summary.from_dict(r) for r in result["rows"]}
+    names = {r["variant"]: r["name"] for r in result["rows"]}
+    lines = [f"{ROUTE_PROTOCOL[result['route']]} top-1 on {n} test samples, chance {chance:.3f}:"]
+    for stream in dict.fromkeys(r["stream"] for r in result["rows"]):
+        for variant, baseline in (("moco", "stage1"), ("cmmc", "moco")):
+            a, b = rows.get((stream, variant)), rows.get((stream, baseline))
+            if a is None or b is None:
+                continue
+            text = (f"  {stream}: {names[variant]} {fmt_cell(a, 1, 3)}, "
+                    f"{verdict(paired_difference(a, b), names[baseline], scale=1.0, unit='', digits=3)}")
+            note = below_chance_note(a.mean, n, chance)
+            lines.append(text + (f" ({note})" if note else ""))
+    return lines

@@ -29,6 +29,7 @@ from typing import Any, Sequence
 from .ablation import TABLES, aggregate, conclusion_lines, table_records
 from .files import read_jsonl
 from .pose_study import aggregate as pose_aggregate
+from .pose_study import conclusion_lines as pose_conclusion_lines
 from .tables import fmt_cell, row_label
 
 #: where a checkout keeps the course's shipped results (absent from an installed wheel)
@@ -262,7 +263,9 @@ def readme_section(into: str | Path = COURSE) -> str:
             missing.append(f"the pose table, {route} (lesson 09)")
             continue
         parts += ["", f"**Pose, {route}** (lesson 09; {pose['provenance']}):", "",
-                  (into / folder / "table.md").read_text().strip()]
+                  (into / folder / "table.md").read_text().strip(), "",
+                  "In words, paired by training seed (95 % interval):", "", "```",
+                  *pose_conclusion_lines(pose), "```"]
     if missing:
         parts += ["", f"Not shipped in this checkout yet: {', '.join(missing)}."]
     return "\n".join(parts).lstrip("\n") + "\n"

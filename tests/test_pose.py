@@ -312,7 +312,7 @@ def test_the_rgb_rows_are_fine_tuned_and_the_skeleton_rows_probed_linearly(route
 
 
 def test_the_pose_conclusion_is_computed_in_the_words_of_each_interval():
-    from cmmc_lib.pose_lesson import conclusion_lines
+    from cmmc_lib.pose_study import conclusion_lines
     from cmmc_lib.pose_study import aggregate
 
     def rec(seed, variant, joint):
