@@ -28,9 +28,12 @@ def _notebook(path: Path, params: str, body: str) -> Path:
     return path
 
 
-def test_cell_timeouts_are_per_profile_and_well_below_an_hour():
+def test_cell_timeouts_are_per_profile_and_catch_a_hung_cell_not_a_slow_machine():
     assert set(course.CELL_TIMEOUT) == set(course.COURSE_PROFILES)
-    assert all(60 <= t < 3600 for t in course.CELL_TIMEOUT.values())
+    assert 60 <= course.CELL_TIMEOUT["tiny"] <= 900            # the quick course: CI's cells take minutes
+    # the long course: lesson 03's one cell (three seeds of stage 1 and two rows) took 3008 s on a busy
+    # 2-core machine and the old 3000 s limit failed it and every lesson after it
+    assert 3 * 3008 <= course.CELL_TIMEOUT["cpu"] <= 6 * 3600
 
 
 def test_run_course_passes_the_profile_timeout_to_papermill(tmp_path, monkeypatch):
