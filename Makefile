@@ -21,8 +21,12 @@ $(VENV)/.stamp: pyproject.toml
 
 setup: $(VENV)/.stamp
 
+# make's start, read when make reads this file (before the setup), so that course.json's
+# since_make_s counts the install too
+STARTED := $(shell date +%s)
+
 course: setup
-	$(VENV)/bin/cmmc course --profile $(PROFILE) --out $(OUT)
+	CMMC_MAKE_STARTED=$(STARTED) $(VENV)/bin/cmmc course --profile $(PROFILE) --out $(OUT)
 
 test: setup
 	$(PY) -m pytest $(PYTEST_ARGS)

@@ -51,6 +51,25 @@ def test_run_course_passes_the_profile_timeout_to_papermill(tmp_path, monkeypatc
         course.run_course("tiny", tmp_path / "out", timeout=0, notebooks_dir=tmp_path)
 
 
+def test_make_course_stamps_its_start_so_the_course_json_counts_the_install_too(tmp_path, monkeypatch):
+    import papermill as pm
+
+    _notebook(tmp_path / "01_a.ipynb", 'PROFILE = "tiny"', "x = 1")
+    monkeypatch.setattr(pm, "execute_notebook", lambda *a, **k: time.sleep(0.05))
+    monkeypatch.delenv(course.STARTED_ENV, raising=False)
+    assert "since_make_s" not in course.run_course("tiny", tmp_path / "out", notebooks_dir=tmp_path)
+    monkeypatch.setenv(course.STARTED_ENV, str(time.time() - 100))   # as if the install took 100 s
+    summary = course.run_course("tiny", tmp_path / "out", notebooks_dir=tmp_path)
+    assert 100 + summary["seconds"] <= summary["since_make_s"] < 160
+    assert json.loads((tmp_path / "out" / "course.json").read_text())["since_make_s"] == summary["since_make_s"]
+    # the Makefile reads the clock when make starts, before its setup step, and hands it to the course
+    before = int(time.time())
+    recipe = subprocess.run(["make", "-n", "course", "VENV=/nonexistent"], cwd=REPO, capture_output=True,
+                            text=True, check=True).stdout.splitlines()       # -n: prints, runs nothing
+    assert "pip install" in recipe[-3] and recipe[-1].startswith(f"{course.STARTED_ENV}=")
+    assert before <= int(recipe[-1].split()[0].split("=")[1]) <= time.time()
+
+
 @pytest.mark.slow
 def test_a_hung_cell_fails_its_lesson_at_the_timeout_and_widgets_stay_off_headless(tmp_path):
     _notebook(tmp_path / "01_panel.ipynb", 'PROFILE = "tiny"\nINTERACTIVE = True',

@@ -69,6 +69,18 @@ def test_a_running_long_course_ships_each_table_once_it_is_finished(tmp_path):
     assert into / "course.json" in reference.ship(out, into)["copied"]
 
 
+def test_the_quick_courses_time_counts_the_install_when_make_ran_it(tmp_path):
+    quick = _course_out(tmp_path, profile="tiny")
+    _finish(quick, "tiny")
+    summary = json.loads((quick / "course.json").read_text())
+    summary.update(since_make_s=301.0, machine={"cores": 2})
+    (quick / "course.json").write_text(json.dumps(summary))
+    reference.ship(quick, tmp_path / "into")
+    assert reference.course_times(tmp_path / "into" / "course-tiny.json")["since_make"] == 301.0
+    assert ("* `make course`: 5 min with the install, the nine lessons in 9 s on 2 CPU cores"
+            in reference.readme_section(tmp_path / "into"))
+
+
 def test_a_table_still_filling_in_is_not_shipped_and_the_quick_course_ships_only_its_times(tmp_path):
     out = _course_out(tmp_path, variants=("moco", "mixup"))        # lesson 03 done, 04 and 05 not yet
     assert not reference.ship(out, tmp_path / "a")["copied"]
