@@ -54,14 +54,21 @@ def scale_label(profile: str) -> str:
 
 def provenance(run: dict[str, Any], records: Sequence[dict[str, Any]] = ()) -> str:
     """Where shipped numbers come from, in one line: the command(s) that wrote the rows, commit(s),
-    seeds, machine and the training and evaluation time of the rows."""
+    training seeds (and the transfer set's data seed when the run names one), machine (and its
+    workers x threads when the run names them), and the rows' training and evaluation time (else
+    the command's wall time). Every shipped table, the course's and the study's, says it this way."""
     m = run.get("machine") or {}
     commands = list(dict.fromkeys(r["command"] for r in records if r.get("command"))) or [run["command"]]
     commits = list(dict.fromkeys(r["commit"] for r in records if r.get("commit"))) or [run["commit"]]
-    seconds = run.get("rows_s") or run.get("wall_s") or 0.0
-    return (f"{', '.join(f'`{c}`' for c in commands)} at commit {', '.join(commits)}, training seeds "
-            f"{run['seeds']}; {m.get('cores', '?')} cores ({m.get('cpu', '?')}), torch {m.get('torch', '?')}; "
-            f"{seconds / 60:.1f} min of training and evaluation")
+    seeds = f"training seeds {run['seeds']}"
+    if run.get("transfer_seed") is not None:
+        seeds += f", transfer set data seed {run['transfer_seed']}"
+    where = f"{m.get('cores', '?')} cores ({m.get('cpu', '?')}), torch {m.get('torch', '?')}"
+    if run.get("workers"):
+        where += f", {run['workers']} worker(s) x {run.get('threads', '?')} thread(s)"
+    when = (f"{run['rows_s'] / 60:.1f} min of training and evaluation" if run.get("rows_s")
+            else f"{run.get('wall_s', 0.0) / 60:.1f} min wall")
+    return f"{', '.join(f'`{c}`' for c in commands)} at commit {', '.join(commits)}, {seeds}; {where}; {when}"
 
 
 def _profile(out: Path) -> str:

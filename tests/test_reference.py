@@ -38,6 +38,12 @@ def test_the_provenance_line_names_command_commit_seeds_machine_and_time():
     assert line == ("`cmmc course --profile cpu (lesson 05_cross_modal_cutmix)` at commit abc123, training seeds "
                     "[0, 1, 2]; 2 cores (x86_64), torch 2.14.1; 30.0 min of training and evaluation")
     assert json.dumps(run)      # the fields are plain JSON, as the commands write them
+    # the study's run.json names its transfer set and its workers, and has only a wall time
+    study = {"command": "cmmc study ablate --seeds 5", "commit": "def456", "seeds": [0, 1], "transfer_seed": 1234,
+             "workers": 2, "threads": 1, "machine": {"cores": 2, "cpu": "x86_64", "torch": "2.14.1"}, "wall_s": 90.0}
+    assert reference.provenance(study) == ("`cmmc study ablate --seeds 5` at commit def456, training seeds [0, 1], "
+                                           "transfer set data seed 1234; 2 cores (x86_64), torch 2.14.1, 2 worker(s) "
+                                           "x 1 thread(s); 1.5 min wall")
 
 
 def _course_out(tmp_path, profile="cpu", lessons=9, variants=("moco", "mixup", "cm-mixup", "cmmc")):

@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..ablation import TABLES, aggregate
+from ..reference import provenance
 from .ablate import TABLE, study_rows
 
 #: where a checkout keeps the shipped results (absent from an installed wheel)
@@ -24,14 +25,6 @@ def load_reference(out: str | Path = REFERENCE) -> dict | None:
     records, gates = study_rows(out, run["seeds"], run["preset"], run["overrides"], run["transfer_seed"])
     return {"run": run, "rows": aggregate(records, TABLES[TABLE]), "gates": gates, "chance": run["chance"],
             "provenance": provenance(run)}
-
-
-def provenance(run: dict) -> str:
-    """Where a study's numbers come from, in one line: command, commit, seeds, machine, wall time."""
-    m = run.get("machine") or {}
-    return (f"`{run['command']}` at commit {run['commit']}, training seeds {run['seeds']}, transfer set data seed "
-            f"{run['transfer_seed']}; {m.get('cores', '?')} cores ({m.get('cpu', '?')}), torch {m.get('torch', '?')}, "
-            f"{run['workers']} worker(s) x {run['threads']} thread(s); {run['wall_s'] / 60:.1f} min wall")
 
 
 def load_reference_curves(out: str | Path = REFERENCE) -> dict[str, dict[int, list[tuple[int, float]]]]:
