@@ -358,6 +358,24 @@ def fmt_bench_flow(r: dict) -> str:
     return "\n".join(lines)
 
 
+def cmd_bench_flow_accuracy(a) -> dict:
+    paths = [Path(p) for p in a.videos]
+    if not paths or any(not p.is_file() for p in paths):
+        raise CLIError("bench flow-accuracy needs --videos FILE... (existing video files)")
+    from .flow.accuracy import flow_accuracy
+    result = flow_accuracy(paths, methods=a.methods, device=a.device)
+    for x in result["methods"].values():          # the per-pair errors stay out of a one-line summary
+        x.pop("per_pair", None)
+    return result
+
+
+def fmt_bench_flow_accuracy(r: dict) -> str:
+    lines = [f"end-point error (px) on {len(r['pairs'])} real frame pairs warped by known smooth flow "
+             f"(up to {r['max_px']} px)"]
+    lines += [f"{m:>11}: {x['epe']:.4f} px ({x['seconds']:.1f} s)" for m, x in r["methods"].items()]
+    return "\n".join(lines)
+
+
 def cmd_bench_retrieval(a) -> dict:
     from .evaluate.retrieval import bench_retrieval
     return bench_retrieval(a.queries, a.gallery, a.dim)
@@ -638,7 +656,7 @@ def _add_bench_step_loader(sub) -> None:
 
 
 def _add_bench_others(sub) -> None:
-    """cmmc bench flow|retrieval|gpu-check (``sub``: the bench sub-parsers)."""
+    """cmmc bench flow|flow-accuracy|retrieval|gpu-check (``sub``: the bench sub-parsers)."""
     from .flow.estimators import FLOW_METHODS
     sp = _verb(sub, "flow", cmd_bench_flow, fmt_bench_flow,
                help="optical flow fields/s at 320x240 per method (TV-L1, tvl1-torch per batch size, DIS, Farneback)")
@@ -648,6 +666,12 @@ def _add_bench_others(sub) -> None:
     sp.add_argument("--device", default="auto", help="tvl1-torch: cpu, cuda, cuda:N or auto")
     sp.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="tvl1-torch: frame pairs per call")
     sp.add_argument("--threads", type=int, default=1, help="CPU threads (1: the per-core figure)")
+
+    sp = _verb(sub, "flow-accuracy", cmd_bench_flow_accuracy, fmt_bench_flow_accuracy,
+               help="end-point error of each flow method on real frames warped by a known smooth flow")
+    sp.add_argument("--videos", nargs="+", required=True, help="video files (one frame pair per field kind each)")
+    sp.add_argument("--methods", nargs="*", default=list(FLOW_METHODS))
+    sp.add_argument("--device", default="cpu", help="tvl1-torch: cpu, cuda, cuda:N or auto")
 
     sp = _verb(sub, "retrieval", cmd_bench_retrieval, help="time and memory of retrieval R@k")
     sp.add_argument("--queries", type=int, default=3783)
