@@ -337,8 +337,25 @@ def conclusion_lines(rows: list[dict[str, Any]], chance: dict[str, float], cells
                     text += "; " + verdict(diff, names[baseline], scale=1.0, unit="", digits=3)
                 s = Summary.from_dict(summary)
                 note = below_chance_note(s.mean, s.num_test, c) if c is not None and s.num_test else ""
+                if stream == "two-stream":
+                    note = "; ".join(filter(None, (note, _fusion_note(rows, method, cell, s.mean))))
                 lines.append(text + (f" ({note})" if note else ""))
     return lines
+
+
+def _fusion_note(rows: list[dict[str, Any]], method: str, cell: str, fused: float) -> str:
+    """Why a two-stream mean sits below one of its own streams, or "" when it does not."""
+    single = {r["stream"]: Summary.from_dict(r[cell]) for r in rows
+              if r["method"] == method and r["stream"] != "two-stream" and r.get(cell)}
+    if not single:
+        return ""
+    best, s = max(single.items(), key=lambda kv: kv[1].mean)
+    if fused >= s.mean:
+        return ""
+    other = " and ".join(k for k in single if k != best) or "the other stream"
+    how = "the sum of their similarities" if cell.startswith("R@") else "the mean of their probes' class probabilities"
+    return (f"below {best} alone, {s.mean:.3f}: the fusion weighs both streams equally ({how}), so {other} "
+            f"outvotes {best} where {other} is confident and wrong")
 
 
 def describe_rows(rows: list[dict[str, Any]], metrics: Sequence[str], chance: dict[str, float],

@@ -266,7 +266,7 @@ def readme_section(into: str | Path = COURSE) -> str:
         if table == "ablation":
             parts += ["", "In words, each variant against MoCo paired by training seed (95 % interval), linear "
                       "probe on the transfer set:", "", "```",
-                      *conclusion_lines(ref["rows"], ref["chance"], ("linear/transfer",), streams=("rgb", "flow")),
+                      *conclusion_lines(ref["rows"], ref["chance"], ("linear/transfer",)),
                       "```"]
     for route, folder in POSE_FOLDERS.items():
         pose = load_pose(route, into / folder)

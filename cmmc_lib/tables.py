@@ -210,7 +210,9 @@ def paired_difference(method: Summary, baseline: Summary) -> Difference | None:
 
     ``k >= 2`` pairs: the mean difference, its sample std and ``mean ± t_{0.975, k-1} std / sqrt(k)``.
     One pair: the difference, with ``± 1.96 sqrt(se_a² + se_b²)`` from the two binomial SEs (normal
-    approximation; it treats the two test-set errors as independent)."""
+    approximation; it treats the two test-set errors as independent). The same when every pair
+    differs by the same amount (a zero std, whose t interval would have no width), from the SEs
+    of the two means."""
     if method.seeds is not None and baseline.seeds is not None:
         other = dict(zip(baseline.seeds, baseline.values))
         pairs = [(s, x, other[s]) for s, x in zip(method.seeds, method.values) if s in other]
@@ -230,6 +232,13 @@ def paired_difference(method: Summary, baseline: Summary) -> Difference | None:
         return Difference(mean, None, 1, mean - half, mean + half, diffs, seeds,
                           "one seed: normal approximation from the two binomial SEs")
     std = math.sqrt(math.fsum((d - mean) ** 2 for d in diffs) / (n - 1))
+    if std < 1e-9 and method.num_test is not None and baseline.num_test is not None:
+        # every seed moved by the same amount (often one test sample): a t interval of zero width
+        # would call it certain, so the test set's own noise sets the interval, as for one seed
+        half = Z_975 * math.hypot(one_seed_se(method.mean, method.num_test), one_seed_se(baseline.mean, baseline.num_test))
+        return Difference(mean, std, n, mean - half, mean + half, diffs, seeds,
+                          f"{n} paired seeds with the same difference: normal approximation from the two "
+                          "binomial SEs of the means")
     half = t_quantile_975(n - 1) * std / math.sqrt(n)
     return Difference(mean, std, n, mean - half, mean + half, diffs, seeds,
                       f"{n} paired seeds: Student t, {n - 1} degrees of freedom")

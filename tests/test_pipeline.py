@@ -192,6 +192,21 @@ def test_a_conclusion_is_computed_from_the_rows_in_the_words_of_each_interval():
     assert "(below chance: 45 of 100 right; at chance a score this low happens with p = " in low[1]
 
 
+def test_a_two_stream_mean_below_one_of_its_streams_says_why():
+    # the long course's fusion: RGB's probe is confident where it is wrong and outvotes a right flow probe
+    from cmmc_lib.ablation import TABLES, aggregate, conclusion_lines
+    spec = TABLES["ablation"]
+    records = [{"seed": s, "method": "moco", "protocol": "linear", "dataset": "transfer", "num_test": 100,
+                "rgb/linear": 0.4, "flow/linear": 0.9, "two-stream/linear": fused}
+               for s, fused in ((0, 0.62), (1, 0.46), (2, 0.92))]
+    lines = conclusion_lines(aggregate(records, spec), {"linear/transfer": 0.1}, ["linear/transfer"])
+    assert lines[-1] == ("  MoCo (baseline): 0.667 ± 0.234 (std over 3 seeds) (below flow alone, 0.900: the fusion "
+                         "weighs both streams equally (the mean of their probes' class probabilities), so rgb "
+                         "outvotes flow where rgb is confident and wrong)")
+    records = [{**r, "two-stream/linear": 0.95} for r in records]
+    assert conclusion_lines(aggregate(records, spec), {}, ["linear/transfer"])[-1].endswith("(std over 3 seeds)")
+
+
 def test_an_ablation_plans_each_variant_and_cmmc_without_alternate_training():
     from cmmc_lib.ablation import CURVES, JOINT, plan_ablation
     plans = plan_ablation(preset("tiny"), [0, 1], "/nowhere", variants=["moco", "cmmc"])

@@ -106,6 +106,17 @@ def test_one_seeds_difference_has_the_interval_of_its_two_binomial_ses():
     assert "binomial SEs" in d.basis
 
 
+def test_seeds_that_all_moved_by_one_test_sample_are_not_called_certain():
+    # flow R@5 of the long course: each of 3 seeds 1 of 160 test videos above MoCo; a t interval of zero
+    # width would say "above", the test set's binomial noise says "within the noise"
+    d = paired_difference(summarize([0.95, 0.9375, 0.9625], 160, seeds=[0, 1, 2]),
+                          summarize([0.94375, 0.93125, 0.95625], 160, seeds=[0, 1, 2]))
+    assert d.std == pytest.approx(0.0, abs=1e-12) and d.mean == pytest.approx(1 / 160)
+    se = math.hypot(math.sqrt(0.95 * 0.05 / 160), math.sqrt(0.94375 * 0.05625 / 160))
+    assert (d.low, d.high) == pytest.approx((1 / 160 - 1.96 * se, 1 / 160 + 1.96 * se), abs=1e-4)
+    assert "same difference" in d.basis and verdict(d, "MoCo").startswith("within the noise of MoCo")
+
+
 def test_the_verdict_words_the_interval():
     above = paired_difference(summarize([0.6, 0.62, 0.61], 100, seeds=[0, 1, 2]),
                               summarize([0.5, 0.51, 0.52], 100, seeds=[0, 1, 2]))
