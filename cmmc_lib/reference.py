@@ -26,10 +26,11 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
-from .ablation import TABLES, aggregate, conclusion_lines, table_records
+from .ablation import TABLES, aggregate, conclusion_lines, rebuild_table, table_records
 from .files import read_jsonl
 from .pose_study import aggregate as pose_aggregate
 from .pose_study import conclusion_lines as pose_conclusion_lines
+from .pose_study import rebuild_table as rebuild_pose_table
 from .tables import fmt_cell, row_label
 
 #: where a checkout keeps the course's shipped results (absent from an installed wheel)
@@ -181,9 +182,10 @@ def _side(summary: dict[str, Any] | None) -> str:
 
 
 def ship(course_out: str | Path, into: str | Path = COURSE) -> dict[str, list]:
-    """Copy what a ``cmmc course --out course_out`` run wrote into ``into``, unchanged (never the run
-    folders): at the ``cpu`` profile each table of :data:`SHIPPED` that is finished (:func:`finished`),
-    and the run's ``course.json`` (as :data:`TIMES` names it) once the course ran every lesson.
+    """Copy what a ``cmmc course --out course_out`` run wrote into ``into`` (never the run folders):
+    at the ``cpu`` profile each table of :data:`SHIPPED` that is finished (:func:`finished`), its rows
+    and run record unchanged and its markdown (and CSV) rendered again from them by this checkout's
+    code, and the run's ``course.json`` (as :data:`TIMES` names it) once the course ran every lesson.
     Returns ``{"copied": paths, "waiting": what is not finished yet}``: a long course can be shipped
     table by table while it runs."""
     course_out, into = Path(course_out), Path(into)
@@ -198,6 +200,10 @@ def ship(course_out: str | Path, into: str | Path = COURSE) -> dict[str, list]:
                 continue
             (into / folder).mkdir(parents=True, exist_ok=True)
             copied += [Path(shutil.copy2(course_out / "runs" / source / n, into / folder / n)) for n in names]
+            if table in TABLES:
+                rebuild_table(into / folder, table, into / folder)
+            else:
+                rebuild_pose_table(into / folder, into / folder)
     summary = course_out / "course.json"
     whole = summary.is_file() and (lambda s: s["ok"] == len(s["notebooks"]) >= 9)(json.loads(summary.read_text()))
     if whole:

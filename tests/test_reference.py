@@ -50,9 +50,12 @@ def _course_out(tmp_path, profile="cpu", lessons=9, variants=("moco", "mixup", "
     out = tmp_path / "course"
     abl = out / "runs" / "ablation"
     abl.mkdir(parents=True)
-    (abl / "results.jsonl").write_text(json.dumps({"seed": 0, "command": f"cmmc course --profile {profile} "
-                                                                         "(lesson 03_mixup)"}) + "\n")
-    (abl / "ablation.run.json").write_text(json.dumps({"variants": list(variants), "unfinished": []}))
+    command = f"cmmc course --profile {profile} (lesson 03_mixup)"
+    rows = [{"seed": 0, "method": m, "protocol": "linear", "dataset": "transfer", "num_test": 100, "num_train": 200, "num_classes": 10, "command": command,
+             **{f"{st}/linear": 0.5 for st in ("rgb", "flow", "two-stream")}} for m in variants]
+    (abl / "results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    (abl / "ablation.run.json").write_text(json.dumps({"variants": list(variants), "unfinished": [], "seeds": [0],
+                                                       "chance": {"linear/transfer": 0.1}}))
     (abl / "ablation.md").write_text("| table |\n")
     (abl / "ablation.csv").write_text("seed\n")
     return out
@@ -70,6 +73,9 @@ def test_a_running_long_course_ships_each_table_once_it_is_finished(tmp_path):
     assert sorted(p.name for p in shipped["copied"]) == ["ablation.csv", "ablation.md", "ablation.run.json",
                                                         "results.jsonl"]
     assert shipped["waiting"][:3] == ["comparison", "pose-skeleton", "pose-rgb-pose"]
+    # the rows travel unchanged, the table is rendered again from them (the course wrote a stale one)
+    assert (into / "ablation" / "results.jsonl").read_text() == (out / "runs" / "ablation" / "results.jsonl").read_text()
+    assert (into / "ablation" / "ablation.md").read_text().startswith("| stream | method |")
     assert "course.json" in shipped["waiting"][3]
     _finish(out)
     assert into / "course.json" in reference.ship(out, into)["copied"]

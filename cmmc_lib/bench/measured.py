@@ -52,7 +52,7 @@ class Measurement:
 def _step(results: list[dict]) -> str:
     r = results[0]
     speeds = {x["method"]: x["steps_per_s"] for x in r["results"] if not x.get("error")}
-    text = ", ".join(f"{NAMES.get(m, m)} {v:.1f}" for m, v in speeds.items()) + " steps/s"
+    text = ", ".join(f"{NAMES.get(m, m)} {v:.3g}" for m, v in speeds.items()) + " steps/s"
     over = {tag.split("/")[0]: v for tag, v in r["ratios"]["over_moco"].items()}
     if over:
         text += "; CPU time per step over MoCo's: " + ", ".join(f"{NAMES.get(m, m)} {v:.2f}" for m, v in over.items())
@@ -67,7 +67,7 @@ def _bf16(results: list[dict]) -> str:
     r = results[0]
     speeds = {x["amp"]: x["steps_per_s"] for x in r["results"] if not x.get("error")}
     ratio = next(iter(r["ratios"]["bf16_over_fp32"].values()))
-    return (f"float32 {speeds['off']:.1f} steps/s, bf16 {speeds['bf16']:.2f}: bf16 has {ratio:.3f}x the throughput "
+    return (f"float32 {speeds['off']:.3g} steps/s, bf16 {speeds['bf16']:.3g}: bf16 has {ratio:.3f}x the throughput "
             "(no bf16 units here), so the loop uses float32 on CPU")
 
 
@@ -80,8 +80,12 @@ def _decode(results: list[dict]) -> str:
 def _flow_speed(results: list[dict]) -> str:
     parts = []
     for r in results:
-        speeds = ", ".join(f"{NAMES.get(m, m)} {x['fps']:.2f}" for m, x in r["methods"].items())
-        parts.append(f"{Path(r['video']).stem}: {speeds}")
+        speeds = [f"{NAMES.get(m, m)} {x['fps']:.3g}" for m, x in r["methods"].items()]
+        batches = r.get("tvl1_torch", {}).get("by_batch_size", {})
+        if batches:                                  # tvl1-torch: its best batch size
+            b, x = max(batches.items(), key=lambda kv: kv[1]["fps"])
+            speeds.append(f"tvl1-torch {x['fps']:.3g} (batch {b})")
+        parts.append(f"{Path(r['video']).stem}: {', '.join(speeds)}")
     return "; ".join(parts)
 
 
@@ -99,8 +103,8 @@ def _synth(results: list[dict]) -> str:
 
 def _loop(results: list[dict]) -> str:
     r = results[-1]
-    return (f"{r['steps']} steps in {r['seconds']:.1f} s, start-up and frame cache included: "
-            f"{r['steps'] / r['seconds']:.2f} steps/s")
+    return (f"the data: {_synth(results)}; then {r['steps']} training steps in {r['seconds']:.1f} s, start-up "
+            f"and frame cache included: {r['steps'] / r['seconds']:.2f} steps/s")
 
 
 MEASUREMENTS = (
@@ -127,9 +131,7 @@ MEASUREMENTS = (
     Measurement("flow-accuracy", "optical flow end-point error on real UCF101 frames warped by a known smooth flow",
                 (("bench", "flow-accuracy", "--videos", UCF + "v_Punch_g03_c01.avi", UCF + "v_Biking_g05_c02.avi"),),
                 _flow_accuracy),
-    Measurement("synth", "writing the `cpu` synthetic data",
-                (("data", "synth", "--size", "cpu", "--out", "{scratch}/cpu"),), _synth),
-    Measurement("loop", "the training loop, `cpu` preset, 120 steps",
+    Measurement("loop", "writing the `cpu` synthetic data, then the training loop on it (`cpu` preset, 120 steps)",
                 (("data", "synth", "--size", "cpu", "--out", "{scratch}/cpu"),
                  ("pretrain", "--preset", "cpu", "data.root={scratch}/cpu", "run.max_steps=120", "run.knn_every=0",
                   "--run-dir", "{scratch}/loop")), _loop),
