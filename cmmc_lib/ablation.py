@@ -92,7 +92,8 @@ TABLES = {t.name: t for t in (
     # training, on all test clips and on the motion-only ones; nothing of the poster's to compare
     Table("study", ("moco", "mixup", "cm-mixup", "cmmc", "cmmc-joint"), STREAMS,
           ("linear", "linear motion-only", "R@1", "R@1 motion-only"), (), {}),
-    Table("comparison", ("moco", "cmmc", "coclr", "coclr-cmmc"), ("rgb", "two-stream"),
+    # flow too: the poster has no flow column, but a two-stream row is read against both its streams
+    Table("comparison", ("moco", "cmmc", "coclr", "coclr-cmmc"), STREAMS,
           ("linear", "finetune", "R@1"),
           ("linear UCF", "linear HMDB", "fine-tune UCF", "fine-tune HMDB", "R@1 UCF"), {
               ("rgb", "moco"): (46.8, 23.1, None, None, 33.1), ("two-stream", "moco"): (68.1, 33.1, None, None, 49.8),
@@ -344,13 +345,14 @@ def conclusion_lines(rows: list[dict[str, Any]], chance: dict[str, float], cells
 
 
 def _fusion_note(rows: list[dict[str, Any]], method: str, cell: str, fused: float) -> str:
-    """Why a two-stream mean sits below one of its own streams, or "" when it does not."""
+    """Why a two-stream mean sits clearly below one of its own streams (by more than twice that
+    stream's spread), or "" when it does not."""
     single = {r["stream"]: Summary.from_dict(r[cell]) for r in rows
               if r["method"] == method and r["stream"] != "two-stream" and r.get(cell)}
     if not single:
         return ""
     best, s = max(single.items(), key=lambda kv: kv[1].mean)
-    if fused >= s.mean:
+    if s.mean - fused <= 2 * s.spread:               # not clearly below: nothing to explain
         return ""
     other = " and ".join(k for k in single if k != best) or "the other stream"
     how = "the sum of their similarities" if cell.startswith("R@") else "the mean of their probes' class probabilities"
