@@ -228,6 +228,43 @@ def test_executed_lessons_print_numbers_with_chance_and_spread(executed):
         assert "p = " in text or "p(R@1 | chance)" in text, name
 
 
+def _outputs(cell) -> str:
+    parts = []
+    for o in cell.get("outputs", []):
+        parts.append("".join(o.get("text", "")))
+        parts += ["".join(o.get("data", {}).get(k, "")) for k in ("text/markdown", "text/plain")]
+    return "\n".join(parts)
+
+
+def _printed_forms(value: str) -> set[str]:
+    """How a rate printed as 0.787 may appear in a table above: 0.787, or in % with one decimal (78.7,
+    or 78.8 when the rate was 0.7875 and the two roundings part)."""
+    x = float(value)
+    return {f"{x:.3f}", *(f"{100 * x + d:.1f}" for d in (-0.05, 0.0, 0.05))}
+
+
+@pytest.mark.slow
+def test_every_number_a_conclusion_computes_is_printed_above_it(executed):
+    # the conclusion cell rewords the lesson's tables; a row's "mean ± spread" it quotes (its own run's
+    # or the shipped reference's) must be one the lesson printed before it, not a number from elsewhere
+    out, _ = executed
+    pair = re.compile(r"(by |\()?([-+]?\d+\.\d{3}) ± (\d+\.\d{3}|< 0\.001)")
+    quoted = 0
+    for nb in NOTEBOOKS:
+        cells = _book(out / nb.name)["cells"]
+        at = next((i for i, c in enumerate(cells) if c.get("id", "").endswith("conclusion-numbers")), None)
+        if at is None:
+            continue
+        above = "\n".join(_outputs(c) for c in cells[:at])
+        for prefix, mean, spread in pair.findall(_outputs(cells[at])):
+            if prefix or mean.startswith(("+", "-")):        # a difference computed in the conclusion itself
+                continue
+            quoted += 1
+            assert any(f in above for f in _printed_forms(mean)), f"{nb.name}: {mean} ± {spread} not printed above"
+            assert spread.startswith("<") or any(f in above for f in _printed_forms(spread)), (nb.name, mean, spread)
+    assert quoted > 100                    # lessons 02-05 and 07-09 quote their rows
+
+
 @pytest.mark.slow
 def test_every_figure_a_lesson_saves_exists_and_is_not_blank(executed):
     import matplotlib.image
