@@ -1,6 +1,7 @@
 """Course mechanics: the per-cell timeout, lesson selection, headless widgets, and the helpers the
 lessons share (train-or-load with a config copy, run names, probe epochs, run folder listing)."""
 import json
+import os
 import subprocess
 import sys
 import time
@@ -62,12 +63,16 @@ def test_make_course_stamps_its_start_so_the_course_json_counts_the_install_too(
     summary = course.run_course("tiny", tmp_path / "out", notebooks_dir=tmp_path)
     assert 100 + summary["seconds"] <= summary["since_make_s"] < 160
     assert json.loads((tmp_path / "out" / "course.json").read_text())["since_make_s"] == summary["since_make_s"]
-    # the Makefile reads the clock when make starts, before its setup step, and hands it to the course
+    # the Makefile reads the clock when make starts, before its setup step, and hands it to the course;
+    # a make that runs this test (make test) must not leak its MAKEFLAGS / MAKELEVEL into this one
     before = int(time.time())
-    recipe = subprocess.run(["make", "-n", "course", "VENV=/nonexistent"], cwd=REPO, capture_output=True,
-                            text=True, check=True).stdout.splitlines()       # -n: prints, runs nothing
-    assert "pip install" in recipe[-3] and recipe[-1].startswith(f"{course.STARTED_ENV}=")
-    assert before <= int(recipe[-1].split()[0].split("=")[1]) <= time.time()
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MFLAGS", "MAKELEVEL")}
+    recipe = subprocess.run(["make", "--no-print-directory", "-n", "course", "VENV=/nonexistent"], cwd=REPO,
+                            env=env, capture_output=True, text=True, check=True).stdout.splitlines()   # -n: prints only
+    course_line = next(i for i, line in enumerate(recipe) if line.startswith(f"{course.STARTED_ENV}="))
+    assert any("pip install" in line for line in recipe[:course_line])
+    recipe = recipe[course_line:]
+    assert before <= int(recipe[0].split()[0].split("=")[1]) <= time.time()
 
 
 @pytest.mark.slow
