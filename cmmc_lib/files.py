@@ -213,3 +213,20 @@ def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
         f.write(line)
         f.flush()
         os.fsync(f.fileno())
+
+
+def between_markers(path: str | Path, begin: str, end: str) -> str:
+    """The text of ``path`` between the lines ``begin`` and ``end`` (a generated section of a README)."""
+    return Path(path).read_text().split(begin, 1)[1].split(end, 1)[0].lstrip("\n")
+
+
+def replace_between_markers(path: str | Path, begin: str, end: str, body: str) -> bool:
+    """Write ``body`` between the markers ``begin`` and ``end`` of ``path``, keeping the rest; True
+    when the file changed."""
+    path = Path(path)
+    text = path.read_text()
+    head, rest = text.split(begin, 1)
+    _, tail = rest.split(end, 1)
+    new = head + begin + "\n" + body + end + tail
+    path.write_text(new)
+    return new != text

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from .ablation import TABLES, aggregate, conclusion_lines, rebuild_table, table_records
-from .files import read_jsonl
+from .files import between_markers, read_jsonl, replace_between_markers
 from .pose_study import aggregate as pose_aggregate
 from .pose_study import conclusion_lines as pose_conclusion_lines
 from .pose_study import rebuild_table as rebuild_pose_table
@@ -291,19 +291,12 @@ def readme_section(into: str | Path = COURSE) -> str:
 def write_readme(readme: str | Path, into: str | Path = COURSE) -> bool:
     """Replace the README's section between :data:`README_BEGIN` and :data:`README_END` with
     :func:`readme_section`; True when the file changed."""
-    readme = Path(readme)
-    text = readme.read_text()
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    new = head + README_BEGIN + "\n" + readme_section(into) + README_END + tail
-    readme.write_text(new)
-    return new != text
+    return replace_between_markers(readme, README_BEGIN, README_END, readme_section(into))
 
 
 def readme_block(readme: str | Path) -> str:
     """What the README holds between its markers now."""
-    text = Path(readme).read_text()
-    return text.split(README_BEGIN, 1)[1].split(README_END, 1)[0].lstrip("\n")
+    return between_markers(readme, README_BEGIN, README_END)
 
 
 def _minutes(seconds: float) -> str:

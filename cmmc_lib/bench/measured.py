@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ..files import between_markers, replace_between_markers
 from ..provenance import machine, source_commit
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -205,18 +206,12 @@ def table(into: str | Path = BENCH, study_run: str | Path = STUDY_RUN) -> str:
 
 def write_readme(readme: str | Path, into: str | Path = BENCH) -> bool:
     """Replace the README's table between :data:`README_BEGIN` and :data:`README_END`; True when it changed."""
-    readme = Path(readme)
-    text = readme.read_text()
-    head, rest = text.split(README_BEGIN, 1)
-    _, tail = rest.split(README_END, 1)
-    new = head + README_BEGIN + "\n" + table(into) + README_END + tail
-    readme.write_text(new)
-    return new != text
+    return replace_between_markers(readme, README_BEGIN, README_END, table(into))
 
 
 def readme_block(readme: str | Path) -> str:
     """What the README holds between its markers now."""
-    return Path(readme).read_text().split(README_BEGIN, 1)[1].split(README_END, 1)[0].lstrip("\n")
+    return between_markers(readme, README_BEGIN, README_END)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
