@@ -165,6 +165,9 @@ def measure(m: Measurement, into: str | Path = BENCH, realdata: str | Path | Non
                 last = (done.stderr.strip().splitlines() or ["(no message)"])[-1]
                 raise RuntimeError(f"{m.name}: `{shown(argv)}` failed (exit {done.returncode}): {last}")
             results.append(json.loads(done.stdout))
+        # the results name this machine's folders; they are kept as the README shows the commands
+        text = json.dumps(results).replace(str(realdata), "../shared/realdata").replace(scratch, "$TMP")
+        results = json.loads(text)
     record = {"name": m.name, "what": m.what, "commands": [shown(a) for a in m.commands], "results": results,
               "commit": source_commit(), "machine": machine(), "date": time.strftime("%Y-%m-%d"),
               "wall_s": round(time.perf_counter() - t0, 1)}
