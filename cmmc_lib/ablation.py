@@ -357,7 +357,7 @@ def _fusion_note(rows: list[dict[str, Any]], method: str, cell: str, fused: floa
     other = " and ".join(k for k in single if k != best) or "the other stream"
     how = "the sum of their similarities" if cell.startswith("R@") else "the mean of their probes' class probabilities"
     return (f"below {best} alone, {s.mean:.3f}: the fusion weighs both streams equally ({how}), so {other} "
-            f"outvotes {best} where {other} is confident and wrong")
+            f"can outvote {best} where {other} is confident and wrong")
 
 
 def describe_rows(rows: list[dict[str, Any]], metrics: Sequence[str], chance: dict[str, float],

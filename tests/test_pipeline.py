@@ -202,7 +202,7 @@ def test_a_two_stream_mean_below_one_of_its_streams_says_why():
     lines = conclusion_lines(aggregate(records, spec), {"linear/transfer": 0.1}, ["linear/transfer"])
     assert lines[-1] == ("  MoCo (baseline): 0.667 ± 0.234 (std over 3 seeds) (below flow alone, 0.900: the fusion "
                          "weighs both streams equally (the mean of their probes' class probabilities), so rgb "
-                         "outvotes flow where rgb is confident and wrong)")
+                         "can outvote flow where rgb is confident and wrong)")
     records = [{**r, "two-stream/linear": 0.95} for r in records]
     assert conclusion_lines(aggregate(records, spec), {}, ["linear/transfer"])[-1].endswith("(std over 3 seeds)")
 
